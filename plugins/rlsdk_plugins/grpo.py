@@ -1,0 +1,228 @@
+"""GRPO-family advantages and the ``grpo`` and ``dr_grpo`` presets.
+
+Group g holds the n completions of one prompt, R_i is the scalar reward of completion i, mu_g and sigma_g
+the group's mean and standard deviation (Bessel's correction, n - 1, as in verl, TRL, OpenRLHF and
+NeMo RL; ``shared/reference/algorithms.md`` section 1):
+
+- ``grpo`` (DeepSeekMath; verl ``grpo``):  A_i = (R_i - mu_g) / (sigma_g + eps)
+- Dr. GRPO (Liu et al. 2025; ``grpo`` with ``norm_std=False``):  A_i = R_i - mu_g
+- ``grpo_passk`` (verl ``grpo_passk``): only the best completion of a group is credited,
+  A_best = (R_max - R_second) / (sigma_g + eps), every other A_i = 0.
+
+A scalar advantage is broadcast over the completion: A[i, t] = A_i * mask[i, t] (exactly 0 where the
+mask is 0). Statistics are computed in float64; the result is float32 (float64 if the rewards are).
+
+The helpers :func:`result_dtype`, :func:`broadcast_to_tokens` and the ``check_*`` option validators are
+shared by the other outcome-reward estimators (``rloo``, ``opo``, ``reinforce_pp``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import rlsdk
+from rlsdk import ConfigError, RolloutBatch
+from rlsdk.hookspecs import Register
+
+__all__ = [
+    "GRPOAdvantage",
+    "GRPOPassKAdvantage",
+    "grpo_preset",
+    "dr_grpo_preset",
+    "result_dtype",
+    "broadcast_to_tokens",
+    "check_bool",
+    "check_number",
+    "check_choice",
+]
+
+SINGLE_GROUP_MODES = ("reward", "zero")
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def result_dtype(rewards: Tensor) -> torch.dtype:
+    """The dtype of an advantage tensor: float64 if the rewards are float64, else float32."""
+    return torch.float64 if rewards.dtype == torch.float64 else torch.float32
+
+
+def broadcast_to_tokens(scores: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Broadcast one advantage per completion over its tokens.
+
+    Args:
+        scores: ``[B]`` per-completion advantages A_i.
+        mask: ``[B, T]`` 1 where a token is trained on.
+        dtype: Dtype of the result (see :func:`result_dtype`).
+
+    Returns:
+        ``[B, T]`` with A[i, t] = A_i * mask[i, t], exactly 0 where the mask is 0 (even if A_i is not finite).
+    """
+    m = mask.to(torch.float64)
+    return torch.where(m > 0, scores.to(torch.float64)[:, None] * m, 0.0).to(dtype)
+
+
+def check_bool(value: Any, option: str) -> bool:
+    """Return ``value`` if it is a bool, else raise :class:`rlsdk.ConfigError` naming ``option``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{option} must be true or false, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_number(value: Any, option: str, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite number in ``[low, high]`` (``(low, high]`` if ``low_open``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high != math.inf else "")
+        raise ConfigError(f"{option} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: Any, option: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise :class:`rlsdk.ConfigError` listing them."""
+    if value not in choices:
+        raise ConfigError(f"{option} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Estimators
+
+
+class GRPOAdvantage:
+    """Group-normalised advantage of GRPO (DeepSeekMath, Shao et al. 2024) and Dr. GRPO.
+
+    A_i = (R_i - mu_g) / (sigma_g + eps), or A_i = R_i - mu_g when ``norm_std=False`` (Dr. GRPO,
+    Liu et al. 2025; TRL ``scale_rewards="none"``, verl ``norm_adv_by_std_in_grpo=False``).
+    The eps is added to sigma, not to the variance. A[i, t] = A_i * mask[i, t]. Every row of a group
+    counts in mu_g and sigma_g, including rows whose mask is empty (as in verl and TRL).
+
+    Args:
+        eps: Added to the group std. 1e-6 as verl and NeMo RL; TRL uses 1e-4, OpenRLHF 1e-9.
+        norm_std: Divide by ``sigma_g + eps`` (True, GRPO) or only centre (False, Dr. GRPO).
+        unbiased: Bessel-corrected std (True: all four reference systems) or population std (False).
+        single_group: What a group of one completion gets. ``"reward"`` (verl): mu = 0 and sigma = 1,
+            so A = R / (1 + eps) (A = R without std normalisation). ``"zero"`` (NeMo RL): A = 0.
+    """
+
+    def __init__(self, eps: float = 1e-6, norm_std: bool = True, unbiased: bool = True, single_group: str = "reward"):
+        self.eps = check_number(eps, "advantage.eps", 0.0, low_open=True)
+        self.norm_std = check_bool(norm_std, "advantage.norm_std")
+        self.unbiased = check_bool(unbiased, "advantage.unbiased")
+        self.single_group = check_choice(single_group, "advantage.single_group", SINGLE_GROUP_MODES)
+
+    def scores(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        """Per-completion advantages ``[B]`` (float64) from ``rewards [B]`` and ``group_ids [B]``."""
+        r = rewards.detach().to(torch.float64)
+        mean, std, size = rlsdk.group_stats(r, group_ids, unbiased=self.unbiased)
+        single = size < 2
+        if self.single_group == "reward":  # verl: mu = 0, sigma = 1
+            mean = torch.where(single, 0.0, mean)
+            std = torch.where(single, 1.0, std)
+        adv = (r - mean) / (std + self.eps) if self.norm_std else r - mean
+        if self.single_group == "zero":  # NeMo RL
+            adv = torch.where(single, 0.0, adv)
+        return adv
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        """Advantages ``[B, T]`` of a scored rollout (``rewards [B]``, ``group_ids [B]``, ``mask [B, T]``)."""
+        return broadcast_to_tokens(self.scores(batch.rewards, batch.group_ids), batch.mask, result_dtype(batch.rewards))
+
+
+class GRPOPassKAdvantage:
+    """Pass@k advantage (verl ``grpo_passk``): credit only the best completion of each group.
+
+    A_best = (R_max - R_second) / (sigma_g + eps) (no division when ``norm_std=False``), every other
+    completion of the group gets 0. With a tie for the best reward the advantage is 0 anyway; the first
+    row of the batch among the tied ones is the "best". Every group needs at least two completions.
+
+    Args:
+        eps: Added to the group std (verl 1e-6).
+        norm_std: Divide by ``sigma_g + eps``.
+        unbiased: Bessel-corrected std (verl: ``torch.std``, unbiased).
+    """
+
+    def __init__(self, eps: float = 1e-6, norm_std: bool = True, unbiased: bool = True):
+        self.eps = check_number(eps, "advantage.eps", 0.0, low_open=True)
+        self.norm_std = check_bool(norm_std, "advantage.norm_std")
+        self.unbiased = check_bool(unbiased, "advantage.unbiased")
+
+    def scores(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        """Per-completion advantages ``[B]`` (float64); raises if a group has fewer than 2 completions."""
+        r = rewards.detach().to(torch.float64)
+        _, std, size = rlsdk.group_stats(r, group_ids, unbiased=self.unbiased)
+        if bool((size < 2).any()):
+            lonely = group_ids[size < 2][0].item()
+            raise ConfigError(
+                f"advantage 'grpo_passk' needs at least 2 completions per prompt, but group {lonely} has 1; "
+                "sample n >= 2 per prompt (sampler.n) or use advantage.name=grpo"
+            )
+        _, inverse = torch.unique(group_ids, return_inverse=True)
+        k = int(inverse.max()) + 1 if inverse.numel() else 0
+        rows = torch.arange(r.shape[0], device=r.device)
+        neg_inf = r.new_full((k,), -math.inf)
+        best = neg_inf.scatter_reduce(0, inverse, r, "amax")
+        first_best = torch.full((k,), r.shape[0], device=r.device).scatter_reduce(
+            0, inverse, torch.where(r == best[inverse], rows, r.shape[0]), "amin"
+        )
+        is_best = rows == first_best[inverse]
+        second = neg_inf.scatter_reduce(0, inverse, torch.where(is_best, -math.inf, r), "amax")
+        gap = best[inverse] - second[inverse]
+        if self.norm_std:
+            gap = gap / (std + self.eps)
+        return torch.where(is_best, gap, 0.0)
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        """Advantages ``[B, T]``: non-zero only on the tokens of each group's best completion."""
+        return broadcast_to_tokens(self.scores(batch.rewards, batch.group_ids), batch.mask, result_dtype(batch.rewards))
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+
+
+def grpo_preset() -> dict[str, Any]:
+    """GRPO as in DeepSeekMath: group-normalised advantage, clipped surrogate, per-sequence mean.
+
+    ``seq-mean-token-mean`` is the original GRPO aggregation (TRL ``loss_type="grpo"``). The KL
+    coefficient is 0 (TRL's default beta); DeepSeekMath used 0.04 and verl uses 0.001 with ``k3``:
+    set ``loss.kl_coef`` to match them.
+    """
+    return {
+        "advantage": {"name": "grpo", "eps": 1e-6, "norm_std": True},
+        "loss": {"name": "clipped_pg", "eps_low": 0.2, "eps_high": 0.2, "kl_coef": 0.0, "agg": "seq-mean-token-mean"},
+    }
+
+
+def dr_grpo_preset() -> dict[str, Any]:
+    """Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training"): no std, constant normaliser.
+
+    A_i = R_i - mu_g, and the loss is summed over tokens and divided by a constant (rows x max length),
+    which removes GRPO's length and difficulty biases (verl: ``norm_adv_by_std_in_grpo=False`` with
+    ``seq-mean-token-sum-norm``; TRL: ``scale_rewards="none"`` with ``loss_type="dr_grpo"``).
+    """
+    return {
+        "advantage": {"name": "grpo", "norm_std": False},
+        "loss": {"name": "clipped_pg", "agg": "seq-mean-token-sum-norm"},
+    }
+
+
+@rlsdk.hookimpl
+def register_advantages(register: Register) -> None:
+    """Register this module's advantage estimators."""
+    register("grpo", GRPOAdvantage)
+    register("grpo_passk", GRPOPassKAdvantage)
+
+
+@rlsdk.hookimpl
+def register_algorithms(register: Register) -> None:
+    """Register this module's algorithm presets."""
+    register("grpo", grpo_preset)
+    register("dr_grpo", dr_grpo_preset)

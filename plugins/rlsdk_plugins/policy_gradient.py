@@ -1,0 +1,310 @@
+"""Policy-gradient losses: the clipped surrogate family (PPO / DAPO / dual clip / INTELLECT-2) and REINFORCE.
+
+Both losses share one skeleton (:class:`PolicyLoss`): a per-token policy term ``L [B, T]`` aggregated with
+the batch's global counts, plus an optional KL-to-reference term and entropy bonus aggregated the same way
+(verl, OpenRLHF and NeMo RL reuse the policy's aggregation for both; ``shared/reference/algorithms.md``
+sections 2, 3, 6 and 8)::
+
+    total = agg(L) + kl_coef * agg(kl_estimate(lp, lp_ref)) - entropy_coef * agg(H)
+
+Masked positions are replaced by 0 with ``torch.where`` *before* any arithmetic, so NaN or inf there (padding
+produced by a model, or unscorable samples) never reaches ``exp``, the loss or the gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import rlsdk
+from rlsdk import ConfigError, LossOutput, TrainBatch
+from rlsdk.errors import did_you_mean
+from rlsdk.functional import AGGREGATION_MODES, KL_ESTIMATORS, aggregate, kl_estimate
+from rlsdk.hookspecs import Register
+
+__all__ = ["PolicyLoss", "ClippedPG", "Reinforce", "register_losses"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Option checks (every message names the option, the bad value and what is valid)
+
+
+def _number(
+    option: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    strict: bool = False,
+    none_ok: bool = False,
+    bound: str | None = None,
+) -> float | None:
+    """``value`` as a float, or raise :class:`ConfigError` naming ``loss.<option>``.
+
+    Args:
+        option: The option's name (shown as ``loss.<option>``).
+        value: What the user passed.
+        low: Smallest valid value (None: no bound).
+        strict: ``value`` must be strictly greater than ``low``.
+        none_ok: None is a valid value (it disables the feature).
+        bound: How to show ``low`` in the message (default: its value).
+    """
+    if value is None and none_ok:
+        return None
+    rule = "a finite number" if low is None else f"a number {'>' if strict else '>='} {bound or f'{low:g}'}"
+    if none_ok:
+        rule += " or None"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"loss.{option} = {value!r} is invalid; it must be {rule}")
+    if low is not None and (value <= low if strict else value < low):
+        raise ConfigError(f"loss.{option} = {value!r} is invalid; it must be {rule}")
+    return float(value)
+
+
+def _choice(option: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(
+            f"loss.{option} = {value!r} is invalid{did_you_mean(str(value), choices)}; valid: {', '.join(choices)}"
+        )
+    return value
+
+
+def _zero_masked(values: Tensor, valid: Tensor) -> Tensor:
+    """``values`` with masked positions set to 0 (no NaN/inf survives there, not even in the gradient)."""
+    return torch.where(valid, values, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
+def _mean(values: Tensor, batch: TrainBatch) -> float:
+    """A metric: ``sum(m * x) / N_tok`` with the global token count, so it sums over micro-batches."""
+    return float(aggregate(values.detach(), batch, "token-mean"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared skeleton
+
+
+class PolicyLoss:
+    """Base of the policy-gradient losses: ``agg(L) + kl_coef * agg(KL) - entropy_coef * agg(H)``.
+
+    Subclasses implement :meth:`policy_terms`, the per-token policy loss ``L [B, T]``; this class adds the
+    regularisers, aggregates everything with one mode and the batch's global counts, and collects metrics.
+
+    - KL to the reference as a loss term (verl ``use_kl_loss``, NeMo RL ``reference_policy_kl_penalty``,
+      TRL ``beta``): ``KL_t = kl_estimate(lp, lp_ref, kl_estimator, kl_input_clamp, kl_output_clamp)``.
+    - Entropy bonus (verl ``entropy_coeff``, OpenRLHF ``entropy_coef``): ``-entropy_coef * agg(H)`` with
+      ``H = batch.entropy`` (filled, with gradient, by the trainer when ``needs_entropy``).
+
+    Metrics are token means over the *global* batch, ``sum(m * x) / N_tok`` whatever ``agg`` is, so they are
+    comparable across aggregation modes and sum over micro-batches: ``pg_loss`` (of ``L``), ``kl`` (of the
+    estimate, whenever ``batch.ref_logprobs`` is given) and ``entropy`` (whenever ``batch.entropy`` is given).
+
+    Args:
+        kl_coef: ``beta >= 0``; 0 disables the term (TRL's default ``beta = 0``; verl uses 0.001 when on).
+        kl_estimator: One of :data:`rlsdk.functional.KL_ESTIMATORS` (``k3`` = verl ``low_var_kl``, TRL, NeMo RL).
+        kl_input_clamp: Clamp of ``lp - lp_ref`` before the estimator (verl, NeMo RL: 20; None disables).
+        kl_output_clamp: Clamp of the estimate (verl, NeMo RL, OpenRLHF: 10; None disables, as TRL).
+        entropy_coef: Weight of the entropy bonus; 0 disables it (verl, OpenRLHF default).
+        agg: Aggregation mode, one of :data:`rlsdk.functional.AGGREGATION_MODES` (verl default ``token-mean``).
+
+    Attributes:
+        needs_ref_logprobs: ``kl_coef > 0``: the trainer must fill ``batch.ref_logprobs``.
+        needs_entropy: ``entropy_coef != 0``: the trainer must fill ``batch.entropy``.
+    """
+
+    name = "policy_loss"
+
+    def __init__(
+        self,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k3",
+        kl_input_clamp: float | None = 20.0,
+        kl_output_clamp: float | None = 10.0,
+        entropy_coef: float = 0.0,
+        agg: str = "token-mean",
+    ) -> None:
+        self.kl_coef = _number("kl_coef", kl_coef, low=0.0)
+        self.kl_estimator = _choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
+        self.kl_input_clamp = _number("kl_input_clamp", kl_input_clamp, low=0.0, strict=True, none_ok=True)
+        self.kl_output_clamp = _number("kl_output_clamp", kl_output_clamp, low=0.0, strict=True, none_ok=True)
+        self.entropy_coef = _number("entropy_coef", entropy_coef)
+        self.agg = _choice("agg", agg, AGGREGATION_MODES)
+        self.needs_ref_logprobs = self.kl_coef > 0
+        self.needs_entropy = self.entropy_coef != 0
+
+    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The per-token policy loss and its own metrics.
+
+        Args:
+            logprobs: ``[B, T]`` current log-probabilities, already 0 where ``valid`` is False.
+            batch: The micro-batch (its ``advantages`` and ``old_logprobs`` may hold NaN where masked).
+            valid: ``[B, T]`` bool, ``batch.mask > 0``.
+
+        Returns:
+            ``(L [B, T], metrics)``; ``L`` must be finite where ``valid`` is False.
+        """
+        raise NotImplementedError
+
+    def __call__(self, logprobs: Tensor, batch: TrainBatch) -> LossOutput:
+        """Loss of one micro-batch, normalised by the global counts of ``batch``.
+
+        Args:
+            logprobs: ``[B, T]`` log-probabilities of the sampled tokens under the current policy.
+            batch: The micro-batch with the global batch's counts.
+
+        Returns:
+            ``LossOutput(loss=scalar, metrics)``; both sum over the micro-batches of a batch.
+        """
+        if logprobs.shape != batch.mask.shape:
+            raise ValueError(
+                f"loss {self.name}: logprobs {tuple(logprobs.shape)} must match mask {tuple(batch.mask.shape)}"
+            )
+        valid = batch.mask > 0
+        lp = _zero_masked(logprobs, valid)
+        per_token, metrics = self.policy_terms(lp, batch, valid)
+        pg_loss = aggregate(per_token, batch, self.agg)
+        metrics = {"pg_loss": _mean(per_token, batch), **metrics}
+        return LossOutput(loss=pg_loss + self._regularisers(lp, batch, valid, metrics), metrics=metrics)
+
+    def _regularisers(self, lp: Tensor, batch: TrainBatch, valid: Tensor, metrics: dict[str, float]) -> Tensor:
+        """``kl_coef * agg(KL) - entropy_coef * agg(H)``; adds ``kl`` and ``entropy`` to ``metrics``."""
+        total = torch.zeros((), dtype=lp.dtype, device=lp.device)
+        if batch.ref_logprobs is not None:
+            ref = _zero_masked(batch.ref_logprobs, valid)
+            kl = kl_estimate(lp, ref, self.kl_estimator, self.kl_input_clamp, self.kl_output_clamp)
+            metrics["kl"] = _mean(kl, batch)
+            if self.kl_coef > 0:
+                total = total + self.kl_coef * aggregate(kl, batch, self.agg)
+        elif self.needs_ref_logprobs:
+            raise ValueError(
+                f"loss {self.name}: loss.kl_coef = {self.kl_coef:g} needs batch.ref_logprobs, but it is None "
+                "(the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
+            )
+        if batch.entropy is not None:
+            entropy = _zero_masked(batch.entropy, valid)
+            metrics["entropy"] = _mean(entropy, batch)
+            if self.entropy_coef != 0:
+                total = total - self.entropy_coef * aggregate(entropy, batch, self.agg)
+        elif self.needs_entropy:
+            raise ValueError(
+                f"loss {self.name}: loss.entropy_coef = {self.entropy_coef:g} needs batch.entropy, but it is None "
+                "(the trainer fills it when loss.needs_entropy is True; set entropy_coef=0 to drop the bonus)"
+            )
+        return total
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+
+
+class ClippedPG(PolicyLoss):
+    """Clipped policy gradient: PPO clip, DAPO clip-higher, dual clip and the INTELLECT-2 ``delta`` cap.
+
+    Per valid token, with ``l = lp - lp_old`` (clamped to ``[-logratio_clamp, logratio_clamp]``, verl) and
+    ``rho = exp(l)``::
+
+        L = max(-A * min(rho, delta), -A * clip(rho, 1 - eps_low, 1 + eps_high))   # PPO (Schulman 2017)
+        L = min(L, -c * A)   where A < 0, when dual_clip_c = c is set             # dual clip (Ye 2020)
+
+    (``min(rho, delta)`` is ``rho`` when ``delta`` is None.)
+
+    - PPO / GRPO: ``eps_low = eps_high = 0.2`` (verl, TRL, OpenRLHF, NeMo RL).
+    - DAPO clip-higher: ``eps_high = 0.28`` (verl, TRL ``epsilon_high``, NeMo RL ``ratio_clip_max``).
+    - Dual clip: off by default as in OpenRLHF (``dual_clip``) and NeMo RL (``ratio_clip_c=None``); verl has it
+      always on with ``c = 3``, so set ``dual_clip_c=3.0`` to match verl.
+    - ``delta`` (TRL ``delta``, INTELLECT-2): the unclipped term uses ``min(rho, delta)``; needs
+      ``delta > 1 + eps_high``. Off by default (TRL).
+    - ``logratio_clamp = 20`` (verl) keeps ``exp`` finite; None disables it (TRL, OpenRLHF, NeMo RL), and a
+      huge log-ratio then gives an infinite ratio and NaN gradients.
+
+    Then ``total = agg(L) + kl_coef * agg(KL) - entropy_coef * agg(H)`` (see :class:`PolicyLoss`).
+
+    Metrics (token means over the global batch, see :class:`PolicyLoss`): ``pg_loss``, ``clip_frac`` (fraction of valid tokens where the clipped term is the larger,
+    verl ``pg_clipfrac``), ``ratio_mean``, ``dual_clip_frac`` (where the dual clip is active; only when on,
+    verl ``pg_clipfrac_lower``), ``kl`` (when ``ref_logprobs`` is given) and ``entropy`` (when ``entropy``
+    is given).
+
+    Args:
+        eps_low: Lower clip range, ``>= 0``.
+        eps_high: Upper clip range, ``>= 0``; None means ``eps_low``.
+        dual_clip_c: Dual-clip constant ``c > 1``, or None (off).
+        delta: Cap of the unclipped ratio, ``> 1 + eps_high``, or None (off).
+        logratio_clamp: Clamp of ``l`` before ``exp``, ``> 0``, or None (off).
+        kl_coef, kl_estimator, kl_input_clamp, kl_output_clamp, entropy_coef, agg: see :class:`PolicyLoss`.
+    """
+
+    name = "clipped_pg"
+
+    def __init__(
+        self,
+        eps_low: float = 0.2,
+        eps_high: float | None = None,
+        dual_clip_c: float | None = None,
+        delta: float | None = None,
+        logratio_clamp: float | None = 20.0,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k3",
+        kl_input_clamp: float | None = 20.0,
+        kl_output_clamp: float | None = 10.0,
+        entropy_coef: float = 0.0,
+        agg: str = "token-mean",
+    ) -> None:
+        super().__init__(kl_coef, kl_estimator, kl_input_clamp, kl_output_clamp, entropy_coef, agg)
+        self.eps_low = _number("eps_low", eps_low, low=0.0)
+        eps_high = _number("eps_high", eps_high, low=0.0, none_ok=True)
+        self.eps_high = self.eps_low if eps_high is None else eps_high
+        self.dual_clip_c = _number("dual_clip_c", dual_clip_c, low=1.0, strict=True, none_ok=True)
+        bound = f"1 + eps_high = {1.0 + self.eps_high:g}"
+        self.delta = _number("delta", delta, low=1.0 + self.eps_high, strict=True, none_ok=True, bound=bound)
+        self.logratio_clamp = _number("logratio_clamp", logratio_clamp, low=0.0, strict=True, none_ok=True)
+
+    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """``L [B, T]`` of the clipped surrogate (see the class docstring) and the clip metrics."""
+        adv = _zero_masked(batch.advantages, valid)
+        logratio = logprobs - _zero_masked(batch.old_logprobs, valid)  # 0 wherever masked
+        if self.logratio_clamp is not None:
+            logratio = logratio.clamp(-self.logratio_clamp, self.logratio_clamp)
+        ratio = torch.exp(logratio)
+        unclipped_ratio = ratio if self.delta is None else ratio.clamp(max=self.delta)
+        unclipped = -adv * unclipped_ratio
+        clipped = -adv * ratio.clamp(1.0 - self.eps_low, 1.0 + self.eps_high)
+        loss = torch.maximum(unclipped, clipped)
+        metrics = {
+            "clip_frac": _mean((clipped > unclipped).to(loss.dtype), batch),
+            "ratio_mean": _mean(ratio, batch),
+        }
+        if self.dual_clip_c is not None:
+            floor = -self.dual_clip_c * adv
+            dual = (adv < 0) & (loss > floor)
+            loss = torch.where(dual, floor, loss)
+            metrics["dual_clip_frac"] = _mean(dual.to(loss.dtype), batch)
+        return loss, metrics
+
+
+class Reinforce(PolicyLoss):
+    """Plain REINFORCE / GPG: ``L = -A * lp`` (no ratio, no clipping).
+
+    The score-function estimator (Williams 1992); verl ``gpg`` loss (pair it with the ``gpg`` advantage),
+    NeMo RL ``disable_ppo_ratio=True``. On-policy (``lp == lp_old``) its gradient equals that of
+    :class:`ClippedPG` under the same aggregation.
+
+    Then ``total = agg(L) + kl_coef * agg(KL) - entropy_coef * agg(H)`` (see :class:`PolicyLoss`).
+    Metrics: ``pg_loss`` (token mean of ``L``), ``kl`` and ``entropy`` when available.
+
+    Args:
+        kl_coef, kl_estimator, kl_input_clamp, kl_output_clamp, entropy_coef, agg: see :class:`PolicyLoss`.
+    """
+
+    name = "reinforce"
+
+    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """``L = -A * lp`` per token; no extra metrics."""
+        return -_zero_masked(batch.advantages, valid) * logprobs, {}
+
+
+@rlsdk.hookimpl
+def register_losses(register: Register) -> None:
+    """Register ``clipped_pg`` and ``reinforce``."""
+    register("clipped_pg", ClippedPG)
+    register("reinforce", Reinforce)

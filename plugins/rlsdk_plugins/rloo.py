@@ -1,0 +1,64 @@
+"""RLOO: REINFORCE with a leave-one-out baseline, and the ``rloo`` preset.
+
+Ahmadian et al. 2024 ("Back to Basics"), Kool et al. 2019; verl ``rloo``, OpenRLHF, NeMo RL (GRPO
+estimator with ``use_leave_one_out_baseline``). For completion i of a group of n
+(``shared/reference/algorithms.md`` section 1):
+
+    A_i = R_i - sum_{j != i} R_j / (n - 1) = n / (n - 1) * (R_i - mu_g)
+
+A group of one has no other completion to compare with: A = R (verl). A[i, t] = A_i * mask[i, t].
+TRL's ``RLOOTrainer`` also folds a sequence KL into R and may whiten A over the batch; here the KL
+belongs to the loss (``loss.kl_coef``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import rlsdk
+from rlsdk import RolloutBatch
+from rlsdk.hookspecs import Register
+from rlsdk_plugins.grpo import broadcast_to_tokens, result_dtype
+
+__all__ = ["RLOOAdvantage", "rloo_preset"]
+
+
+class RLOOAdvantage:
+    """Leave-one-out advantage A_i = R_i - mean_{j != i} R_j (A = R for a group of one, as verl).
+
+    Takes no options.
+    """
+
+    def scores(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        """Per-completion advantages ``[B]`` (float64) from ``rewards [B]`` and ``group_ids [B]``."""
+        r = rewards.detach().to(torch.float64)
+        mean, _, size = rlsdk.group_stats(r, group_ids)
+        others = (mean * size - r) / (size - 1).clamp_min(1.0)
+        return torch.where(size > 1, r - others, r)
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        """Advantages ``[B, T]`` of a scored rollout (``rewards [B]``, ``group_ids [B]``, ``mask [B, T]``)."""
+        return broadcast_to_tokens(self.scores(batch.rewards, batch.group_ids), batch.mask, result_dtype(batch.rewards))
+
+
+def rloo_preset() -> dict[str, Any]:
+    """RLOO with the clipped surrogate and a token mean (verl's RLOO recipe; TRL ``RLOOTrainer`` also clips)."""
+    return {
+        "advantage": {"name": "rloo"},
+        "loss": {"name": "clipped_pg", "agg": "token-mean"},
+    }
+
+
+@rlsdk.hookimpl
+def register_advantages(register: Register) -> None:
+    """Register this module's advantage estimators."""
+    register("rloo", RLOOAdvantage)
+
+
+@rlsdk.hookimpl
+def register_algorithms(register: Register) -> None:
+    """Register this module's algorithm presets."""
+    register("rloo", rloo_preset)

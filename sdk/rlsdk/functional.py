@@ -1,0 +1,166 @@
+"""Tensor maths shared by components: aggregation, whitening, group statistics, KL estimators.
+
+Formulas follow ``shared/reference/algorithms.md`` (sections 1, 3 and 6); each function names the
+system it matches.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from rlsdk.types import TrainBatch
+
+__all__ = [
+    "AGGREGATION_MODES",
+    "KL_ESTIMATORS",
+    "aggregate",
+    "masked_mean",
+    "masked_whiten",
+    "group_stats",
+    "kl_estimate",
+]
+
+AGGREGATION_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k2+", "k3+", "abs+")
+
+
+def aggregate(values: Tensor, batch: TrainBatch, mode: str = "token-mean") -> Tensor:
+    """Reduce per-token ``values [B, T]`` to a scalar with the *global* counts of ``batch``.
+
+    With ``m`` the mask, ``N_tok = batch.num_tokens``, ``N_seq = batch.num_seqs`` (non-empty
+    sequences), ``N_rows = batch.num_rows`` and ``C = batch.max_length``:
+
+    - ``token-mean`` (verl default, DAPO): ``sum(m * L) / N_tok``
+    - ``seq-mean-token-mean`` (original GRPO): ``sum_i (sum_t m * L / |y_i|) / N_seq``
+    - ``seq-mean-token-sum``: ``sum(m * L) / N_seq``
+    - ``seq-mean-token-sum-norm`` (Dr. GRPO, TRL ``dr_grpo``): ``sum(m * L) / (N_rows * C)``.
+      verl divides by ``C`` only (no batch division); that is this value times ``N_rows``.
+
+    Because the counts are global, summing this over the micro-batches of a batch gives the value of
+    the whole batch, and so does the gradient. Masked positions are zeroed with ``where`` before
+    summing, so a NaN or inf there never leaks into the result.
+
+    Args:
+        values: ``[B, T]`` per-token values.
+        batch: Supplies ``mask`` and the global counts.
+        mode: One of :data:`AGGREGATION_MODES`.
+
+    Returns:
+        A scalar tensor (0 when the batch has no valid token).
+    """
+    mask = batch.mask
+    if values.shape != mask.shape:
+        raise ValueError(f"aggregate: values {tuple(values.shape)} must match mask {tuple(mask.shape)}")
+    masked = torch.where(mask > 0, values * mask, torch.zeros((), dtype=values.dtype, device=values.device))
+    if mode == "token-mean":
+        return masked.sum() / max(float(batch.num_tokens or 0.0), 1.0)
+    if mode == "seq-mean-token-mean":
+        lengths = mask.sum(-1)
+        per_seq = masked.sum(-1) / lengths.clamp_min(1.0)
+        return per_seq.sum() / max(float(batch.num_seqs or 0.0), 1.0)
+    if mode == "seq-mean-token-sum":
+        return masked.sum() / max(float(batch.num_seqs or 0.0), 1.0)
+    if mode == "seq-mean-token-sum-norm":
+        return masked.sum() / (max(float(batch.num_rows or 0.0), 1.0) * max(float(batch.max_length or 0.0), 1.0))
+    raise ValueError(f"unknown aggregation mode {mode!r}; valid modes: {', '.join(AGGREGATION_MODES)}")
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of ``values`` where ``mask`` is 1 (0 where nothing is valid), over ``dim`` or all."""
+    m = mask.to(values.dtype)
+    zeroed = torch.where(m > 0, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    if dim is None:
+        return zeroed.sum() / m.sum().clamp_min(1.0)
+    return zeroed.sum(dim) / m.sum(dim).clamp_min(1.0)
+
+
+def masked_whiten(values: Tensor, mask: Tensor, style: Literal["verl", "openrlhf"] = "verl", shift_mean: bool = True) -> Tensor:
+    """Whiten ``values`` over the valid tokens of the whole batch; masked positions become 0.
+
+    - ``verl`` (W_v): ``(x - mean) / sqrt(var_unbiased + 1e-8)``.
+    - ``openrlhf`` (W_o): ``(x - mean) * rsqrt(max(var_biased, 1e-8))``.
+
+    With ``shift_mean=False`` the mean is added back after scaling (verl's option).
+    """
+    m = mask.to(values.dtype)
+    n = m.sum()
+    mean = masked_mean(values, m)
+    centred = torch.where(m > 0, values - mean, torch.zeros((), dtype=values.dtype, device=values.device))
+    sq = (centred**2).sum()
+    if style == "verl":
+        var = sq / (n - 1).clamp_min(1.0)
+        out = centred / torch.sqrt(var + 1e-8)
+    elif style == "openrlhf":
+        var = sq / n.clamp_min(1.0)
+        out = centred * torch.rsqrt(var.clamp_min(1e-8))
+    else:
+        raise ValueError(f"masked_whiten: unknown style {style!r}; valid: 'verl', 'openrlhf'")
+    if not shift_mean:
+        out = out + mean
+    return out * m
+
+
+def group_stats(values: Tensor, group_ids: Tensor, unbiased: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row group mean, group std and group size of ``values [B]`` grouped by ``group_ids [B]``.
+
+    The std uses Bessel's correction (``n - 1``) when ``unbiased`` (verl, TRL, OpenRLHF, NeMo RL);
+    a group of one has std 0 under either convention here (callers decide what that means).
+
+    Returns:
+        ``(mean [B], std [B], size [B])``, each row holding the statistic of its own group.
+    """
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    k = int(inverse.max()) + 1 if inverse.numel() else 0
+    dtype = values.dtype
+    size = torch.zeros(k, dtype=dtype, device=values.device).index_add_(0, inverse, torch.ones_like(values))
+    total = torch.zeros(k, dtype=dtype, device=values.device).index_add_(0, inverse, values)
+    mean = total / size
+    dev = values - mean[inverse]
+    sq = torch.zeros(k, dtype=dtype, device=values.device).index_add_(0, inverse, dev * dev)
+    denom = (size - 1).clamp_min(1.0) if unbiased else size
+    std = torch.sqrt(sq / denom)
+    std = torch.where(size > 1, std, torch.zeros_like(std))
+    return mean[inverse], std[inverse], size[inverse]
+
+
+def kl_estimate(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    estimator: str = "k3",
+    input_clamp: float | None = 20.0,
+    output_clamp: float | None = 10.0,
+) -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from ``x = logprobs - ref_logprobs``.
+
+    - ``k1``: ``x``;  ``abs``: ``|x|``;  ``k2``: ``x**2 / 2``;
+    - ``k3`` (low-variance KL): ``exp(-x) + x - 1``;
+    - ``<name>+`` (straight-through, verl's documented intent): the value of ``<name>`` with the
+      gradient of ``k2``: ``k2 - sg[k2] + sg[k_name]``.
+
+    ``x`` is clamped to ``[-input_clamp, input_clamp]`` first and the result to
+    ``[-output_clamp, output_clamp]`` (verl and NeMo RL: 20 and 10; pass None to disable, as TRL).
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    x = logprobs - ref_logprobs
+    if input_clamp is not None:
+        x = x.clamp(-input_clamp, input_clamp)
+    base = estimator.rstrip("+")
+    if base == "k1":
+        value = x
+    elif base == "abs":
+        value = x.abs()
+    elif base == "k2":
+        value = 0.5 * x * x
+    else:
+        value = torch.exp(-x) + x - 1.0
+    if output_clamp is not None:
+        value = value.clamp(-output_clamp, output_clamp)
+    if estimator.endswith("+"):
+        k2 = 0.5 * x * x
+        value = k2 - k2.detach() + value.detach()
+    return value

@@ -1,0 +1,372 @@
+"""Plugin discovery and the component registry.
+
+Plugins are modules (or any namespace) with :data:`rlsdk.hookimpl` functions. Installed plugins are
+found through entry points in the group ``rlsdk``; each entry point is loaded on its own, so one
+broken plugin is reported by name while the others keep working.
+
+Environment variables:
+
+- ``RLSDK_LOAD_PLUGINS``: unset loads every installed plugin; ``""`` loads only rlsdk's own;
+  ``"a,b"`` loads rlsdk's own plus the distributions ``a`` and ``b``.
+- ``RLSDK_STRICT_PLUGINS=1``: a plugin that fails to import or register raises instead of warning.
+- ``RLSDK_TRACE_PLUGINS=1``: print every hook call (arguments and results) to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import re
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from rlsdk import hookspecs
+from rlsdk.errors import ConfigError, PluginError, did_you_mean
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "KINDS",
+    "PluginInfo",
+    "Registry",
+    "get_plugin_manager",
+    "get_registry",
+    "reset_registry",
+    "create",
+]
+
+ENTRY_POINT_GROUP = "rlsdk"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+CORE_DISTRIBUTION = "rlsdk"
+
+#: component kind -> registration hook
+KINDS: dict[str, str] = {
+    "loss": "register_losses",
+    "advantage": "register_advantages",
+    "sampler": "register_samplers",
+    "reward": "register_rewards",
+    "algorithm": "register_algorithms",
+    "task": "register_tasks",
+    "policy": "register_policies",
+    "logprob_backend": "register_logprob_backends",
+    "tracker": "register_trackers",
+}
+
+
+@dataclass
+class PluginInfo:
+    """What ``rlsdk plugins`` shows about one plugin.
+
+    Attributes:
+        name: The plugin's name (its entry-point name, or the module/file name for extra plugins).
+        distribution: The installed distribution that declares it (None for extra plugins).
+        version: That distribution's version.
+        module: The imported module.
+        hooks: Hooks it implements.
+        registers: kind -> names it registered.
+        error: Why it failed to load or register, or None.
+    """
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    module: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    registers: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``distribution:name`` (or just ``name``) for messages."""
+        return f"{self.distribution}:{self.name}" if self.distribution else self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "hooks": self.hooks,
+            "registers": self.registers,
+            "error": self.error,
+        }
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _load_filter() -> set[str] | None:
+    raw = os.environ.get("RLSDK_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {part.strip().lower().replace("_", "-") for part in raw.split(",") if part.strip()}
+
+
+def _report(info: PluginInfo, exc: BaseException, what: str) -> None:
+    info.error = f"{what}: {type(exc).__name__}: {exc}"
+    if _env_flag("RLSDK_STRICT_PLUGINS"):
+        raise PluginError(f"plugin {info.label} failed to {what}: {exc}") from exc
+    warnings.warn(
+        f"rlsdk: plugin {info.label} failed to {what} and is skipped: {type(exc).__name__}: {exc} "
+        "(set RLSDK_STRICT_PLUGINS=1 to make this an error)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _load_file_plugin(path: str | Path) -> ModuleType:
+    path = Path(path)
+    if not path.is_file():
+        raise PluginError(f"plugin file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"rlsdk_file_plugin_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_plugin_manager(
+    load_entrypoints: bool = True, extra: Iterable[Any] = ()
+) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """Build a fresh plugin manager.
+
+    Args:
+        load_entrypoints: Load installed plugins from the ``rlsdk`` entry-point group.
+        extra: More plugins to register: modules, objects, or paths of ``.py`` files.
+
+    Returns:
+        The manager and one :class:`PluginInfo` per plugin seen (including failed ones).
+    """
+    pm = pluggy.PluginManager("rlsdk")
+    pm.add_hookspecs(hookspecs)
+    infos: list[PluginInfo] = []
+    if load_entrypoints:
+        wanted = _load_filter()
+        for dist in importlib.metadata.distributions():
+            dist_name = dist.metadata["Name"] or "?"
+            normalised = dist_name.lower().replace("_", "-")
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP:
+                    continue
+                if wanted is not None and normalised != CORE_DISTRIBUTION and normalised not in wanted:
+                    continue
+                info = PluginInfo(name=ep.name, distribution=dist_name, version=dist.version, module=ep.value)
+                if any(i.label == info.label for i in infos):
+                    continue  # the same distribution seen twice on sys.path
+                infos.append(info)
+                try:
+                    plugin = ep.load()
+                    pm.register(plugin, name=info.label)
+                except Exception as exc:  # noqa: BLE001 - any failure is the plugin's, reported by name
+                    if pm.get_plugin(info.label) is not None:
+                        pm.unregister(name=info.label)
+                    _report(info, exc, "load")
+    for plugin in extra:
+        if isinstance(plugin, (str, Path)):
+            info = PluginInfo(name=Path(plugin).stem, module=str(plugin))
+            infos.append(info)
+            try:
+                pm.register(_load_file_plugin(plugin), name=info.label)
+            except Exception as exc:  # noqa: BLE001
+                _report(info, exc, "load")
+            continue
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        infos.append(PluginInfo(name=name, module=getattr(plugin, "__name__", None)))
+        pm.register(plugin, name=name)
+    _check_pending(pm, infos)
+    for info in infos:
+        plugin = pm.get_plugin(info.label)
+        if plugin is not None:
+            info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+    if _env_flag("RLSDK_TRACE_PLUGINS"):
+        _enable_tracing(pm)
+    return pm, infos
+
+
+def _check_pending(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> None:
+    """Reject (and report) plugins implementing hooks that do not exist, such as a misspelt name."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            label = pm.get_name(exc.plugin)
+            pm.unregister(exc.plugin)
+            info = next((i for i in infos if i.label == label), None) or PluginInfo(name=str(label))
+            _report(info, exc, "validate (unknown hook)")
+
+
+def _enable_tracing(pm: pluggy.PluginManager) -> None:
+    def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        args = ", ".join(f"{k}={v!r:.60}" for k, v in kwargs.items())
+        print(f"[rlsdk trace] {hook_name}({args}) -> {[i.plugin_name for i in impls]}", file=sys.stderr)
+
+    def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        print(f"[rlsdk trace] {hook_name} returned {outcome.get_result()!r:.80}", file=sys.stderr)
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+class Registry:
+    """Every registered component factory, by kind and name.
+
+    Built by calling each registration hook of each plugin separately, so a plugin that raises is
+    reported and skipped while the others register. Two plugins registering the same name of the same
+    kind is a :class:`PluginError` naming both.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo]):
+        self.pm = pm
+        self.plugins = infos
+        self._factories: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
+        self._owners: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+        by_label = {info.label: info for info in infos}
+        trace = _env_flag("RLSDK_TRACE_PLUGINS")
+        for kind, hook_name in KINDS.items():
+            hook = getattr(pm.hook, hook_name)
+            for impl in reversed(hook.get_hookimpls()):  # registration order
+                info = by_label.get(impl.plugin_name) or PluginInfo(name=impl.plugin_name)
+                if info.error:
+                    continue
+                register = self._make_register(kind, info)
+                if trace:
+                    print(f"[rlsdk trace] {hook_name}(register) -> {impl.plugin_name}", file=sys.stderr)
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except PluginError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    self._drop(info)
+                    _report(info, exc, f"register ({hook_name})")
+
+    def _make_register(self, kind: str, info: PluginInfo) -> Callable[[str, Callable[..., Any]], None]:
+        def register(name: str, factory: Callable[..., Any]) -> None:
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise PluginError(
+                    f"plugin {info.label} registered a {kind} with invalid name {name!r}; "
+                    "names are letters, digits, '_', '-', '.' and '+'"
+                )
+            if not callable(factory):
+                raise PluginError(f"plugin {info.label} registered {kind} {name!r} with a non-callable {factory!r}")
+            owner = self._owners[kind].get(name)
+            if owner is not None:
+                raise PluginError(
+                    f"{kind} {name!r} is registered by two plugins: {owner} and {info.label}. "
+                    "Uninstall one, or select plugins with RLSDK_LOAD_PLUGINS."
+                )
+            self._factories[kind][name] = factory
+            self._owners[kind][name] = info.label
+            info.registers.setdefault(kind, []).append(name)
+
+        return register
+
+    def _drop(self, info: PluginInfo) -> None:
+        for kind, names in info.registers.items():
+            for name in names:
+                self._factories[kind].pop(name, None)
+                self._owners[kind].pop(name, None)
+        info.registers = {}
+
+    # -- lookups ----------------------------------------------------------------------------------
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names registered for ``kind``."""
+        return sorted(self._check_kind(kind))
+
+    def owner(self, kind: str, name: str) -> str:
+        """The plugin that registered ``name``."""
+        self.factory(kind, name)
+        return self._owners[kind][name]
+
+    def _check_kind(self, kind: str) -> dict[str, Callable[..., Any]]:
+        if kind not in self._factories:
+            raise ConfigError(f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)}; valid kinds: {', '.join(KINDS)}")
+        return self._factories[kind]
+
+    def factory(self, kind: str, name: str, where: str | None = None) -> Callable[..., Any]:
+        """The factory registered as ``name`` for ``kind``; a clear error lists the valid names."""
+        factories = self._check_kind(kind)
+        if name in factories:
+            return factories[name]
+        where = where or f"{kind}.name"
+        failed = [i.label for i in self.plugins if i.error]
+        hint = f" Plugins that failed to load: {', '.join(failed)}." if failed else ""
+        raise ConfigError(
+            f"unknown {kind} {name!r} (from {where}){did_you_mean(name, factories)}; "
+            f"valid: {', '.join(sorted(factories)) or '(none registered)'}.{hint}"
+        )
+
+    def create(self, kind: str, name: str, options: dict[str, Any] | None = None, where: str | None = None) -> Any:
+        """Build component ``name`` of ``kind`` from ``options`` (its config section without ``name``).
+
+        Unknown or missing options are a :class:`ConfigError` that lists the valid ones.
+        """
+        factory = self.factory(kind, name, where)
+        options = dict(options or {})
+        where = where or kind
+        check_options(factory, options, f"{where} ({kind} {name!r})")
+        return factory(**options)
+
+
+def check_options(factory: Callable[..., Any], options: dict[str, Any], where: str) -> None:
+    """Raise :class:`ConfigError` if ``options`` do not fit the signature of ``factory``."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in options:
+        if key not in valid:
+            raise ConfigError(
+                f"unknown option {key!r} for {where}{did_you_mean(key, valid)}; valid options: {', '.join(valid) or '(none)'}"
+            )
+    missing = [
+        n for n in valid if params[n].default is inspect.Parameter.empty and n not in options
+    ]
+    if missing:
+        raise ConfigError(f"missing required option(s) {', '.join(missing)} for {where}")
+
+
+_DEFAULT: Registry | None = None
+
+
+def get_registry(extra: Iterable[Any] = (), refresh: bool = False) -> Registry:
+    """The registry of the installed plugins (built once and cached; ``extra`` or ``refresh`` rebuild it)."""
+    global _DEFAULT
+    extra = list(extra)
+    if extra:
+        return Registry(*get_plugin_manager(extra=extra))
+    if _DEFAULT is None or refresh:
+        _DEFAULT = Registry(*get_plugin_manager())
+    return _DEFAULT
+
+
+def reset_registry() -> None:
+    """Forget the cached registry (after installing a plugin, or in tests)."""
+    global _DEFAULT
+    _DEFAULT = None
+
+
+def create(kind: str, name: str, **options: Any) -> Any:
+    """Build any registered component outside a training run.
+
+    Example:
+        >>> import rlsdk
+        >>> adv = rlsdk.create("advantage", "grpo")
+        >>> callable(adv)
+        True
+    """
+    return get_registry().create(kind, name, options)

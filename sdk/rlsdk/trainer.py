@@ -1,0 +1,488 @@
+"""The training loop. It knows components only through their protocols: no algorithm names here.
+
+One step::
+
+    examples  = task.sample(prompts_per_step, data generator)
+    rollout   = sampler(policy, examples, score, sampling generator)      # generate + rewards
+    rollout.old_logprobs, rollout.ref_logprobs = logprob backend on policy / reference (no grad)
+    advantages = advantage(rollout)
+    for epoch, mini-batch (one optimiser step each), micro-batch (gradient accumulation):
+        logprobs, entropy = logprob backend on policy (with grad)
+        loss(logprobs, micro_batch).loss.backward()                       # global counts: split-invariant
+    clip grad norm, optimiser step, write metrics, checkpoint
+
+Everything random comes from named streams of one root seed (:class:`rlsdk.research.SeedTree`),
+and checkpoints carry the generators' states, so a resumed run repeats the uninterrupted one exactly
+on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import torch
+from torch import Tensor
+
+from rlsdk.config import dump_yaml, reward_specs
+from rlsdk.errors import ConfigError
+from rlsdk.functional import aggregate, kl_estimate, masked_mean
+from rlsdk.plugins import Registry
+from rlsdk.research.manifest import build_manifest
+from rlsdk.research.seeds import SeedTree
+from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
+from rlsdk.types import Example, LogprobBackend, Policy, RolloutBatch, TrainBatch
+
+__all__ = ["Run", "RewardTerm", "build_run", "train", "sequence_logprobs", "select_backend", "default_run_dir"]
+
+
+@dataclass
+class RewardTerm:
+    """One weighted reward of the config."""
+
+    name: str
+    weight: float
+    fn: Any
+
+
+@dataclass
+class Run:
+    """Everything a training run holds; event hooks receive it."""
+
+    config: dict[str, Any]
+    dir: RunDir
+    registry: Registry
+    policy: Policy
+    reference: Policy | None
+    optimizer: torch.optim.Optimizer
+    task: Any
+    sampler: Any
+    advantage: Any
+    loss: Any
+    rewards: list[RewardTerm]
+    backend: LogprobBackend
+    trackers: list[Any]
+    seeds: SeedTree
+    generators: dict[str, torch.Generator]
+    device: torch.device
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        """The plugin manager's hook relay."""
+        return self.registry.pm.hook
+
+
+# --------------------------------------------------------------------------------------------------
+# Building a run
+
+
+def default_run_dir(config: dict[str, Any]) -> Path:
+    """``run.root/<algorithm>-<task>-<UTC time>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = Path(config["run"]["root"]) / f"{config['algorithm']}-{config['task']['name']}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def _component(registry: Registry, config: dict[str, Any], section: str, kind: str) -> Any:
+    spec = dict(config[section])
+    name = spec.pop("name")
+    return registry.create(kind, name, spec, where=section)
+
+
+def select_backend(registry: Registry, spec: dict[str, Any], device: torch.device) -> LogprobBackend:
+    """The logprob backend named by ``spec["backend"]``; ``auto`` picks the highest ``priority`` among
+    the registered backends whose ``supports(device)`` is true."""
+    options = dict(spec)
+    name = options.pop("backend", "auto")
+    if name != "auto":
+        backend = registry.create("logprob_backend", name, options, where="logprob.backend")
+        supports = getattr(backend, "supports", None)
+        if supports is not None and not supports(device):
+            raise ConfigError(f"logprob.backend {name!r} does not support device {device}")
+        return backend
+    best, best_priority = None, -math.inf
+    for candidate in registry.names("logprob_backend"):
+        backend = registry.create("logprob_backend", candidate, {})
+        supports = getattr(backend, "supports", None)
+        if supports is not None and not supports(device):
+            continue
+        priority = getattr(backend, "priority", 0)
+        if priority > best_priority:
+            best, best_priority = backend, priority
+    if best is None:
+        raise ConfigError(f"logprob.backend=auto found no backend for device {device}; registered: {registry.names('logprob_backend')}")
+    return best
+
+
+def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -> Run:
+    """Instantiate every component of ``config`` (the policy initialised from the ``init`` seed)."""
+    train_cfg = config["train"]
+    if train_cfg.get("threads"):
+        torch.set_num_threads(int(train_cfg["threads"]))
+    device = torch.device(train_cfg["device"])
+    seeds = SeedTree(config["seed"])
+    torch.manual_seed(seeds.seed("init"))
+
+    policy = _component(registry, config, "policy", "policy").to(device).eval()
+    task = _component(registry, config, "task", "task")
+    sampler = _component(registry, config, "sampler", "sampler")
+    advantage = _component(registry, config, "advantage", "advantage")
+    loss = _component(registry, config, "loss", "loss")
+    rewards = [
+        RewardTerm(name, weight, registry.create("reward", name, options, where=f"rewards.{name}"))
+        for name, weight, options in reward_specs(config)
+    ]
+    backend = select_backend(registry, config.get("logprob") or {}, device)
+    needs_ref = any(getattr(c, "needs_ref_logprobs", False) for c in (loss, advantage))
+    if needs_ref and not train_cfg["reference"]:
+        raise ConfigError("the loss or advantage needs reference log-probs (KL) but train.reference=false; set it to true")
+    reference = None
+    if train_cfg["reference"]:
+        reference = copy.deepcopy(policy).eval()
+        reference.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        [p for p in policy.parameters() if p.requires_grad],
+        lr=float(train_cfg["lr"]),
+        betas=tuple(train_cfg["betas"]),
+        weight_decay=float(train_cfg["weight_decay"]),
+    )
+    trackers = [
+        registry.create("tracker", name, dict(options or {}), where=f"trackers.{name}")
+        for name, options in (config.get("trackers") or {}).items()
+    ]
+    generators = {name: seeds.generator(name) for name in ("data", "sampling")}
+    return Run(
+        config=config, dir=RunDir(run_dir), registry=registry, policy=policy, reference=reference,
+        optimizer=optimizer, task=task, sampler=sampler, advantage=advantage, loss=loss, rewards=rewards,
+        backend=backend, trackers=trackers, seeds=seeds, generators=generators, device=device,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# One step
+
+
+def sequence_logprobs(
+    policy: Policy,
+    backend: LogprobBackend,
+    sequences: Tensor,
+    attention_mask: Tensor,
+    completion_length: int,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probabilities ``[B, T]`` (and entropies) of the last ``T`` tokens of ``sequences [B, S]``.
+
+    Position ``t`` of the completion is predicted by the hidden state at ``S - T + t - 1``.
+    Temperature 0 (greedy sampling) is treated as 1.
+    """
+    b, s = sequences.shape
+    t = completion_length
+    hidden = policy.hidden_states(sequences, attention_mask)[:, s - t - 1 : s - 1, :]
+    targets = sequences[:, s - t :]
+    out = backend(
+        hidden.reshape(b * t, -1),
+        policy.output_weight(),
+        targets.reshape(b * t),
+        temperature=temperature if temperature > 0 else 1.0,
+        with_entropy=with_entropy,
+    )
+    entropy = out.entropy.view(b, t) if out.entropy is not None else None
+    return out.logprobs.view(b, t), entropy
+
+
+def make_score(run: Run):
+    """The score function given to the sampler: weighted sum of the configured rewards."""
+
+    def score(batch: RolloutBatch) -> RolloutBatch:
+        lengths = batch.mask.sum(-1)
+        metadata = [{**m, "completion_tokens": int(n)} for m, n in zip(batch.metadata, lengths)]
+        total = torch.zeros(len(batch.completions), dtype=torch.float32)
+        components = {}
+        for term in run.rewards:
+            values = term.fn(batch.prompts, batch.completions, metadata)
+            if len(values) != len(batch.completions):
+                raise ValueError(f"reward {term.name!r} returned {len(values)} values for {len(batch.completions)} completions")
+            tensor = torch.tensor([float(v) for v in values], dtype=torch.float32)
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"reward {term.name!r} returned a non-finite value: {values}")
+            components[term.name] = tensor
+            total = total + term.weight * tensor
+        return batch.replace(rewards=total, reward_components=components)
+
+    return score
+
+
+def _to(batch: TrainBatch, device: torch.device) -> TrainBatch:
+    return TrainBatch(**{k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in vars(batch).items()})
+
+
+def train_step(run: Run) -> dict[str, Any]:
+    """Run one RL step and return its metrics."""
+    cfg = run.config["train"]
+    start = time.perf_counter()
+    temperature = float(getattr(run.sampler, "temperature", 1.0))
+
+    # -- rollout ----------------------------------------------------------------------------------
+    examples: list[Example] = run.task.sample(int(cfg["prompts_per_step"]), run.generators["data"])
+    rollout = run.sampler(run.policy, examples, make_score(run), run.generators["sampling"])
+    t_len = rollout.mask.shape[1]
+    seqs, attn = rollout.sequences.to(run.device), rollout.attention_mask.to(run.device)
+    with torch.no_grad():
+        old, _ = sequence_logprobs(run.policy, run.backend, seqs, attn, t_len, temperature)
+        ref = None
+        if run.reference is not None:
+            ref, _ = sequence_logprobs(run.reference, run.backend, seqs, attn, t_len, temperature)
+    rollout = rollout.replace(old_logprobs=old.float().cpu(), ref_logprobs=None if ref is None else ref.float().cpu())
+    advantages = run.advantage(rollout)
+    gen_time = time.perf_counter() - start
+
+    # -- updates (the policy stays in eval mode: dropout would make the on-policy ratio differ from 1)
+    needs_entropy = bool(getattr(run.loss, "needs_entropy", False))
+    max_length = float(getattr(run.sampler, "max_new_tokens", t_len))
+    full = TrainBatch.from_rollout(rollout, advantages, max_length=max_length)
+    lr = float(cfg["lr"]) * min(1.0, (run.step + 1) / cfg["warmup_steps"]) if cfg["warmup_steps"] else float(cfg["lr"])
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    sums: dict[str, float] = {}
+    updates = 0
+    for _ in range(int(cfg["epochs"])):
+        for mini in full.split(min(int(cfg["mini_batches"]), full.mask.shape[0])):
+            mini = TrainBatch(**{**vars(mini), "num_tokens": None, "num_seqs": None, "num_rows": None})
+            run.optimizer.zero_grad(set_to_none=True)
+            stats: dict[str, float] = {"loss": 0.0, "entropy": 0.0}
+            for micro in mini.split(min(int(cfg["micro_batches"]), mini.mask.shape[0])):
+                micro = _to(micro, run.device)
+                logprobs, entropy = sequence_logprobs(
+                    run.policy, run.backend, micro.sequences, micro.attention_mask, t_len, temperature, with_entropy=True
+                )
+                micro.entropy = entropy if needs_entropy else None
+                out = run.loss(logprobs, micro)
+                out.loss.backward()
+                stats["loss"] += float(out.loss.detach())
+                stats["entropy"] += float(aggregate(entropy.detach(), micro, "token-mean"))
+                for key, value in out.metrics.items():
+                    stats[f"loss/{key}"] = stats.get(f"loss/{key}", 0.0) + float(value)
+            params = [p for p in run.policy.parameters() if p.grad is not None]
+            max_norm = float(cfg["max_grad_norm"]) if cfg["max_grad_norm"] else math.inf
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+            run.optimizer.step()
+            updates += 1
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+    elapsed = time.perf_counter() - start
+
+    # -- metrics ----------------------------------------------------------------------------------
+    lengths = rollout.mask.sum(-1)
+    metrics: dict[str, Any] = {
+        "reward/mean": float(rollout.rewards.mean()),
+        "reward/std": float(rollout.rewards.std()) if len(rollout.rewards) > 1 else 0.0,
+    }
+    for name, values in rollout.reward_components.items():
+        metrics[f"reward/{name}"] = float(values.mean())
+    metrics.update({key: value / updates for key, value in sums.items()})
+    if rollout.ref_logprobs is not None:
+        metrics["kl"] = float(masked_mean(kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, "k3"), rollout.mask))
+    valid_adv = advantages[rollout.mask > 0]
+    metrics.update(
+        {
+            "advantage/mean": float(valid_adv.mean()) if valid_adv.numel() else 0.0,
+            "advantage/std": float(valid_adv.std()) if valid_adv.numel() > 1 else 0.0,
+            "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+            "truncated_frac": float(rollout.truncated.float().mean()) if rollout.truncated is not None else 0.0,
+            "lr": lr,
+            "tokens_per_s": float(lengths.sum()) / elapsed,
+            "time/generate": gen_time,
+            "step_time": elapsed,
+        }
+    )
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoint_state(run: Run) -> dict[str, Any]:
+    """Tensors and plain containers only (loadable with ``weights_only=True``)."""
+    return {
+        "step": run.step,
+        "policy": run.policy.state_dict(),
+        "reference": run.reference.state_dict() if run.reference is not None else None,
+        "optimizer": run.optimizer.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            **{name: g.get_state() for name, g in run.generators.items()},
+        },
+    }
+
+
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """Load a checkpoint into ``run``."""
+    run.policy.load_state_dict(state["policy"])
+    if run.reference is not None and state.get("reference") is not None:
+        run.reference.load_state_dict(state["reference"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    for name, g in run.generators.items():
+        g.set_state(state["rng"][name])
+    run.step = int(state["step"])
+
+
+def evaluate(run: Run, size: int | None = None, temperature: float = 0.0) -> dict[str, float]:
+    """Score the policy on the task's held-out examples (greedy by default)."""
+    examples = run.task.eval_examples()
+    if size:
+        examples = examples[:size]
+    sampler = copy.copy(run.sampler)
+    sampler.n, sampler.temperature = 1, temperature
+    rollout = sampler(run.policy, examples, make_score(run), run.seeds.generator("eval"))
+    out = {"eval/reward": float(rollout.rewards.mean()), "eval/examples": float(len(examples))}
+    for name, values in rollout.reward_components.items():
+        out[f"eval/{name}"] = float(values.mean())
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(
+    config: dict[str, Any],
+    registry: Registry,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train, writing the run folder; return a summary.
+
+    Args:
+        config: A resolved config (see :func:`rlsdk.config.load_config`).
+        registry: The components.
+        run_dir: The run folder (default: ``config["run"]["dir"]`` or a new one under ``run.root``).
+        resume: Continue the run in ``run_dir`` from its latest checkpoint.
+        progress: Show a progress bar (default: ``config["run"]["progress"]``).
+    """
+    run_dir = Path(run_dir or config["run"]["dir"] or default_run_dir(config))
+    config = copy.deepcopy(config)
+    config["run"]["dir"] = str(run_dir)
+    rundir = RunDir(run_dir)
+    if not resume:
+        rundir.create()
+    run = build_run(config, registry, run_dir)
+    ckpt = rundir.latest_checkpoint() if resume else None
+    if ckpt is not None:
+        restore(run, RunDir.load_checkpoint(ckpt))
+    atomic_write_text(rundir.config_path, dump_yaml(config))
+    if resume:
+        rundir.truncate_metrics(run.step)
+        run.history = read_metrics(rundir.metrics_path)
+        manifest = json.loads((rundir.path / "manifest.json").read_text())
+        manifest.setdefault("resumes", []).append({"time": time.time(), "argv": sys.argv, "from_step": run.step})
+        rundir.write_json("manifest.json", manifest)
+    else:
+        rundir.write_json(
+            "manifest.json",
+            build_manifest(
+                config,
+                [p.to_dict() for p in registry.plugins],
+                run.seeds.to_dict(),
+                data_files=list(getattr(run.task, "files", []) or []),
+            ),
+        )
+    for tracker in run.trackers:
+        tracker.log_config(config)
+    run.hook.on_train_start(run=run)
+
+    steps = int(config["train"]["steps"])
+    every = int(config["run"]["checkpoint_every"])
+    last_saved = run.step
+    show = config["run"]["progress"] if progress is None else progress
+    bar = _Progress(steps, run.step, enabled=bool(show))
+    try:
+        while run.step < steps:
+            metrics = train_step(run)
+            run.step += 1
+            eval_every = int(config["eval"]["every"])
+            if eval_every and run.step % eval_every == 0:
+                metrics.update(evaluate(run, config["eval"]["size"], config["eval"]["temperature"]))
+            row = {"step": run.step, "wall_time": time.time(), **metrics}
+            rundir.append_metrics(row)
+            run.history.append(row)
+            for tracker in run.trackers:
+                tracker.log_metrics(metrics, run.step)
+            run.hook.on_step_end(run=run, step=run.step, metrics=dict(metrics))
+            if every and run.step % every == 0:
+                rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
+                last_saved = run.step
+            bar.update(run.step, metrics)
+    except KeyboardInterrupt:
+        if run.step > last_saved:
+            rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
+        raise
+    finally:
+        bar.close()
+    if run.step > last_saved or rundir.latest_checkpoint() is None:
+        rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
+    summary = _summary(run)
+    if config["run"]["plot"]:
+        from rlsdk.plotting import plot_rewards
+
+        summary["reward_curve"] = str(plot_rewards(run.history, rundir.path / "reward_curve.png"))
+    rundir.write_json("summary.json", summary)
+    for tracker in run.trackers:
+        tracker.close()
+    run.hook.on_train_end(run=run, summary=summary)
+    return summary
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    rewards = [r["reward/mean"] for r in run.history if "reward/mean" in r]
+    tail = rewards[-10:]
+    return {
+        "run_dir": str(run.dir.path),
+        "steps": run.step,
+        "reward_first": rewards[0] if rewards else None,
+        "reward_last10": sum(tail) / len(tail) if tail else None,
+        "reward_max": max(rewards) if rewards else None,
+        "checkpoint": str(run.dir.latest_checkpoint()),
+        "final": run.history[-1] if run.history else {},
+    }
+
+
+class _Progress:
+    """A rich progress bar showing reward and loss (a no-op when disabled)."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+
+    def update(self, step: int, metrics: dict[str, Any]) -> None:
+        if self.bar is not None:
+            info = f"reward {metrics['reward/mean']:.3f}  loss {metrics.get('loss', 0.0):+.4f}  {metrics['step_time']:.2f}s/step"
+            self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

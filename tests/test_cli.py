@@ -1,0 +1,61 @@
+"""The `rlsdk` command line: train, eval, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from rlsdk.cli import main
+from rlsdk.rundir import read_metrics
+
+FAST = ["train.steps=2", "train.prompts_per_step=4", "sampler.n=4", "run.plot=false", "--no-progress"]
+
+
+def test_train_then_eval(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"run: {run}" in out and "reward first" in out
+    assert len(read_metrics(run / "metrics.jsonl")) == 2
+    assert main(["eval", str(run), "eval.size=10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["eval/examples"] == 10 and result["step"] == 2
+    assert 0.0 <= result["eval/char_match"] <= 1.0
+    assert json.loads((run / "eval.json").read_text()) == result
+
+
+def test_config_file_and_print_config(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text("algorithm: rloo\ntask:\n  name: sort\ntrain:\n  steps: 3\n")
+    assert main(["train", str(path), "train.steps=4", "--print-config"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["advantage"]["name"] == "rloo" and config["task"]["name"] == "sort"
+    assert config["train"]["steps"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "train.stpes=3"], "did you mean 'steps'"),
+        (["train", "loss.name=nope"], "unknown loss 'nope' (from loss.name)"),
+        (["train", "notaconfig"], "unexpected argument 'notaconfig'"),
+        (["train", "missing.yaml"], "does not exist"),
+        (["eval", "/nonexistent/run"], "does not exist"),
+    ],
+)
+def test_errors_exit_2_with_a_message(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith(f"rlsdk {args[0]}: error:")
+
+
+def test_eval_without_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    for ckpt in (run / "checkpoints").iterdir():
+        ckpt.unlink()
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

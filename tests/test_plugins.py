@@ -1,0 +1,266 @@
+"""Plugin discovery through entry points, error isolation, env controls, and `rlsdk plugins`."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pluggy
+import pytest
+
+import rlsdk
+from rlsdk import ConfigError, PluginError, hookspecs
+from rlsdk.cli import main
+from rlsdk.plugins import KINDS, Registry, get_plugin_manager, get_registry, reset_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_distribution(root: Path, dist: str, module: str, source: str, version: str = "1.2.3", ep_name: str | None = None) -> None:
+    """Lay out an installed distribution (a module plus its .dist-info) as pip would, on ``root``."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[rlsdk]\n{ep_name or module} = {module}\n")
+
+
+GOOD = """
+import rlsdk
+
+class AlwaysOne:
+    def __call__(self, prompts, completions, metadata):
+        return [1.0 for _ in completions]
+
+@rlsdk.hookimpl
+def register_rewards(register):
+    register("always_one", AlwaysOne)
+"""
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reset_registry()
+    yield tmp_path
+    reset_registry()
+    for name in list(sys.modules):
+        if name.startswith("ext_"):
+            del sys.modules[name]
+
+
+def test_builtins_register_every_reference_component():
+    registry = get_registry()
+    assert {"grpo", "dr_grpo", "rloo", "reinforce_pp"} <= set(registry.names("algorithm"))
+    assert {"grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "opo", "grpo_passk"} <= set(registry.names("advantage"))
+    assert {"clipped_pg", "reinforce"} <= set(registry.names("loss"))
+    assert {"torch", "chunked"} <= set(registry.names("logprob_backend"))
+    assert {"reverse", "sort", "addition", "jsonl"} <= set(registry.names("task"))
+    assert {"tiny", "hf"} <= set(registry.names("policy"))
+    assert "group" in registry.names("sampler")
+    assert {"exact_match", "char_match", "format", "overlong", "length_penalty"} <= set(registry.names("reward"))
+    assert all(p.distribution == "rlsdk" and p.error is None for p in registry.plugins if p.distribution == "rlsdk")
+    assert registry.owner("loss", "clipped_pg") == "rlsdk:policy_gradient"
+
+
+def test_create_builds_and_validates():
+    adv = rlsdk.create("advantage", "grpo", eps=1e-4)
+    assert isinstance(adv, rlsdk.AdvantageEstimator)
+    with pytest.raises(ConfigError, match="did you mean 'grpo'"):
+        rlsdk.create("advantage", "grp")
+    with pytest.raises(ConfigError, match="unknown option 'epss'.*did you mean 'eps'"):
+        rlsdk.create("advantage", "grpo", epss=1.0)
+    with pytest.raises(ConfigError, match="unknown component kind"):
+        rlsdk.create("losses", "grpo")
+
+
+def test_installed_plugin_is_discovered(plugin_path):
+    make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
+    registry = get_registry(refresh=True)
+    assert "always_one" in registry.names("reward")
+    info = next(p for p in registry.plugins if p.distribution == "rlsdk-ext-good")
+    assert info.version == "1.2.3" and info.registers == {"reward": ["always_one"]}
+    assert info.hooks == ["register_rewards"]
+    assert rlsdk.create("reward", "always_one")(["p"], ["c"], [{"answer": "a"}]) == [1.0]
+
+
+def test_broken_plugin_is_reported_and_others_work(plugin_path, monkeypatch):
+    make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
+    make_distribution(plugin_path, "rlsdk-ext-broken", "ext_broken", "raise ImportError('no such dependency: foo')\n")
+    with pytest.warns(RuntimeWarning, match="rlsdk-ext-broken:ext_broken failed to load"):
+        registry = get_registry(refresh=True)
+    assert "always_one" in registry.names("reward")
+    broken = next(p for p in registry.plugins if p.distribution == "rlsdk-ext-broken")
+    assert "no such dependency" in broken.error
+    # the failure is named when a lookup fails
+    with pytest.raises(ConfigError, match="failed to load: rlsdk-ext-broken:ext_broken"):
+        registry.factory("loss", "missing")
+    monkeypatch.setenv("RLSDK_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="rlsdk-ext-broken:ext_broken failed to load"):
+        get_registry(refresh=True)
+
+
+def test_failing_registration_drops_only_that_plugin(plugin_path):
+    make_distribution(
+        plugin_path,
+        "rlsdk-ext-half",
+        "ext_half",
+        """
+        import rlsdk
+
+        @rlsdk.hookimpl
+        def register_rewards(register):
+            register("half_one", lambda: None)
+            raise RuntimeError("boom while registering")
+        """,
+    )
+    make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
+    with pytest.warns(RuntimeWarning, match="rlsdk-ext-half:ext_half failed to register"):
+        registry = get_registry(refresh=True)
+    assert "half_one" not in registry.names("reward")
+    assert "always_one" in registry.names("reward")
+
+
+def test_misspelt_hook_is_reported(plugin_path):
+    make_distribution(
+        plugin_path,
+        "rlsdk-ext-typo",
+        "ext_typo",
+        """
+        import rlsdk
+
+        @rlsdk.hookimpl
+        def register_reward(register):
+            register("never", object)
+        """,
+    )
+    with pytest.warns(RuntimeWarning, match="ext_typo failed to validate"):
+        registry = get_registry(refresh=True)
+    assert "never" not in registry.names("reward")
+
+
+def test_name_clash_names_both_plugins(plugin_path):
+    make_distribution(
+        plugin_path,
+        "rlsdk-ext-clash",
+        "ext_clash",
+        """
+        import rlsdk
+
+        @rlsdk.hookimpl
+        def register_rewards(register):
+            register("exact_match", object)
+        """,
+    )
+    with pytest.raises(PluginError, match=r"'exact_match' is registered by two plugins: .*rlsdk:rewards.*rlsdk-ext-clash:ext_clash"):
+        get_registry(refresh=True)
+
+
+def test_load_plugins_selects_distributions(plugin_path, monkeypatch):
+    make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "")
+    registry = get_registry(refresh=True)
+    assert "always_one" not in registry.names("reward")
+    assert "grpo" in registry.names("algorithm")  # rlsdk's own always load
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-good")
+    assert "always_one" in get_registry(refresh=True).names("reward")
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "something-else")
+    assert "always_one" not in get_registry(refresh=True).names("reward")
+
+
+def test_trace_prints_hook_calls(plugin_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLSDK_TRACE_PLUGINS", "1")
+    registry = get_registry(refresh=True)
+    registry.pm.hook.on_train_end(run=None, summary={"x": 1})
+    err = capsys.readouterr().err
+    assert "[rlsdk trace] register_losses(register) -> rlsdk:policy_gradient" in err
+    assert "[rlsdk trace] on_train_end(" in err
+
+
+def test_extra_plugin_objects_and_files(tmp_path):
+    class Local:
+        @rlsdk.hookimpl
+        def register_losses(self, register):
+            register("local_loss", object)
+
+    registry = Registry(*get_plugin_manager(load_entrypoints=False, extra=[Local()]))
+    assert registry.names("loss") == ["local_loss"]
+    path = tmp_path / "file_plugin.py"
+    path.write_text(GOOD)
+    registry = Registry(*get_plugin_manager(load_entrypoints=False, extra=[str(path)]))
+    assert registry.names("reward") == ["always_one"]
+
+
+def test_plugins_command_json(plugin_path, capsys):
+    make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
+    reset_registry()
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_dist = {(r["distribution"], r["name"]): r for r in rows}
+    assert by_dist[("rlsdk-ext-good", "ext_good")]["registers"] == {"reward": ["always_one"]}
+    assert by_dist[("rlsdk", "grpo")]["registers"]["algorithm"] == ["grpo", "dr_grpo"]
+    assert main(["plugins"]) == 0
+    table = capsys.readouterr().out
+    assert "rlsdk-ext-good" in table and "always_one" in table
+
+
+def test_external_plugin_trains_from_the_command_line(tmp_path):
+    """A distribution installed outside this repository is usable by name in `rlsdk train`."""
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(
+        site,
+        "rlsdk-ext-loss",
+        "ext_loss",
+        """
+        import rlsdk
+
+        class HalfReinforce:
+            '''REINFORCE scaled by 1/2: L = -A * lp / 2.'''
+
+            def __init__(self, agg: str = "token-mean"):
+                self.agg = agg
+
+            def __call__(self, logprobs, batch):
+                loss = rlsdk.aggregate(-0.5 * batch.advantages * logprobs, batch, self.agg)
+                return rlsdk.LossOutput(loss, {"half": 0.5})
+
+        @rlsdk.hookimpl
+        def register_losses(register):
+            register("half_reinforce", HalfReinforce)
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    cmd = [sys.executable, "-m", "rlsdk.cli", "train", "loss.name=half_reinforce", "train.steps=2", "run.plot=false", "--no-progress", "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["loss/half"] == 0.5 for r in rows)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert any(p["distribution"] == "rlsdk-ext-loss" for p in manifest["plugins"])
+
+
+def test_every_hook_is_documented():
+    """Each hookspec has a docstring whose Args cover its arguments, and the plugin guide names it."""
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    specs = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "rlsdk_spec")]
+    assert set(KINDS.values()) <= set(specs)
+    for name in specs:
+        fn = getattr(hookspecs, name)
+        doc = inspect.getdoc(fn) or ""
+        assert doc, f"hook {name} has no docstring"
+        for arg in inspect.signature(fn).parameters:
+            assert f"{arg}:" in doc.split("Args:")[-1], f"hook {name}: argument {arg!r} is undocumented"
+        assert f"`{name}`" in guide, f"hook {name} is missing from docs/plugins.md"
+
+
+def test_pluggy_project_name_matches():
+    assert rlsdk.hookimpl.project_name == "rlsdk"
+    pm, _ = get_plugin_manager(load_entrypoints=False)
+    assert isinstance(pm, pluggy.PluginManager) and pm.project_name == "rlsdk"
