@@ -44,7 +44,7 @@ def test_hf_policy_trains_by_path(tmp_path):
     assert transformers is not None
     run = tmp_path / "run"
     args = [
-        "train", "policy.name=hf", f"policy.path={folder}", "task.name=addition", "task.digits=1",
+        "train", "policy.name=hf", f"policy.path={folder}", "task.name=addition", "task.digits=1", "task.eval_size=20",
         "train.steps=3", "train.prompts_per_step=4", "sampler.n=4", "sampler.max_new_tokens=3",
         "train.micro_batches=2", "run.plot=false", "--no-progress", "--run-dir", str(run),
     ]  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -191,3 +192,15 @@ def test_trainer_has_no_algorithm_specific_branches(registry):
     for kind in ("algorithm", "loss", "advantage", "sampler", "reward", "task", "policy"):
         names |= set(registry.names(kind))
     assert not (literals & names), literals & names
+
+
+def test_learning_rate_schedule():
+    from rlsdk.trainer import learning_rate
+
+    cfg = {"lr": 1.0, "warmup_steps": 4, "steps": 14, "lr_schedule": "cosine", "min_lr_ratio": 0.1}
+    assert [learning_rate(cfg, s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert learning_rate(cfg, 13) == pytest.approx(0.1)
+    assert learning_rate(cfg, 8) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 9)))
+    values = [learning_rate(cfg, s) for s in range(3, 14)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert learning_rate({**cfg, "lr_schedule": "constant"}, 13) == 1.0

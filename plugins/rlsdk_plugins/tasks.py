@@ -3,10 +3,10 @@
 =============  ======================  ==============================================================
 name           prompt -> answer        options
 =============  ======================  ==============================================================
-``reverse``    ``"rev 0472="`` ->      ``min_digits=4``, ``max_digits=4``, ``eval_size=200``
-               ``"2740"``
-``sort``       ``"sort 0472="`` ->     ``min_digits=4``, ``max_digits=4``, ``eval_size=200``
-               ``"0247"``
+``reverse``    ``"rev 047="`` ->       ``min_digits=3``, ``max_digits=3``, ``eval_size=200``
+               ``"740"``
+``sort``       ``"sort 407="`` ->      ``min_digits=3``, ``max_digits=3``, ``eval_size=200``
+               ``"047"``
 ``addition``   ``"57+802="`` ->        ``digits=3``, ``eval_size=200``
                ``"859"``
 ``jsonl``      a user's rows           ``path``, ``eval_path=None``, ``eval_fraction=0.1``,
@@ -139,7 +139,7 @@ class _DigitStringTask(_GeneratedTask):
 
     prefix: str = ""
 
-    def __init__(self, min_digits: int = 4, max_digits: int = 4, eval_size: int = 200):
+    def __init__(self, min_digits: int = 3, max_digits: int = 3, eval_size: int = 200):
         self.min_digits = _check_int(min_digits, "task.min_digits", 1)
         self.max_digits = _check_int(max_digits, "task.max_digits", 1)
         if max_digits < min_digits:
@@ -167,7 +167,7 @@ class _DigitStringTask(_GeneratedTask):
 class ReverseTask(_DigitStringTask):
     """Reverse a digit string: prompt ``"rev {s}="``, answer ``s[::-1]``.
 
-    Example: ``"rev 0472="`` -> ``"2740"``.
+    Example: ``"rev 0472="`` -> ``"740"`` .
 
     Args:
         min_digits: Shortest string (>= 1).
@@ -185,7 +185,7 @@ class ReverseTask(_DigitStringTask):
 class SortTask(_DigitStringTask):
     """Sort the digits of a string: prompt ``"sort {s}="``, answer ``"".join(sorted(s))``.
 
-    Example: ``"sort 0472="`` -> ``"0247"``.
+    Example: ``"sort 0472="`` -> ``"047"`` .
 
     Args:
         min_digits: Shortest string (>= 1).

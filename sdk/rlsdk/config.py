@@ -13,6 +13,11 @@ changes a section's ``name`` (``loss.name=reinforce``), the options of the earli
 section are dropped, since they belonged to another component. ``rewards`` maps reward names to
 ``{weight: w, **options}`` (or just a number, the weight); rewards of all layers are merged.
 
+The defaults describe the built-in CPU experiment (GRPO on 3-digit ``reverse`` with a one-layer
+tiny transformer, 16 samples per prompt and an entropy bonus of 0.03; see docs/benchmarks.md).
+Like any layer, their options for a component survive a later layer that names the *same*
+component (a preset using ``clipped_pg`` keeps ``entropy_coef``), and are dropped when the name changes.
+
 Unknown keys and component names are errors that list the valid choices and suggest the closest.
 """
 
@@ -44,19 +49,21 @@ DEFAULTS: dict[str, Any] = {
     "algorithm": "grpo",
     "seed": 0,
     "task": {"name": "reverse"},
-    "policy": {"name": "tiny"},
-    "sampler": {"name": "group", "n": 8, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8},
+    "policy": {"name": "tiny", "d_model": 128, "n_layers": 1},
+    "sampler": {"name": "group", "n": 16, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4},
     "advantage": {"name": "grpo"},
-    "loss": {"name": "clipped_pg"},
+    "loss": {"name": "clipped_pg", "entropy_coef": 0.03},
     "rewards": {"char_match": {"weight": 1.0}, "exact_match": {"weight": 0.0}},
     "logprob": {"backend": "auto"},
     "train": {
-        "steps": 120,
+        "steps": 300,
         "prompts_per_step": 16,
-        "lr": 3e-3,
+        "lr": 1e-3,
         "betas": [0.9, 0.99],
         "weight_decay": 0.0,
         "warmup_steps": 0,
+        "lr_schedule": "constant",
+        "min_lr_ratio": 0.1,
         "max_grad_norm": 1.0,
         "epochs": 1,
         "mini_batches": 1,
@@ -247,6 +254,11 @@ def validate_config(config: dict[str, Any], registry: Registry) -> None:
     _positive_int(config, "eval", "every", 0)
     if not isinstance(config["seed"], int) or isinstance(config["seed"], bool) or config["seed"] < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {config['seed']!r}")
+    if config["train"]["lr_schedule"] not in ("constant", "cosine"):
+        raise ConfigError(f"train.lr_schedule must be 'constant' or 'cosine', got {config['train']['lr_schedule']!r}")
+    ratio = config["train"]["min_lr_ratio"]
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio must be a number in [0, 1], got {ratio!r}")
     lr = config["train"]["lr"]
     if not isinstance(lr, (int, float)) or lr <= 0:
         raise ConfigError(f"train.lr must be a positive number, got {lr!r}")

@@ -203,6 +203,21 @@ def sequence_logprobs(
     return out.logprobs.view(b, t), entropy
 
 
+def learning_rate(train_cfg: dict[str, Any], step: int) -> float:
+    """``lr`` for 0-based ``step``: linear warm-up over ``warmup_steps``, then constant or a cosine decay
+    from ``lr`` to ``lr * min_lr_ratio`` at the last step."""
+    lr = float(train_cfg["lr"])
+    warmup = int(train_cfg["warmup_steps"])
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    if train_cfg["lr_schedule"] == "cosine":
+        span = max(int(train_cfg["steps"]) - warmup - 1, 1)
+        progress = min((step - warmup) / span, 1.0)
+        ratio = float(train_cfg["min_lr_ratio"])
+        return lr * (ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return lr
+
+
 def make_score(run: Run):
     """The score function given to the sampler: weighted sum of the configured rewards."""
 
@@ -253,7 +268,7 @@ def train_step(run: Run) -> dict[str, Any]:
     needs_entropy = bool(getattr(run.loss, "needs_entropy", False))
     max_length = float(getattr(run.sampler, "max_new_tokens", t_len))
     full = TrainBatch.from_rollout(rollout, advantages, max_length=max_length)
-    lr = float(cfg["lr"]) * min(1.0, (run.step + 1) / cfg["warmup_steps"]) if cfg["warmup_steps"] else float(cfg["lr"])
+    lr = learning_rate(cfg, run.step)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     sums: dict[str, float] = {}
