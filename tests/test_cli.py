@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -59,3 +60,23 @@ def test_eval_without_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_examples_resolve(example, capsys, monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parent)
+    assert main(["train", f"examples/{example}", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["steps"] >= 1
+
+
+def test_jsonl_example_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parent)
+    run = tmp_path / "run"
+    assert main(["train", "examples/jsonl_task.yaml", *FAST, "--run-dir", str(run)]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    (digest,) = manifest["data"].values()
+    assert len(digest) == 64  # the data file's SHA-256 is recorded
+    assert "reward/numeric_match" in read_metrics(run / "metrics.jsonl")[0]

@@ -151,6 +151,20 @@ def test_resume_in_process_extends_a_finished_run(registry, tmp_path):
     train(longer, registry, run_dir=tmp_path / "a", resume=True)
     train(longer, registry, run_dir=tmp_path / "b")
     assert _strip(read_metrics(tmp_path / "a" / "metrics.jsonl")) == _strip(read_metrics(tmp_path / "b" / "metrics.jsonl"))
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [r["from_step"] for r in manifest["resumes"]] == [4]
+
+
+def test_resume_without_a_checkpoint_starts_over(registry, tmp_path):
+    config = config_for(registry, "run.checkpoint_every=0")
+    train(config, registry, run_dir=tmp_path / "a")
+    for ckpt in (tmp_path / "a" / "checkpoints").glob("step_*.pt"):
+        ckpt.unlink()
+    (tmp_path / "a" / "manifest.json").unlink()  # killed before the manifest was written
+    train(config, registry, run_dir=tmp_path / "a", resume=True)
+    train(config, registry, run_dir=tmp_path / "b")
+    assert _strip(read_metrics(tmp_path / "a" / "metrics.jsonl")) == _strip(read_metrics(tmp_path / "b" / "metrics.jsonl"))
+    assert (tmp_path / "a" / "manifest.json").exists()
 
 
 def test_atomic_write_keeps_the_old_file_on_a_crash(tmp_path, monkeypatch):

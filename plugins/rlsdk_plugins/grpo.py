@@ -12,8 +12,8 @@ NeMo RL; ``shared/reference/algorithms.md`` section 1):
 A scalar advantage is broadcast over the completion: A[i, t] = A_i * mask[i, t] (exactly 0 where the
 mask is 0). Statistics are computed in float64; the result is float32 (float64 if the rewards are).
 
-The helpers :func:`result_dtype`, :func:`broadcast_to_tokens` and the ``check_*`` option validators are
-shared by the other outcome-reward estimators (``rloo``, ``opo``, ``reinforce_pp``).
+The helpers :func:`result_dtype` and :func:`broadcast_to_tokens` are shared by the other outcome-reward
+estimators (``rloo``, ``opo``, ``reinforce_pp``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from torch import Tensor
 import rlsdk
 from rlsdk import ConfigError, RolloutBatch
 from rlsdk.hookspecs import Register
+from rlsdk.validation import check_bool, check_choice, check_number
 
 __all__ = [
     "GRPOAdvantage",
@@ -35,9 +36,6 @@ __all__ = [
     "dr_grpo_preset",
     "result_dtype",
     "broadcast_to_tokens",
-    "check_bool",
-    "check_number",
-    "check_choice",
 ]
 
 SINGLE_GROUP_MODES = ("reward", "zero")
@@ -67,31 +65,6 @@ def broadcast_to_tokens(scores: Tensor, mask: Tensor, dtype: torch.dtype) -> Ten
     return torch.where(m > 0, scores.to(torch.float64)[:, None] * m, 0.0).to(dtype)
 
 
-def check_bool(value: Any, option: str) -> bool:
-    """Return ``value`` if it is a bool, else raise :class:`rlsdk.ConfigError` naming ``option``."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{option} must be true or false, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def check_number(value: Any, option: str, low: float, high: float = math.inf, low_open: bool = False) -> float:
-    """Return ``value`` as a float if it is a finite number in ``[low, high]`` (``(low, high]`` if ``low_open``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high != math.inf else "")
-        raise ConfigError(f"{option} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def check_choice(value: Any, option: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise :class:`rlsdk.ConfigError` listing them."""
-    if value not in choices:
-        raise ConfigError(f"{option} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-    return value
-
-
 # --------------------------------------------------------------------------------------------------
 # Estimators
 
@@ -113,7 +86,7 @@ class GRPOAdvantage:
     """
 
     def __init__(self, eps: float = 1e-6, norm_std: bool = True, unbiased: bool = True, single_group: str = "reward"):
-        self.eps = check_number(eps, "advantage.eps", 0.0, low_open=True)
+        self.eps = check_number(eps, "advantage.eps", low=0.0, low_open=True)
         self.norm_std = check_bool(norm_std, "advantage.norm_std")
         self.unbiased = check_bool(unbiased, "advantage.unbiased")
         self.single_group = check_choice(single_group, "advantage.single_group", SINGLE_GROUP_MODES)
@@ -150,7 +123,7 @@ class GRPOPassKAdvantage:
     """
 
     def __init__(self, eps: float = 1e-6, norm_std: bool = True, unbiased: bool = True):
-        self.eps = check_number(eps, "advantage.eps", 0.0, low_open=True)
+        self.eps = check_number(eps, "advantage.eps", low=0.0, low_open=True)
         self.norm_std = check_bool(norm_std, "advantage.norm_std")
         self.unbiased = check_bool(unbiased, "advantage.unbiased")
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 import rlsdk
 from rlsdk import ConfigError, DecodeOutput
+from rlsdk.validation import check_bool
 
 __all__ = ["HFTokenizer", "HFPolicy", "register_policies"]
 
@@ -92,8 +93,7 @@ class HFPolicy(nn.Module):
         super().__init__()
         if dtype not in DTYPES:
             raise ConfigError(f"policy.dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        if not isinstance(trust_remote_code, bool):
-            raise ConfigError(f"policy.trust_remote_code must be true or false; got {trust_remote_code!r}")
+        check_bool(trust_remote_code, "policy.trust_remote_code")
         if not path:
             raise ConfigError(
                 "policy.path is required: a local folder holding a Hugging Face causal LM and its tokenizer"

@@ -13,62 +13,16 @@ produced by a model, or unscorable samples) never reaches ``exp``, the loss or t
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 from torch import Tensor
 
 import rlsdk
 from rlsdk import ConfigError, LossOutput, TrainBatch
-from rlsdk.errors import did_you_mean
 from rlsdk.functional import AGGREGATION_MODES, KL_ESTIMATORS, aggregate, kl_estimate
 from rlsdk.hookspecs import Register
+from rlsdk.validation import check_choice, check_number
 
 __all__ = ["PolicyLoss", "ClippedPG", "Reinforce", "register_losses"]
-
-
-# --------------------------------------------------------------------------------------------------
-# Option checks (every message names the option, the bad value and what is valid)
-
-
-def _number(
-    option: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    strict: bool = False,
-    none_ok: bool = False,
-    bound: str | None = None,
-) -> float | None:
-    """``value`` as a float, or raise :class:`ConfigError` naming ``loss.<option>``.
-
-    Args:
-        option: The option's name (shown as ``loss.<option>``).
-        value: What the user passed.
-        low: Smallest valid value (None: no bound).
-        strict: ``value`` must be strictly greater than ``low``.
-        none_ok: None is a valid value (it disables the feature).
-        bound: How to show ``low`` in the message (default: its value).
-    """
-    if value is None and none_ok:
-        return None
-    rule = "a finite number" if low is None else f"a number {'>' if strict else '>='} {bound or f'{low:g}'}"
-    if none_ok:
-        rule += " or None"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"loss.{option} = {value!r} is invalid; it must be {rule}")
-    if low is not None and (value <= low if strict else value < low):
-        raise ConfigError(f"loss.{option} = {value!r} is invalid; it must be {rule}")
-    return float(value)
-
-
-def _choice(option: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(
-            f"loss.{option} = {value!r} is invalid{did_you_mean(str(value), choices)}; valid: {', '.join(choices)}"
-        )
-    return value
 
 
 def _zero_masked(values: Tensor, valid: Tensor) -> Tensor:
@@ -124,12 +78,14 @@ class PolicyLoss:
         entropy_coef: float = 0.0,
         agg: str = "token-mean",
     ) -> None:
-        self.kl_coef = _number("kl_coef", kl_coef, low=0.0)
-        self.kl_estimator = _choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
-        self.kl_input_clamp = _number("kl_input_clamp", kl_input_clamp, low=0.0, strict=True, none_ok=True)
-        self.kl_output_clamp = _number("kl_output_clamp", kl_output_clamp, low=0.0, strict=True, none_ok=True)
-        self.entropy_coef = _number("entropy_coef", entropy_coef)
-        self.agg = _choice("agg", agg, AGGREGATION_MODES)
+        self.kl_coef = check_number(kl_coef, "loss.kl_coef", low=0.0)
+        self.kl_estimator = check_choice(kl_estimator, "loss.kl_estimator", KL_ESTIMATORS)
+        self.kl_input_clamp = check_number(kl_input_clamp, "loss.kl_input_clamp", low=0.0, low_open=True, none_ok=True)
+        self.kl_output_clamp = check_number(
+            kl_output_clamp, "loss.kl_output_clamp", low=0.0, low_open=True, none_ok=True
+        )
+        self.entropy_coef = check_number(entropy_coef, "loss.entropy_coef")
+        self.agg = check_choice(agg, "loss.agg", AGGREGATION_MODES)
         self.needs_ref_logprobs = self.kl_coef > 0
         self.needs_entropy = self.entropy_coef != 0
 
@@ -251,13 +207,14 @@ class ClippedPG(PolicyLoss):
         agg: str = "token-mean",
     ) -> None:
         super().__init__(kl_coef, kl_estimator, kl_input_clamp, kl_output_clamp, entropy_coef, agg)
-        self.eps_low = _number("eps_low", eps_low, low=0.0)
-        eps_high = _number("eps_high", eps_high, low=0.0, none_ok=True)
+        self.eps_low = check_number(eps_low, "loss.eps_low", low=0.0)
+        eps_high = check_number(eps_high, "loss.eps_high", low=0.0, none_ok=True)
         self.eps_high = self.eps_low if eps_high is None else eps_high
-        self.dual_clip_c = _number("dual_clip_c", dual_clip_c, low=1.0, strict=True, none_ok=True)
-        bound = f"1 + eps_high = {1.0 + self.eps_high:g}"
-        self.delta = _number("delta", delta, low=1.0 + self.eps_high, strict=True, none_ok=True, bound=bound)
-        self.logratio_clamp = _number("logratio_clamp", logratio_clamp, low=0.0, strict=True, none_ok=True)
+        self.dual_clip_c = check_number(dual_clip_c, "loss.dual_clip_c", low=1.0, low_open=True, none_ok=True)
+        self.delta = check_number(delta, "loss.delta", none_ok=True)
+        if self.delta is not None and self.delta <= 1.0 + self.eps_high:
+            raise ConfigError(f"loss.delta must be > 1 + eps_high = {1.0 + self.eps_high:g} or None, got {delta!r}")
+        self.logratio_clamp = check_number(logratio_clamp, "loss.logratio_clamp", low=0.0, low_open=True, none_ok=True)
 
     def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
         """``L [B, T]`` of the clipped surrogate (see the class docstring) and the clip metrics."""

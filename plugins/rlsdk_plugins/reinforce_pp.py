@@ -35,7 +35,8 @@ from torch import Tensor
 import rlsdk
 from rlsdk import ConfigError, RolloutBatch
 from rlsdk.hookspecs import Register
-from rlsdk_plugins.grpo import broadcast_to_tokens, check_choice, check_number, result_dtype
+from rlsdk.validation import check_choice, check_number
+from rlsdk_plugins.grpo import broadcast_to_tokens, result_dtype
 
 __all__ = ["ReinforcePlusPlusAdvantage", "ReinforcePlusPlusBaselineAdvantage", "reinforce_pp_preset"]
 
@@ -88,8 +89,8 @@ class ReinforcePlusPlusAdvantage:
     needs_ref_logprobs: bool = False
 
     def __init__(self, gamma: float = 1.0, kl_coef: float = 0.0, style: str = "verl"):
-        self.gamma = check_number(gamma, "advantage.gamma", 0.0, 1.0)
-        self.kl_coef = check_number(kl_coef, "advantage.kl_coef", 0.0)
+        self.gamma = check_number(gamma, "advantage.gamma", low=0.0, high=1.0)
+        self.kl_coef = check_number(kl_coef, "advantage.kl_coef", low=0.0)
         self.style = check_choice(style, "advantage.style", WHITEN_STYLES)
         self.needs_ref_logprobs = self.kl_coef > 0
 

@@ -19,13 +19,13 @@ name                score                                                       
 
 from __future__ import annotations
 
-import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import rlsdk
 from rlsdk import ConfigError
+from rlsdk.validation import check_int, check_number
 
 __all__ = [
     "ExactMatch",
@@ -36,23 +36,6 @@ __all__ = [
     "LengthPenalty",
     "last_number",
 ]
-
-
-def _check_number(value: Any, option: str, *, low: float | None = None, strict: bool = False) -> float:
-    """``value`` as a finite float, ``> low`` (strict) or ``>= low``; else a ConfigError naming ``option``."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if not ok:
-        bound = "" if low is None else f" {'>' if strict else '>='} {low}"
-        raise ConfigError(f"{option} must be a finite number{bound}, got {value!r}")
-    return float(value)
-
-
-def _check_int(value: Any, option: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{option} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 class _PerCompletion:
@@ -162,7 +145,7 @@ class NumericMatch(_PerCompletion):
     name = "numeric_match"
 
     def __init__(self, tol: float = 1e-6):
-        self.tol = _check_number(tol, "rewards.numeric_match.tol", low=0.0)
+        self.tol = check_number(tol, "rewards.numeric_match.tol", low=0.0)
         self._tol = Decimal(repr(self.tol))
 
     def score(self, completion: str, metadata: dict[str, Any]) -> float:
@@ -229,14 +212,14 @@ class OverlongPunishment(_PerCompletion):
     name = "overlong"
 
     def __init__(self, max_length: int = 20480, cache_length: int = 4096, factor: float = 1.0):
-        self.max_length = _check_int(max_length, "rewards.overlong.max_length", 2)
-        self.cache_length = _check_int(cache_length, "rewards.overlong.cache_length", 1)
+        self.max_length = check_int(max_length, "rewards.overlong.max_length", low=2)
+        self.cache_length = check_int(cache_length, "rewards.overlong.cache_length", low=1)
         if cache_length >= max_length:
             raise ConfigError(
                 f"rewards.overlong.cache_length={cache_length} must be smaller than "
                 f"rewards.overlong.max_length={max_length} (the ramp starts at max_length - cache_length)"
             )
-        self.factor = _check_number(factor, "rewards.overlong.factor", low=0.0)
+        self.factor = check_number(factor, "rewards.overlong.factor", low=0.0)
 
     def score(self, completion: str, metadata: dict[str, Any]) -> float:
         length = _length(completion, metadata)
@@ -266,8 +249,8 @@ class LengthPenalty(_PerCompletion):
     name = "length_penalty"
 
     def __init__(self, coef: float = 1.0, max_length: int = 20480):
-        self.coef = _check_number(coef, "rewards.length_penalty.coef")
-        self.max_length = _check_int(max_length, "rewards.length_penalty.max_length", 1)
+        self.coef = check_number(coef, "rewards.length_penalty.coef")
+        self.max_length = check_int(max_length, "rewards.length_penalty.max_length", low=1)
 
     def score(self, completion: str, metadata: dict[str, Any]) -> float:
         return -self.coef * _length(completion, metadata) / self.max_length

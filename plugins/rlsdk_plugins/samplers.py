@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 import rlsdk
-from rlsdk import ConfigError, Example, RolloutBatch, ScoreFn
+from rlsdk import Example, RolloutBatch, ScoreFn
+from rlsdk.validation import check_int, check_number
 
 
 def top_p_filter(probs: Tensor, top_p: float) -> Tensor:
@@ -49,18 +50,10 @@ class GroupSampler:
     """
 
     def __init__(self, n: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 16):
-        if not isinstance(n, int) or n < 1:
-            raise ConfigError(f"sampler.n must be an integer >= 1, got {n!r}")
-        if not isinstance(temperature, (int, float)) or temperature < 0:
-            raise ConfigError(f"sampler.temperature must be >= 0 (0 = greedy), got {temperature!r}")
-        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-            raise ConfigError(f"sampler.top_p must be in (0, 1], got {top_p!r}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ConfigError(f"sampler.max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-        self.n = n
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.max_new_tokens = max_new_tokens
+        self.n = check_int(n, "sampler.n", low=1)
+        self.temperature = check_number(temperature, "sampler.temperature", low=0.0)  # 0 = greedy
+        self.top_p = check_number(top_p, "sampler.top_p", low=0.0, high=1.0, low_open=True)
+        self.max_new_tokens = check_int(max_new_tokens, "sampler.max_new_tokens", low=1)
 
     @torch.no_grad()
     def __call__(

@@ -38,6 +38,7 @@ import torch
 
 import rlsdk
 from rlsdk import ConfigError, Example
+from rlsdk.validation import check_int, check_number
 
 __all__ = ["ReverseTask", "SortTask", "AdditionTask", "JsonlTask"]
 
@@ -48,12 +49,6 @@ def _seed(*parts: object) -> int:
     """A 63-bit seed from ``parts`` (stable across processes and Python versions, unlike ``hash``)."""
     text = ":".join(str(p) for p in ("rlsdk-eval", *parts))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") & (2**63 - 1)
-
-
-def _check_int(value: Any, option: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{option} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _check_n(n: int) -> None:
@@ -81,7 +76,7 @@ class _GeneratedTask:
         raise NotImplementedError
 
     def _build_eval(self, eval_size: int) -> None:
-        eval_size = _check_int(eval_size, "task.eval_size", 0)
+        eval_size = check_int(eval_size, "task.eval_size", low=0)
         space = self._num_prompts()
         if eval_size > space // 2:
             raise ConfigError(
@@ -140,8 +135,8 @@ class _DigitStringTask(_GeneratedTask):
     prefix: str = ""
 
     def __init__(self, min_digits: int = 3, max_digits: int = 3, eval_size: int = 200):
-        self.min_digits = _check_int(min_digits, "task.min_digits", 1)
-        self.max_digits = _check_int(max_digits, "task.max_digits", 1)
+        self.min_digits = check_int(min_digits, "task.min_digits", low=1)
+        self.max_digits = check_int(max_digits, "task.max_digits", low=1)
         if max_digits < min_digits:
             raise ConfigError(
                 f"task.max_digits={max_digits} is smaller than task.min_digits={min_digits}; "
@@ -215,7 +210,7 @@ class AdditionTask(_GeneratedTask):
     name = "addition"
 
     def __init__(self, digits: int = 3, eval_size: int = 200):
-        self.digits = _check_int(digits, "task.digits", 1)
+        self.digits = check_int(digits, "task.digits", low=1)
         self._build_eval(eval_size)
 
     def _draw(self, n: int, generator: torch.Generator) -> list[tuple[str, str]]:
@@ -282,14 +277,12 @@ class JsonlTask:
             raise ConfigError(
                 "task.path is required for task 'jsonl': the path of a JSON-lines file of prompts and answers"
             )
-        if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) or not 0 <= eval_fraction < 1:
-            raise ConfigError(f"task.eval_fraction must be a number in [0, 1), got {eval_fraction!r}")
+        self.eval_fraction = check_number(eval_fraction, "task.eval_fraction", low=0.0, high=1.0, high_open=True)
         for option, key in (("task.prompt_key", prompt_key), ("task.answer_key", answer_key)):
             if not isinstance(key, str) or not key:
                 raise ConfigError(f"{option} must be a non-empty string, got {key!r}")
         self.prompt_key = prompt_key
         self.answer_key = answer_key
-        self.eval_fraction = float(eval_fraction)
         self.path = self._resolve(path, "task.path")
         rows = self._load(self.path)
         if eval_path is None:

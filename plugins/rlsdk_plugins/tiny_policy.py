@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import rlsdk
 from rlsdk import ConfigError, DecodeOutput
+from rlsdk.validation import check_int, check_number
 
 __all__ = ["CharTokenizer", "TinyPolicy", "positions_from_mask", "register_policies"]
 
@@ -187,12 +188,10 @@ def _check_options(alphabet: str, d_model: int, n_layers: int, n_heads: int, max
     if duplicates:
         raise ConfigError(f"policy.alphabet {alphabet!r} repeats the characters {duplicates}; each must appear once")
     for option, value in (("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads), ("max_len", max_len)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"policy.{option} must be an integer >= 1; got {value!r}")
+        check_int(value, f"policy.{option}", low=1)
     if d_model % n_heads:
         raise ConfigError(f"policy.n_heads={n_heads} must divide policy.d_model={d_model}")
-    if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not 0 < init_std < float("inf"):
-        raise ConfigError(f"policy.init_std must be a finite number > 0; got {init_std!r}")
+    check_number(init_std, "policy.init_std", low=0.0, low_open=True)
 
 
 @rlsdk.hookimpl

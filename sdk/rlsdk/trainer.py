@@ -402,22 +402,18 @@ def train(
     if ckpt is not None:
         restore(run, RunDir.load_checkpoint(ckpt))
     atomic_write_text(rundir.config_path, dump_yaml(config))
+    manifest_path = rundir.path / "manifest.json"
+    if resume and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        manifest.setdefault("resumes", []).append({"time": time.time(), "argv": sys.argv, "from_step": run.step})
+    else:
+        plugins = [p.to_dict() for p in registry.plugins]
+        data_files = list(getattr(run.task, "files", []) or [])
+        manifest = build_manifest(config, plugins, run.seeds.to_dict(), data_files=data_files)
+    rundir.write_json("manifest.json", manifest)
     if resume:
         rundir.truncate_metrics(run.step)
         run.history = read_metrics(rundir.metrics_path)
-        manifest = json.loads((rundir.path / "manifest.json").read_text())
-        manifest.setdefault("resumes", []).append({"time": time.time(), "argv": sys.argv, "from_step": run.step})
-        rundir.write_json("manifest.json", manifest)
-    else:
-        rundir.write_json(
-            "manifest.json",
-            build_manifest(
-                config,
-                [p.to_dict() for p in registry.plugins],
-                run.seeds.to_dict(),
-                data_files=list(getattr(run.task, "files", []) or []),
-            ),
-        )
     for tracker in run.trackers:
         tracker.log_config(config)
     run.hook.on_train_start(run=run)

@@ -1,0 +1,176 @@
+"""Checks for component options: each returns the valid value or raises :class:`rlsdk.ConfigError`.
+
+Plugins call them in their constructors with the option's full name, e.g.
+``check_number(eps, "advantage.eps", low=0.0, low_open=True)``. Every message names the option, shows
+the bad value (its ``repr``) and says what is valid. A bool is never accepted as an int or a number
+(``True`` is an ``int`` in Python, but ``eps: true`` in a config is a mistake), and numbers must be
+finite: NaN and +-inf are always rejected (no option needs them; use ``none_ok`` for "disabled").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, overload
+
+from rlsdk.errors import ConfigError, did_you_mean
+
+__all__ = ["check_bool", "check_int", "check_number", "check_choice"]
+
+
+def _show(bound: float) -> str:
+    """``bound`` as short as it reads exactly: ``0`` for 0.0, ``1e-06``, but ``0.1234567`` in full."""
+    short = f"{bound:g}"
+    return short if float(short) == bound else repr(bound)
+
+
+def _bounds(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
+    """``" >= 0 and <= 1"``-style text for the bounds that are set ('' if none)."""
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {_show(low)}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {_show(high)}")
+    return " " + " and ".join(parts) if parts else ""
+
+
+def check_bool(value: Any, option: str) -> bool:
+    """Return ``value`` if it is a bool.
+
+    Args:
+        value: What the user passed.
+        option: The option's full name, shown in the message (e.g. ``"advantage.norm_std"``).
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ConfigError: ``value`` is not ``True`` or ``False`` (``0``, ``1`` and ``"yes"`` are rejected).
+
+    Example:
+        >>> check_bool(True, "advantage.norm_std")
+        True
+        >>> check_bool("yes", "advantage.norm_std")
+        Traceback (most recent call last):
+        ...
+        rlsdk.errors.ConfigError: advantage.norm_std must be true or false, got 'yes'
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(f"{option} must be true or false, got {value!r}")
+    return value
+
+
+def check_int(value: Any, option: str, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` if it is an int within the bounds that are not None.
+
+    Args:
+        value: What the user passed.
+        option: The option's full name, shown in the message (e.g. ``"task.digits"``).
+        low: Smallest valid value.
+        high: Largest valid value.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ConfigError: ``value`` is not an int (a bool or ``2.0`` is not), or is out of bounds.
+
+    Example:
+        >>> check_int(3, "task.digits", low=1)
+        3
+        >>> check_int(2.5, "task.digits", low=1)
+        Traceback (most recent call last):
+        ...
+        rlsdk.errors.ConfigError: task.digits must be an integer >= 1, got 2.5
+    """
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{option} must be an integer{_bounds(low, high)}, got {value!r}")
+    return value
+
+
+# The result is a float unless ``none_ok=True`` is passed (two signatures for type checkers only).
+@overload
+def check_number(
+    value: Any, option: str, low: float | None = ..., high: float | None = ..., *,
+    low_open: bool = ..., high_open: bool = ..., none_ok: Literal[False] = ...
+) -> float: ...
+@overload
+def check_number(
+    value: Any, option: str, low: float | None = ..., high: float | None = ..., *,
+    low_open: bool = ..., high_open: bool = ..., none_ok: bool
+) -> float | None: ...
+def check_number(
+    value: Any,
+    option: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    none_ok: bool = False,
+) -> float | None:
+    """Return ``value`` as a float if it is a finite number within the bounds that are not None.
+
+    Args:
+        value: What the user passed (an int or a float; NaN and +-inf are never valid).
+        option: The option's full name, shown in the message (e.g. ``"loss.eps_low"``).
+        low: Smallest valid value.
+        high: Largest valid value.
+        low_open: ``value`` must be strictly greater than ``low``.
+        high_open: ``value`` must be strictly less than ``high``.
+        none_ok: None is valid too (it usually disables a feature) and is returned as is.
+
+    Returns:
+        ``float(value)``, or None if ``value`` is None and ``none_ok``.
+
+    Raises:
+        ConfigError: ``value`` is not a finite int or float (a bool is not), or is out of bounds.
+
+    Example:
+        >>> check_number(1, "advantage.gamma", low=0.0, high=1.0)
+        1.0
+        >>> check_number(0.0, "advantage.eps", low=0.0, low_open=True)
+        Traceback (most recent call last):
+        ...
+        rlsdk.errors.ConfigError: advantage.eps must be a finite number > 0, got 0.0
+    """
+    if value is None and none_ok:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        rule = f"a finite number{_bounds(low, high, low_open, high_open)}" + (" or None" if none_ok else "")
+        raise ConfigError(f"{option} must be {rule}, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: Any, option: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``.
+
+    Args:
+        value: What the user passed.
+        option: The option's full name, shown in the message (e.g. ``"loss.agg"``).
+        choices: The valid values, listed in this order in the message.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ConfigError: ``value`` is not in ``choices``; the message suggests the closest choice, if any.
+
+    Example:
+        >>> check_choice("k3", "loss.kl_estimator", ("k1", "k2", "k3"))
+        'k3'
+        >>> check_choice("zeros", "advantage.mode", ("reward", "zero"))
+        Traceback (most recent call last):
+        ...
+        rlsdk.errors.ConfigError: advantage.mode must be one of 'reward', 'zero', got 'zeros' (did you mean 'zero'?)
+    """
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{option} must be one of {valid}, got {value!r}{did_you_mean(str(value), choices)}")
+    return value
