@@ -1,0 +1,1 @@
+"""rlsdk.testing: pytest fixtures and conformance checks for plugin authors (being written)."""
