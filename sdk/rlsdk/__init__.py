@@ -1,59 +1,52 @@
 """rlsdk: a plugin-based SDK for RL post-training of language models.
 
-The public API is the list below; everything else is private.
+The public API is the list below; everything else is private. Names that need torch (the batch
+types, protocols and tensor functions) are imported on first use, so ``import rlsdk`` (which pytest
+does for every session through the ``rlsdk.testing`` plugin) stays cheap.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from rlsdk.errors import ConfigError, PluginError, RlsdkError
-from rlsdk.functional import aggregate, group_stats, kl_estimate, masked_mean, masked_whiten
 from rlsdk.hookspecs import hookimpl
 from rlsdk.plugins import create, get_registry
-from rlsdk.types import (
-    AdvantageEstimator,
-    DecodeOutput,
-    Example,
-    LogprobBackend,
-    LogprobOutput,
-    Loss,
-    LossOutput,
-    Policy,
-    Reward,
-    RolloutBatch,
-    Sampler,
-    ScoreFn,
-    Task,
-    Tokenizer,
-    Tracker,
-    TrainBatch,
-)
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    **dict.fromkeys(["aggregate", "group_stats", "kl_estimate", "masked_mean", "masked_whiten"], "rlsdk.functional"),
+    **dict.fromkeys(
+        [
+            "Example", "RolloutBatch", "TrainBatch", "LossOutput", "LogprobOutput", "DecodeOutput", "Tokenizer",
+            "Loss", "AdvantageEstimator", "Reward", "Sampler", "ScoreFn", "Task", "Policy", "LogprobBackend",
+            "Tracker",
+        ],  # fmt: skip
+        "rlsdk.types",
+    ),
+}
 
 __all__ = [
     "hookimpl",
     "create",
     "get_registry",
-    "aggregate",
-    "group_stats",
-    "kl_estimate",
-    "masked_mean",
-    "masked_whiten",
-    "Example",
-    "RolloutBatch",
-    "TrainBatch",
-    "LossOutput",
-    "LogprobOutput",
-    "DecodeOutput",
-    "Tokenizer",
-    "Loss",
-    "AdvantageEstimator",
-    "Reward",
-    "Sampler",
-    "ScoreFn",
-    "Task",
-    "Policy",
-    "LogprobBackend",
-    "Tracker",
+    *_LAZY,
     "RlsdkError",
     "ConfigError",
     "PluginError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlsdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

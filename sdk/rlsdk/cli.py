@@ -6,6 +6,8 @@
     Score the run's latest checkpoint on the task's held-out examples.
 ``rlsdk plugins [--json]``
     List installed plugins and what they register.
+``rlsdk new-plugin [NAME] [--component KIND ...] [--output-dir DIR] [--no-input]``
+    Create a plugin package from the cookiecutter template.
 
 Every command accepts ``--plugin FILE.py`` (repeatable) to load a plugin from a file.
 """
@@ -49,6 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plugins", help="list installed plugins", description="List installed plugins, their distribution, version and what they register.")
     pl.add_argument("--json", action="store_true", help="print JSON")
     plugin_flag(pl)
+
+    from rlsdk.scaffold import COMPONENT_KINDS
+
+    np_ = sub.add_parser(
+        "new-plugin",
+        help="create a plugin package from the template",
+        description="Create a plugin package from rlsdk's cookiecutter template: an installable package with a worked "
+        "example of each chosen component kind, its tests, a README, a CI workflow and configs/train.yaml. Without "
+        "--no-input, cookiecutter asks for each answer (the options given are the defaults it offers).",
+    )
+    np_.add_argument("name", nargs="?", metavar="NAME", help="distribution name of the plugin, e.g. rlsdk-my-loss (required with --no-input)")
+    np_.add_argument(
+        "--component",
+        action="append",
+        choices=[*COMPONENT_KINDS, "all"],
+        metavar="KIND",
+        help=f"component kind to include an example of (repeatable): {', '.join(COMPONENT_KINDS)} or all (default: loss)",
+    )
+    np_.add_argument("--output-dir", default=".", metavar="DIR", help="where to create the package folder (default: the current directory)")
+    np_.add_argument("--author", metavar="A", help="author for pyproject.toml and the README")
+    np_.add_argument("--description", metavar="D", help="one-line description")
+    np_.add_argument("--github-username", metavar="U", help="GitHub user or organisation for the project URLs")
+    np_.add_argument("--no-input", action="store_true", help="do not prompt; take the answers from the options")
+    np_.add_argument("--template", metavar="DIR", help="template folder (default: $RLSDK_PLUGIN_TEMPLATE, else the repository's cookiecutter-plugin/)")
+    plugin_flag(np_)
     return parser
 
 
@@ -142,10 +169,29 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(ns: argparse.Namespace) -> int:
+    """``rlsdk new-plugin``: generate a plugin package (see :func:`rlsdk.scaffold.new_plugin`)."""
+    from rlsdk.scaffold import new_plugin, next_steps
+
+    project = new_plugin(
+        ns.name,
+        ns.component,
+        ns.output_dir,
+        author=ns.author,
+        description=ns.description,
+        github_username=ns.github_username,
+        no_input=ns.no_input,
+        template=ns.template,
+        registry=_registry(ns.plugin) if ns.plugin else None,
+    )
+    print(next_steps(project))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rlsdk`` command."""
     ns = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins}[ns.command]
+    handler = {"train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin}[ns.command]
     try:
         return handler(ns)
     except RlsdkError as exc:

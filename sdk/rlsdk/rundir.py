@@ -85,10 +85,12 @@ class RunDir:
 
     @property
     def metrics_path(self) -> Path:
+        """``RUN_DIR/metrics.jsonl``."""
         return self.path / "metrics.jsonl"
 
     @property
     def config_path(self) -> Path:
+        """``RUN_DIR/config.yaml``."""
         return self.path / "config.yaml"
 
     def create(self) -> None:
@@ -101,6 +103,7 @@ class RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, data: Any) -> None:
+        """Write ``data`` as indented JSON to ``RUN_DIR/name``, atomically."""
         atomic_write_text(self.path / name, json.dumps(data, indent=2, default=str) + "\n")
 
     def append_metrics(self, row: dict[str, Any]) -> None:

@@ -279,9 +279,13 @@ class Tokenizer(Protocol):
     eos_token_id: int
     vocab_size: int
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, without special tokens."""
+        ...
 
-    def decode(self, ids: list[int]) -> str: ...
+    def decode(self, ids: list[int]) -> str:
+        """The text of ``ids``, skipping special tokens."""
+        ...
 
 
 @runtime_checkable
@@ -334,9 +338,13 @@ class Task(Protocol):
     ``eval_examples`` returns the fixed held-out set.
     """
 
-    def sample(self, n: int, generator: torch.Generator) -> list[Example]: ...
+    def sample(self, n: int, generator: torch.Generator) -> list[Example]:
+        """``n`` training examples drawn with ``generator`` (and no other randomness)."""
+        ...
 
-    def eval_examples(self) -> list[Example]: ...
+    def eval_examples(self) -> list[Example]:
+        """The fixed held-out examples (never returned by :meth:`sample`)."""
+        ...
 
 
 @runtime_checkable
@@ -361,11 +369,17 @@ class Policy(Protocol):
         """Next-token logits for the last position of ``sequences``; ``state`` is None on the first step."""
         ...
 
-    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
+        """The trainable parameters (``nn.Module.parameters``)."""
+        ...
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Tensors only: what checkpoints save (``nn.Module.state_dict``)."""
+        ...
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any: ...
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Restore from :meth:`state_dict` (``nn.Module.load_state_dict``)."""
+        ...
 
 
 @runtime_checkable
@@ -385,8 +399,14 @@ class LogprobBackend(Protocol):
 class Tracker(Protocol):
     """Receives the resolved config once and the metrics of every step."""
 
-    def log_config(self, config: dict[str, Any]) -> None: ...
+    def log_config(self, config: dict[str, Any]) -> None:
+        """Record the resolved config, once, before the first step."""
+        ...
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record the metrics of ``step`` (1-based)."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Flush and release resources after the last step."""
+        ...

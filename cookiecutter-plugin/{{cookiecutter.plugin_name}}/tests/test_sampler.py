@@ -1,0 +1,47 @@
+"""The sampler ``{{ cookiecutter.__sampler_name }}``: rlsdk's conformance checks and its behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rlsdk
+from rlsdk.testing import check_sampler
+
+from {{ cookiecutter.__module }} import plugin
+from {{ cookiecutter.__module }}.sampler import FilterGroups
+
+NAME = "{{ cookiecutter.__sampler_name }}"
+
+
+def test_conformance():
+    check_sampler(FilterGroups(n=2, max_new_tokens=4))
+
+
+def test_built_from_config_options(rlsdk_registry):
+    sampler = rlsdk_registry(plugin).create("sampler", NAME, {"n": 3, "temperature": 0.7, "max_new_tokens": 5})
+    assert isinstance(sampler, FilterGroups)
+    assert (sampler.n, sampler.temperature, sampler.max_new_tokens) == (3, 0.7, 5)
+
+
+@pytest.mark.parametrize(("options", "option"), [({"n": 1}, "sampler.n"), ({"top_p": 0.0}, "sampler.top_p")])
+def test_bad_options_fail_at_construction(options, option):
+    with pytest.raises(rlsdk.ConfigError, match=option):
+        FilterGroups(**options)
+
+
+def test_only_groups_with_varied_rewards_are_trained_on(rlsdk_policy, rlsdk_examples):
+    policy, examples = rlsdk_policy, rlsdk_examples  # a tiny policy and three `reverse` examples
+
+    def score(rollout):  # group 0: all 1.0 (uniform); groups 1 and 2: alternating 0 and 1
+        rewards = torch.tensor([1.0 if g == 0 else float(i % 2) for i, g in enumerate(rollout.group_ids.tolist())])
+        return rollout.replace(rewards=rewards)
+
+    options = {"n": 4, "max_new_tokens": 4}
+    ours = FilterGroups(**options)(policy, examples, score, torch.Generator().manual_seed(0))
+    reference = rlsdk.create("sampler", "group", **options)(policy, examples, score, torch.Generator().manual_seed(0))
+    assert ours.completions == reference.completions  # same generation as the built-in sampler
+    uniform = ours.group_ids == 0
+    assert float(ours.mask[uniform].sum()) == 0.0
+    torch.testing.assert_close(ours.mask[~uniform], reference.mask[~uniform])
+    torch.testing.assert_close(ours.rewards, reference.rewards)  # rewards are kept
