@@ -265,3 +265,10 @@ def test_pluggy_project_name_matches():
     assert rlsdk.hookimpl.project_name == "rlsdk"
     pm, _ = get_plugin_manager(load_entrypoints=False)
     assert isinstance(pm, pluggy.PluginManager) and pm.project_name == "rlsdk"
+
+
+def test_extra_plugin_already_loaded_by_entry_point_is_not_registered_twice():
+    import rlsdk_plugins.grpo
+
+    registry = Registry(*get_plugin_manager(extra=[rlsdk_plugins.grpo]))
+    assert registry.owner("advantage", "grpo") == "rlsdk:grpo"

@@ -180,6 +180,8 @@ def get_plugin_manager(
             except Exception as exc:  # noqa: BLE001
                 _report(info, exc, "load")
             continue
+        if pm.is_registered(plugin):
+            continue  # already loaded through its entry point
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         infos.append(PluginInfo(name=name, module=getattr(plugin, "__name__", None)))
         pm.register(plugin, name=name)

@@ -1,0 +1,591 @@
+"""Fused linear log-prob (+ entropy): Triton kernels, autograd Function and the ``triton`` backend.
+
+For tokens ``n`` with hidden state ``x_n`` [H], output weight ``W`` [V, H], target ``y_n`` and
+temperature ``tau`` (notation of ``shared/reference/kernels.md`` section 0)::
+
+    s_n    = x_n W^T / tau                         never materialised as [N, V]
+    lse_n  = logsumexp(s_n)
+    logp_n = s_{n, y_n} - lse_n
+    Ent_n  = lse_n - sum_j p_{n, j} s_{n, j}       p = softmax(s)
+
+Forward (:func:`_forward_kernel`): grid ``(token blocks, vocabulary splits)``. Each program walks its
+vocabulary split in ``BLOCK_V`` columns, forms each logit tile with ``tl.dot`` over ``H`` in
+``BLOCK_H`` steps (fp32 accumulation; fp64 for fp64 inputs), and keeps per row an online
+``(m, S, P, s_y)``: running max, ``S = sum_j e^(s_j - m)``, ``P = sum_j e^(s_j - m) (s_j - m)`` and the
+target score. When ``m`` grows to ``m'``: ``S' = S e^(m - m')``, ``P' = (P + S (m - m')) e^(m - m')``.
+The per-split partials are merged by a tiny PyTorch epilogue (verl style: no atomics, no locks)::
+
+    M = max_k m_k,  S = sum_k S_k e^(m_k - M),  P = sum_k (P_k + S_k (m_k - M)) e^(m_k - M)
+    lse = M + log S,  Ent = log S - P / S,  logp = s_y - lse
+
+Only ``hidden``, ``weight``, ``targets``, ``lse`` and ``Ent`` are saved for the backward (8 bytes per
+token on top of the inputs).
+
+Backward (:func:`_grad_logits_kernel`, 8THV in total): the vocabulary is walked in slices of
+``backward_slice`` columns; per slice a Triton kernel recomputes the logit tiles and writes::
+
+    ds_j = g_logp (onehot_j - p_j) - g_ent p_j (log p_j + Ent),   dz = ds / tau
+
+then two GEMMs give ``dX += dz W_slice`` (accumulated across slices in fp32) and
+``dW_slice = dz^T X`` (one exact GEMM per slice, fp32 accumulation inside, no cross-slice sum).
+This is rule 2 of kernels.md section 7 ("simplest fast path"); the dz slice is stored in the GEMM
+dtype (bf16/fp16 inputs on CUDA, fp32/fp64 otherwise), at most ``[N, backward_slice]`` elements.
+
+Tokens whose target equals ``ignore_index`` get ``logp = 0``, ``Ent = 0`` and zero gradient. ``V`` and
+``N`` need not be multiples of any block: padded columns are masked to ``-inf`` before any exp.
+
+Under ``TRITON_INTERPRET=1`` (CPU tensors) every load is cast to fp32/fp64 right after ``tl.load``,
+because the interpreter has no bf16 arithmetic (kernels.md section 6).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from rlsdk import LogprobOutput
+
+__all__ = [
+    "CPU_TILES",
+    "CUDA_TILES",
+    "KernelConfig",
+    "TritonLogprobBackend",
+    "fused_linear_logprobs",
+    "reference_logprobs",
+    "triton_available",
+]
+
+#: Default tiles on CUDA (untuned first version) and under the interpreter (small: fast in numpy).
+CUDA_TILES = {"block_n": 64, "block_v": 128, "block_h": 64}
+CPU_TILES = {"block_n": 16, "block_v": 32, "block_h": 16}
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+_FLOATS = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ValueError, ImportError):
+        return False
+
+
+def interpreting() -> bool:
+    """True when ``TRITON_INTERPRET=1`` is set (kernels run on CPU tensors, sequentially, in numpy)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _power_of_two(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0 and value & (value - 1) == 0
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile sizes and launch options of the fused log-prob kernels.
+
+    Attributes:
+        block_n: Tokens per tile (power of two, >= 16: the minimum of ``tl.dot`` on GPUs).
+        block_v: Vocabulary columns per tile (power of two, >= 16).
+        block_h: Hidden units per ``tl.dot`` step (power of two, >= 16).
+        vocab_splits: Vocabulary splits of the forward grid (partials merged by the epilogue); None
+            picks enough to fill the device (about two programs per SM on CUDA, 1 on CPU).
+        backward_slice: Vocabulary columns per backward slice (bounds the ``[N, slice]`` dz buffer).
+        num_warps: Warps per program (CUDA only).
+        allow_tf32: Let fp32 inputs use TF32 tensor cores (default False: IEEE fp32, as the
+            ``torch`` backend computes).
+    """
+
+    block_n: int = 64
+    block_v: int = 128
+    block_h: int = 64
+    vocab_splits: int | None = None
+    backward_slice: int = 8192
+    num_warps: int = 8
+    allow_tf32: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("block_n", "block_v", "block_h"):
+            value = getattr(self, name)
+            if not _power_of_two(value) or value < 16:
+                raise ValueError(f"triton logprob backend: {name} must be a power of two >= 16; got {value!r}")
+        if self.vocab_splits is not None and not (
+            isinstance(self.vocab_splits, int) and not isinstance(self.vocab_splits, bool) and self.vocab_splits >= 1
+        ):
+            raise ValueError(
+                "triton logprob backend: vocab_splits must be None (auto) or an integer >= 1; "
+                f"got {self.vocab_splits!r}"
+            )
+        if isinstance(self.backward_slice, bool) or not isinstance(self.backward_slice, int) or self.backward_slice < 1:
+            raise ValueError(
+                f"triton logprob backend: backward_slice must be a positive integer; got {self.backward_slice!r}"
+            )
+        if not _power_of_two(self.num_warps) or self.num_warps > 32:
+            raise ValueError(
+                f"triton logprob backend: num_warps must be one of 1, 2, 4, 8, 16, 32; got {self.num_warps!r}"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Triton kernels (built lazily: this module imports without triton)
+
+
+_KERNELS: dict[str, Any] = {}
+
+
+def _kernels() -> dict[str, Any]:
+    """Compile-on-first-use table of the Triton kernels (imports triton here, not at module load)."""
+    if _KERNELS:
+        return _KERNELS
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _logit_tile(
+        X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
+        H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+        ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        """z = X[rows] W[cols]^T as a [BLOCK_N, BLOCK_V] tile in ACC (fp32 or fp64)."""
+        acc = tl.zeros([BLOCK_N, BLOCK_V], dtype=ACC)
+        for h0 in range(0, H, BLOCK_H):
+            hs = h0 + tl.arange(0, BLOCK_H)
+            h_ok = hs < H
+            x_ptr = X + rows[:, None] * stride_xn + hs[None, :] * stride_xh
+            w_ptr = W + cols[:, None] * stride_wv + hs[None, :] * stride_wh
+            x = tl.load(x_ptr, mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+            w = tl.load(w_ptr, mask=col_ok[:, None] & h_ok[None, :], other=0.0)
+            if UPCAST:
+                x = x.to(ACC)
+                w = w.to(ACC)
+            acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION, out_dtype=ACC)
+        return acc
+
+    # Kernels resolve the helpers they call in this module's globals (the interpreter ignores closures).
+    globals()["_logit_tile"] = _logit_tile
+
+    @triton.jit
+    def _forward_kernel(
+        X, W, Y, M_OUT, S_OUT, P_OUT, T_OUT,
+        N, V, stride_xn, stride_xh, stride_wv, stride_wh, inv_temp,
+        H: tl.constexpr, BLOCKS_PER_SPLIT: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+        ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, WITH_ENTROPY: tl.constexpr,
+    ):
+        """Per (token block, vocabulary split): online (m, S, P, s_y) partials, written at [split, row]."""
+        pid_n = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < N
+        y = tl.load(Y + rows, mask=row_ok, other=-1)
+        m = tl.full([BLOCK_N], float("-inf"), dtype=ACC)
+        s_sum = tl.zeros([BLOCK_N], dtype=ACC)
+        p_sum = tl.zeros([BLOCK_N], dtype=ACC)
+        target = tl.zeros([BLOCK_N], dtype=ACC)
+        v_begin = pid_s * BLOCKS_PER_SPLIT * BLOCK_V
+        for vb in range(0, BLOCKS_PER_SPLIT):
+            cols = v_begin + vb * BLOCK_V + tl.arange(0, BLOCK_V)
+            col_ok = cols < V
+            z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
+                            H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
+            s = tl.where(col_ok[None, :], z * inv_temp, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))  # finite: the first block of a split has a valid column
+            alpha = tl.exp(m - m_new)  # 0 on the first block (m = -inf)
+            shifted = tl.where(col_ok[None, :], s - m_new[:, None], 0.0)  # finite everywhere: no 0 * inf
+            e = tl.where(col_ok[None, :], tl.exp(shifted), 0.0)
+            if WITH_ENTROPY:
+                moved = tl.where(m > float("-inf"), m - m_new, 0.0)  # avoid 0 * -inf on the first block
+                p_sum = (p_sum + s_sum * moved) * alpha + tl.sum(e * shifted, axis=1)
+            s_sum = s_sum * alpha + tl.sum(e, axis=1)
+            m = m_new
+            hit = (cols[None, :] == y[:, None]) & col_ok[None, :]
+            target += tl.sum(tl.where(hit, s, 0.0), axis=1)
+        out = pid_s * N + rows
+        tl.store(M_OUT + out, m, mask=row_ok)
+        tl.store(S_OUT + out, s_sum, mask=row_ok)
+        tl.store(P_OUT + out, p_sum, mask=row_ok)
+        tl.store(T_OUT + out, target, mask=row_ok)
+
+    @triton.jit
+    def _grad_logits_kernel(
+        X, W, Y, LSE, ENT, G_LP, G_ENT, DZ,
+        N, v_start, v_stop, stride_xn, stride_xh, stride_wv, stride_wh, stride_dzn, inv_temp, ignore_index,
+        H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+        ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+        HAS_G_LP: tl.constexpr, HAS_G_ENT: tl.constexpr,
+    ):
+        """dz[:, v - v_start] for v in [v_start, v_stop): recomputed logits, softmax and the section-0 gradient."""
+        pid_n = tl.program_id(0)
+        pid_v = tl.program_id(1)
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < N
+        cols = v_start + pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        col_ok = cols < v_stop
+        y = tl.load(Y + rows, mask=row_ok, other=ignore_index)
+        valid = row_ok & (y != ignore_index)
+        lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+        z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
+                        H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
+        log_p = tl.where(col_ok[None, :], z * inv_temp - lse[:, None], 0.0)  # finite: no 0 * inf below
+        p = tl.where(col_ok[None, :], tl.exp(log_p), 0.0)
+        ds = tl.zeros([BLOCK_N, BLOCK_V], dtype=ACC)
+        if HAS_G_LP:
+            g_lp = tl.where(valid, tl.load(G_LP + rows, mask=row_ok, other=0.0).to(ACC), 0.0)
+            onehot = tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
+            ds += g_lp[:, None] * (onehot - p)
+        if HAS_G_ENT:
+            g_ent = tl.where(valid, tl.load(G_ENT + rows, mask=row_ok, other=0.0).to(ACC), 0.0)
+            ent = tl.load(ENT + rows, mask=row_ok, other=0.0)
+            ds -= g_ent[:, None] * (p * (log_p + ent[:, None]))
+        dz = ds * inv_temp
+        ptr = DZ + rows[:, None] * stride_dzn + (cols - v_start)[None, :]
+        tl.store(ptr, dz.to(DZ.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+    _KERNELS.update(forward=_forward_kernel, grad_logits=_grad_logits_kernel, tl=tl, triton=triton)
+    return _KERNELS
+
+
+# --------------------------------------------------------------------------------------------------
+# Launch helpers
+
+
+def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
+    """float64 when either input is float64, else float32."""
+    return torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
+
+
+def _launch_options(hidden: Tensor, weight: Tensor, config: KernelConfig) -> dict[str, Any]:
+    """Constexpr options shared by both kernels: accumulation dtype, upcast-on-load, dot precision."""
+    tl = _kernels()["tl"]
+    acc = _compute_dtype(hidden, weight)
+    same_low = hidden.dtype == weight.dtype and hidden.dtype in _LOW_PRECISION
+    # bf16/fp16 go straight into tl.dot on GPUs; the interpreter cannot do bf16 arithmetic.
+    upcast = not (hidden.is_cuda and same_low)
+    if not upcast:
+        precision = None  # bf16/fp16 operands: Triton's default tensor-core dot
+    elif config.allow_tf32 and acc == torch.float32 and hidden.is_cuda:
+        precision = "tf32"
+    else:
+        precision = "ieee"  # fp32/fp64 operands: exact products, as the torch backend
+    return {
+        "ACC": tl.float64 if acc == torch.float64 else tl.float32,
+        "UPCAST": upcast,
+        "PRECISION": precision,
+    }
+
+
+def _vocab_splits(n_token_blocks: int, n_vocab_blocks: int, device: torch.device, config: KernelConfig) -> int:
+    if config.vocab_splits is not None:
+        return max(1, min(config.vocab_splits, n_vocab_blocks))
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(n_vocab_blocks, math.ceil(2 * sms / n_token_blocks)))
+
+
+def _forward(
+    hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, with_entropy: bool, ignore_index: int,
+    config: KernelConfig,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(logprobs, entropy, lse, raw_entropy)`` in the compute dtype; see the module docstring."""
+    k = _kernels()
+    triton = k["triton"]
+    n, h = hidden.shape
+    vocab = weight.shape[0]
+    acc = _compute_dtype(hidden, weight)
+    opts = _launch_options(hidden, weight, config)
+    n_blocks = triton.cdiv(n, config.block_n)
+    v_blocks = triton.cdiv(vocab, config.block_v)
+    splits = _vocab_splits(n_blocks, v_blocks, hidden.device, config)
+    per_split = triton.cdiv(v_blocks, splits)
+    splits = triton.cdiv(v_blocks, per_split)  # every split starts at a valid column
+    parts = torch.empty(4, splits, n, dtype=acc, device=hidden.device)
+    extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
+    k["forward"][(n_blocks, splits)](
+        hidden, weight, targets, parts[0], parts[1], parts[2], parts[3],
+        n, vocab, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
+        BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+        WITH_ENTROPY=with_entropy, **opts, **extra,
+    )
+    m, s, p, t = parts
+    top = m.max(dim=0).values
+    scale = torch.exp(m - top)
+    sum_exp = (s * scale).sum(0)
+    log_sum_exp = torch.log(sum_exp)
+    lse = top + log_sum_exp
+    valid = targets != ignore_index
+    logprobs = torch.where(valid, t.sum(0) - lse, torch.zeros_like(lse))
+    if with_entropy:
+        sum_ps = ((p + s * (m - top)) * scale).sum(0)
+        raw_entropy = log_sum_exp - sum_ps / sum_exp
+        entropy = torch.where(valid, raw_entropy, torch.zeros_like(raw_entropy))
+    else:
+        raw_entropy = entropy = torch.zeros_like(lse)
+    return logprobs, entropy, lse, raw_entropy
+
+
+def _mm_float(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """``out += a @ b`` with ``out`` in fp32/fp64; bf16/fp16 GEMMs keep an fp32 result on CUDA."""
+    if a.dtype == out.dtype:
+        out.addmm_(a, b)
+        return
+    try:
+        out += torch.mm(a, b, out_dtype=out.dtype)
+    except (TypeError, RuntimeError):
+        out += (a @ b).to(out.dtype)
+
+
+def _backward(
+    hidden: Tensor, weight: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor,
+    grad_logprobs: Tensor | None, grad_entropy: Tensor | None, temperature: float, ignore_index: int,
+    need_hidden: bool, need_weight: bool, config: KernelConfig,
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(dX, dW)`` by vocabulary slices: Triton dz, then ``dX += dz W_s`` (fp32) and ``dW_s = dz^T X``."""
+    k = _kernels()
+    triton = k["triton"]
+    n, h = hidden.shape
+    vocab = weight.shape[0]
+    acc = _compute_dtype(hidden, weight)
+    opts = _launch_options(hidden, weight, config)
+    gemm_dtype = acc if opts["UPCAST"] else hidden.dtype
+    x = hidden if hidden.dtype == gemm_dtype else hidden.to(gemm_dtype)
+    grad_x = torch.zeros(n, h, dtype=acc, device=hidden.device) if need_hidden else None
+    grad_w = torch.empty_like(weight) if need_weight else None
+    g_lp = grad_logprobs.contiguous() if grad_logprobs is not None else lse  # dummy pointer when absent
+    g_ent = grad_entropy.contiguous() if grad_entropy is not None else lse
+    width = min(config.backward_slice, vocab)
+    dz = torch.empty(n, width, dtype=gemm_dtype, device=hidden.device)
+    extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
+    for start in range(0, vocab, width):
+        stop = min(start + width, vocab)
+        dz_s = dz[:, : stop - start]
+        grid = (triton.cdiv(n, config.block_n), triton.cdiv(stop - start, config.block_v))
+        k["grad_logits"][grid](
+            hidden, weight, targets, lse, entropy, g_lp, g_ent, dz_s,
+            n, start, stop, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            dz_s.stride(0), 1.0 / temperature, ignore_index,
+            H=h, BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+            HAS_G_LP=grad_logprobs is not None, HAS_G_ENT=grad_entropy is not None, **opts, **extra,
+        )
+        w_s = weight[start:stop]
+        if w_s.dtype != gemm_dtype:
+            w_s = w_s.to(gemm_dtype)
+        if grad_x is not None:
+            _mm_float(dz_s, w_s, grad_x)
+        if grad_w is not None:
+            grad_w[start:stop] = (dz_s.T @ x).to(weight.dtype)  # one exact GEMM per slice
+    return (grad_x.to(hidden.dtype) if grad_x is not None else None), grad_w
+
+
+class _FusedLinearLogprob(torch.autograd.Function):
+    """Autograd Function of :func:`fused_linear_logprobs` (saves X, W, targets, lse and Ent only)."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        temperature: float,
+        with_entropy: bool,
+        ignore_index: int,
+        config: KernelConfig,
+    ) -> tuple[Tensor, Tensor]:
+        logprobs, entropy, lse, raw_entropy = _forward(
+            hidden, weight, targets, temperature, with_entropy, ignore_index, config
+        )
+        if not with_entropy:
+            ctx.mark_non_differentiable(entropy)
+        ctx.save_for_backward(hidden, weight, targets, lse, raw_entropy)
+        ctx.temperature, ctx.with_entropy = temperature, with_entropy
+        ctx.ignore_index, ctx.config = ignore_index, config
+        ctx.set_materialize_grads(False)
+        return logprobs, entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_logprobs: Tensor | None, grad_entropy: Tensor | None):  # type: ignore[override]
+        hidden, weight, targets, lse, entropy = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not ctx.with_entropy:
+            grad_entropy = None
+        if (grad_logprobs is None and grad_entropy is None) or not (need_hidden or need_weight):
+            return None, None, None, None, None, None, None
+        grad_x, grad_w = _backward(
+            hidden, weight, targets, lse, entropy, grad_logprobs, grad_entropy, ctx.temperature,
+            ctx.ignore_index, need_hidden, need_weight, ctx.config,
+        )
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def _check_inputs(hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, ignore_index: int) -> None:
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"triton logprob backend: expected hidden [N, H] and weight [V, H]; got hidden {tuple(hidden.shape)}, "
+            f"weight {tuple(weight.shape)}"
+        )
+    if hidden.dtype not in _FLOATS or weight.dtype not in _FLOATS:
+        raise ValueError(
+            "triton logprob backend: hidden and weight must be bf16, fp16, fp32 or fp64; "
+            f"got {hidden.dtype}, {weight.dtype}"
+        )
+    if hidden.device != weight.device or targets.device != hidden.device:
+        raise ValueError(
+            f"triton logprob backend: hidden, weight and targets must share a device; got {hidden.device}, "
+            f"{weight.device}, {targets.device}"
+        )
+    if targets.shape != (hidden.shape[0],) or targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"triton logprob backend: expected targets [N={hidden.shape[0]}] of integer ids; "
+            f"got {tuple(targets.shape)} {targets.dtype}"
+        )
+    if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+        raise ValueError(f"triton logprob backend: temperature must be a finite number > 0; got {temperature!r}")
+    vocab = weight.shape[0]
+    if vocab == 0:
+        raise ValueError("triton logprob backend: weight has an empty vocabulary (V = 0)")
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= vocab))
+    if targets.numel() and bool(bad.any()):
+        raise ValueError(
+            f"triton logprob backend: target ids must lie in [0, {vocab}) or equal ignore_index={ignore_index}; "
+            f"got {int(targets[bad][0])}"
+        )
+
+
+def fused_linear_logprobs(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    ignore_index: int = -100,
+    config: KernelConfig | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Differentiable per-token log-probabilities (and entropies) without the ``[N, V]`` logits.
+
+    Args:
+        hidden: ``[N, H]`` hidden states (bf16, fp16, fp32 or fp64; CUDA, or CPU under ``TRITON_INTERPRET=1``).
+        weight: ``[V, H]`` output-layer weight, same device.
+        targets: ``[N]`` integer token ids in ``[0, V)``, or ``ignore_index`` for tokens to skip.
+        temperature: Divides the logits, exactly once (``s = x W^T / tau``).
+        with_entropy: Also compute the entropy of ``softmax(s)`` (differentiable).
+        ignore_index: Target id of skipped tokens: their log-prob and entropy are 0, their gradient 0.
+        config: Tile sizes; default :class:`KernelConfig` on CUDA, 16-wide tiles otherwise.
+
+    Returns:
+        ``(logprobs [N], entropy [N] or None)`` in fp32 (fp64 for fp64 inputs).
+    """
+    _check_inputs(hidden, weight, targets, temperature, ignore_index)
+    if config is None:
+        config = KernelConfig(**(CUDA_TILES if hidden.is_cuda else CPU_TILES))
+    if hidden.shape[0] == 0:
+        empty = (hidden.sum(-1) + weight.sum() * 0).to(_compute_dtype(hidden, weight))
+        return empty, (empty if with_entropy else None)
+    logprobs, entropy = _FusedLinearLogprob.apply(
+        hidden, weight, targets.contiguous(), float(temperature), bool(with_entropy), int(ignore_index), config
+    )
+    return logprobs, (entropy if with_entropy else None)
+
+
+def reference_logprobs(
+    hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float = 1.0, ignore_index: int = -100
+) -> tuple[Tensor, Tensor]:
+    """The PyTorch oracle of the kernels (materialises the logits): ``(logprobs, entropy)`` in the compute dtype.
+
+    ``log_softmax(x W^T / tau)[y]`` and ``-sum_j p_j log p_j``, zero where ``targets == ignore_index``.
+    """
+    dtype = _compute_dtype(hidden, weight)
+    log_p = torch.log_softmax(hidden.to(dtype) @ weight.to(dtype).T / temperature, dim=-1)
+    valid = targets != ignore_index
+    lp = log_p.gather(-1, torch.where(valid, targets, 0).long()[:, None]).squeeze(-1)
+    ent = -(log_p.exp() * log_p).sum(-1)
+    zero = torch.zeros_like(lp)
+    return torch.where(valid, lp, zero), torch.where(valid, ent, zero)
+
+
+class TritonLogprobBackend:
+    """The ``triton`` logprob backend: fused linear log-prob (+ entropy), never holding ``[N, V]`` logits.
+
+    Same formulas and call as the ``torch`` backend (``rlsdk_plugins.logprob``); computed by
+    :func:`fused_linear_logprobs`, memory ``O(N + N * backward_slice)`` beyond the inputs.
+
+    Args:
+        block_n, block_v, block_h, vocab_splits, backward_slice, num_warps, allow_tf32: see
+            :class:`KernelConfig` (None keeps the device default: 64/128/64 on CUDA, 16/32/16 on CPU).
+        ignore_index: Target id whose tokens get log-prob 0, entropy 0 and no gradient.
+
+    Attributes:
+        priority: 100 (above ``torch``'s 10, so ``auto`` picks it) on a machine with CUDA; 0 on a
+            machine without, so ``auto`` never picks the slow interpreter on a CPU even when
+            ``TRITON_INTERPRET=1`` is set for tests (``logprob.backend=triton`` still selects it).
+    """
+
+    @property
+    def priority(self) -> int:
+        """100 where CUDA is available, else 0 (see the class docstring)."""
+        return 100 if torch.cuda.is_available() else 0
+
+    def __init__(
+        self,
+        block_n: int | None = None,
+        block_v: int | None = None,
+        block_h: int | None = None,
+        vocab_splits: int | None = None,
+        backward_slice: int = 8192,
+        num_warps: int = 8,
+        allow_tf32: bool = False,
+        ignore_index: int = -100,
+    ):
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise ValueError(f"triton logprob backend: ignore_index must be an integer; got {ignore_index!r}")
+        self.ignore_index = ignore_index
+        tiles = {k: v for k, v in (("block_n", block_n), ("block_v", block_v), ("block_h", block_h)) if v is not None}
+        common: dict[str, Any] = {
+            "vocab_splits": vocab_splits, "backward_slice": backward_slice, "num_warps": num_warps,
+            "allow_tf32": allow_tf32,
+        }
+        # Built (and so validated) now, not at the first call.
+        self.cuda_config = KernelConfig(**{**CUDA_TILES, **tiles}, **common)
+        self.cpu_config = KernelConfig(**{**CPU_TILES, **tiles}, **common)
+
+    def supports(self, device: torch.device | str) -> bool:
+        """CUDA with triton installed, or CPU when ``TRITON_INTERPRET=1`` (tests, debugging)."""
+        device = torch.device(device)
+        if not triton_available():
+            return False
+        if device.type == "cuda":
+            return True
+        return device.type == "cpu" and interpreting()
+
+    def __call__(
+        self, hidden: Tensor, weight: Tensor, targets: Tensor, *, temperature: float = 1.0, with_entropy: bool = False
+    ) -> LogprobOutput:
+        """Log-probabilities of ``targets``.
+
+        Args:
+            hidden: ``[N, H]`` final hidden states.
+            weight: ``[V, H]`` output-layer weight.
+            targets: ``[N]`` long token ids (or ``ignore_index``).
+            temperature: Divides the logits (the sampling temperature).
+            with_entropy: Also return the entropy of each temperature-scaled distribution.
+
+        Returns:
+            ``rlsdk.LogprobOutput(logprobs [N] float32, entropy [N] float32 or None)``.
+        """
+        if not self.supports(hidden.device):
+            raise RuntimeError(
+                f"triton logprob backend: device {hidden.device} is not supported (needs CUDA with triton, "
+                "or CPU with TRITON_INTERPRET=1); use logprob.backend=torch"
+            )
+        config = self.cuda_config if hidden.is_cuda else self.cpu_config
+        logprobs, entropy = fused_linear_logprobs(
+            hidden, weight, targets, temperature, with_entropy, self.ignore_index, config
+        )
+        return LogprobOutput(logprobs=logprobs.float(), entropy=entropy.float() if entropy is not None else None)

@@ -1,0 +1,451 @@
+"""Fused clipped policy-gradient loss: one Triton pass gives the loss, its gradient and the metrics.
+
+``FusedClippedPG`` is registered as ``fused_clipped_pg``. It takes the options of ``clipped_pg``
+(``rlsdk_plugins.policy_gradient.ClippedPG``) and returns the same loss, gradient and metrics, but
+computes every per-token term, the aggregation and the gradient in one kernel launch instead of a
+dozen elementwise PyTorch ops and their autograd graph.
+
+Per valid token (``m > 0``; ``lp``, ``lp_old``, ``lp_ref`` and ``A`` are replaced by 0 where ``m = 0``
+*before* any arithmetic, so NaN/inf there never reach ``exp``; kernels.md section 3, "NaN from masking
+order")::
+
+    l   = clamp(lp - lp_old, -lr_clamp, lr_clamp)          rho = exp(l)
+    u   = -A * min(rho, delta)                              c   = -A * clip(rho, 1 - eps_low, 1 + eps_high)
+    L   = max(u, c);   L = -C * A  where A < 0 and L > -C * A  (dual clip, Ye et al. 2020)
+    x   = clamp(lp - lp_ref, -in_clamp, in_clamp)           KL  = clamp(k(x), -out_clamp, out_clamp)
+    k1 = x,  abs = |x|,  k2 = x^2 / 2,  k3 = exp(-x) + x - 1
+
+and ``loss = agg(L) + kl_coef * agg(KL) - entropy_coef * agg(H)`` with the aggregation weights of
+``rlsdk.aggregate``: ``agg(V) = sum_{b,t} w_{b,t} V_{b,t}``, ``w_{b,t} = m_{b,t} * s_b`` where ``s_b`` is
+``1 / N_tok`` (token-mean), ``1 / (max(|y_b|, 1) N_seq)`` (seq-mean-token-mean), ``1 / N_seq``
+(seq-mean-token-sum) or ``1 / (N_rows C)`` (seq-mean-token-sum-norm), all with the batch's *global*
+counts. The loss is linear in the per-token terms, so the forward also writes::
+
+    dloss/dlp = w * (dL/drho * rho * [|l| <= lr_clamp] + kl_coef * dKL/dx * [|x| <= in_clamp])
+
+(``dL/drho`` follows PyTorch's subgradients: ``max`` splits a tie in halves, ``clamp`` passes the
+gradient at its bounds, ``dKL/dx`` is 0 where the output clamp is active; the ``+`` estimators use the
+gradient of ``k2``) and the backward only scales it by ``grad_output``. The entropy bonus acts on
+``batch.entropy`` (a tensor from the logprob backend) and is added with PyTorch, exactly as ``clipped_pg``.
+
+Where this kernel cannot run (no CUDA and no ``TRITON_INTERPRET=1``, or triton missing),
+``FusedClippedPG`` falls back to ``clipped_pg`` itself, so the results are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from rlsdk import ConfigError, LossOutput, TrainBatch
+from rlsdk.functional import AGGREGATION_MODES, KL_ESTIMATORS, aggregate
+from rlsdk.validation import check_choice, check_number
+
+__all__ = ["FusedClippedPG", "fused_pg_loss", "supports", "triton_available", "KL_KINDS", "NUM_STATS"]
+
+#: Base KL estimator -> the integer the kernel switches on.
+KL_KINDS = {"k1": 0, "abs": 1, "k2": 2, "k3": 3}
+#: Per-program statistics: agg(L), agg(KL), sum m*L, sum m*KL, sum m*clip, sum m*rho, sum m*dual, spare.
+NUM_STATS = 8
+#: Tokens per program (a power of two).
+BLOCK_T = 1024
+_INTERPRET_BLOCK_T = 16
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when ``import triton`` works (imported lazily: the plugin loads without triton)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def supports(device: torch.device | str) -> bool:
+    """True where the Triton kernel runs: CUDA with triton, or the CPU under ``TRITON_INTERPRET=1``.
+
+    Args:
+        device: The device of the log-probabilities.
+
+    Returns:
+        Whether :func:`fused_pg_loss` can run there.
+    """
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return triton_available() and torch.cuda.is_available()
+    if kind == "cpu":
+        return _interpreting() and triton_available()
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel() -> Any:
+    """Build the Triton kernel on first use (so importing this module never imports triton)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def pg_loss_fwd_kernel(
+        lp_ptr, old_ptr, ref_ptr, adv_ptr, mask_ptr, scale_ptr,  # inputs [B, T] and row scale [B]
+        param_ptr,  # [8] in the compute dtype: lo, hi, -c, delta, lr_clamp, kl_coef, in_clamp, out_clamp
+        grad_ptr, stats_ptr,  # outputs: dloss/dlp [B, T], stats [B * n_blocks, NSTAT]
+        T, n_blocks,
+        HAS_REF: tl.constexpr, USE_KL: tl.constexpr, KL_KIND: tl.constexpr, KL_STRAIGHT: tl.constexpr,
+        HAS_DUAL: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_LR_CLAMP: tl.constexpr,
+        HAS_IN_CLAMP: tl.constexpr, HAS_OUT_CLAMP: tl.constexpr,
+        COMPUTE: tl.constexpr, NSTAT: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        blk = tl.program_id(1)
+        lo = tl.load(param_ptr + 0)
+        hi = tl.load(param_ptr + 1)
+        neg_c = tl.load(param_ptr + 2)
+        delta = tl.load(param_ptr + 3)
+        lr_clamp = tl.load(param_ptr + 4)
+        kl_coef = tl.load(param_ptr + 5)
+        in_clamp = tl.load(param_ptr + 6)
+        out_clamp = tl.load(param_ptr + 7)
+        cols = blk * BLOCK + tl.arange(0, BLOCK)
+        inb = cols < T
+        offs = row.to(tl.int64) * T + cols
+        m = tl.load(mask_ptr + offs, mask=inb, other=0).to(COMPUTE)
+        valid = m > 0
+        zero = tl.zeros([BLOCK], dtype=COMPUTE)
+        one = zero + 1.0
+        # Mask first: torch.where semantics, so NaN/inf at masked positions never reach exp.
+        lp = tl.where(valid, tl.load(lp_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+        old = tl.where(valid, tl.load(old_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+        adv = tl.where(valid, tl.load(adv_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+        w = m * tl.load(scale_ptr + row).to(COMPUTE)
+
+        # Clipped surrogate.
+        logratio = lp - old
+        pass_lr = one
+        if HAS_LR_CLAMP:
+            pass_lr = tl.where((logratio >= -lr_clamp) & (logratio <= lr_clamp), one, zero)
+            logratio = tl.minimum(tl.maximum(logratio, -lr_clamp), lr_clamp)
+        ratio = tl.exp(logratio)
+        u_ratio = ratio
+        d_u = one
+        if HAS_DELTA:
+            d_u = tl.where(ratio <= delta, one, zero)
+            u_ratio = tl.minimum(ratio, delta)
+        d_c = tl.where((ratio >= lo) & (ratio <= hi), one, zero)
+        c_ratio = tl.minimum(tl.maximum(ratio, lo), hi)
+        unclipped = -adv * u_ratio
+        clipped = -adv * c_ratio
+        g_u = -adv * d_u
+        g_c = -adv * d_c
+        # torch.maximum's subgradient: the larger branch, half of each on a tie.
+        d_ratio = tl.where(unclipped > clipped, g_u, tl.where(unclipped < clipped, g_c, 0.5 * (g_u + g_c)))
+        loss = tl.maximum(unclipped, clipped)
+        clip_flag = tl.where(clipped > unclipped, one, zero)
+        dual_flag = zero
+        if HAS_DUAL:
+            floor = neg_c * adv
+            dual = (adv < 0) & (loss > floor)
+            loss = tl.where(dual, floor, loss)
+            d_ratio = tl.where(dual, zero, d_ratio)
+            dual_flag = tl.where(dual, one, zero)
+        grad = d_ratio * ratio * pass_lr
+
+        # KL to the reference policy.
+        kl = zero
+        if HAS_REF:
+            ref = tl.where(valid, tl.load(ref_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+            x = lp - ref
+            pass_x = one
+            if HAS_IN_CLAMP:
+                pass_x = tl.where((x >= -in_clamp) & (x <= in_clamp), one, zero)
+                x = tl.minimum(tl.maximum(x, -in_clamp), in_clamp)
+            if KL_KIND == 0:
+                kl = x
+                d_kl = one
+            elif KL_KIND == 1:
+                kl = tl.abs(x)
+                d_kl = tl.where(x > 0, one, tl.where(x < 0, -one, zero))
+            elif KL_KIND == 2:
+                kl = 0.5 * x * x
+                d_kl = x
+            else:
+                e = tl.exp(-x)
+                kl = e + x - 1.0
+                d_kl = 1.0 - e
+            if HAS_OUT_CLAMP:
+                d_kl = tl.where((kl >= -out_clamp) & (kl <= out_clamp), d_kl, zero)
+                kl = tl.minimum(tl.maximum(kl, -out_clamp), out_clamp)
+            if KL_STRAIGHT:
+                d_kl = x  # value of the estimator, gradient of k2
+            if USE_KL:
+                grad = grad + kl_coef * (d_kl * pass_x)
+
+        grad = tl.where(valid, w * grad, zero)
+        tl.store(grad_ptr + offs, grad, mask=inb)
+
+        # Per-program partial sums (reduced by the host in a fixed order: deterministic, no atomics).
+        base = stats_ptr + (row.to(tl.int64) * n_blocks + blk) * NSTAT
+        mv = tl.where(valid, m, zero)
+        tl.store(base + 0, tl.sum(tl.where(valid, w * loss, zero), axis=0))
+        tl.store(base + 1, tl.sum(tl.where(valid, w * kl, zero), axis=0))
+        tl.store(base + 2, tl.sum(tl.where(valid, mv * loss, zero), axis=0))
+        tl.store(base + 3, tl.sum(tl.where(valid, mv * kl, zero), axis=0))
+        tl.store(base + 4, tl.sum(mv * clip_flag, axis=0))
+        tl.store(base + 5, tl.sum(tl.where(valid, mv * ratio, zero), axis=0))
+        tl.store(base + 6, tl.sum(mv * dual_flag, axis=0))
+        tl.store(base + 7, tl.sum(mv, axis=0))
+
+    return pg_loss_fwd_kernel
+
+
+def _row_scale(mask: Tensor, batch: TrainBatch, agg: str, dtype: torch.dtype) -> Tensor:
+    """``s_b``: the aggregation weight of row ``b`` per unit of mask (see the module docstring)."""
+    rows = mask.shape[0]
+    if agg == "token-mean":
+        return torch.full((rows,), 1.0 / max(float(batch.num_tokens or 0.0), 1.0), dtype=dtype, device=mask.device)
+    if agg == "seq-mean-token-mean":
+        lengths = mask.to(dtype).sum(-1).clamp_min(1.0)
+        return 1.0 / (lengths * max(float(batch.num_seqs or 0.0), 1.0))
+    if agg == "seq-mean-token-sum":
+        return torch.full((rows,), 1.0 / max(float(batch.num_seqs or 0.0), 1.0), dtype=dtype, device=mask.device)
+    if agg == "seq-mean-token-sum-norm":
+        denom = max(float(batch.num_rows or 0.0), 1.0) * max(float(batch.max_length or 0.0), 1.0)
+        return torch.full((rows,), 1.0 / denom, dtype=dtype, device=mask.device)
+    raise ValueError(f"unknown aggregation mode {agg!r}; valid modes: {', '.join(AGGREGATION_MODES)}")
+
+
+def _launch(logprobs: Tensor, batch: TrainBatch, opts: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """Run the kernel; return ``(grad [B, T], stats [NSTAT])`` in the compute dtype."""
+    import triton
+
+    dtype = torch.float64 if logprobs.dtype == torch.float64 else torch.float32
+    lp = logprobs.detach().contiguous()
+    mask = batch.mask.contiguous()
+    old = batch.old_logprobs.detach().contiguous()
+    adv = batch.advantages.detach().contiguous()
+    has_ref = batch.ref_logprobs is not None
+    ref = batch.ref_logprobs.detach().contiguous() if has_ref else lp
+    rows, length = lp.shape
+    block = _INTERPRET_BLOCK_T if lp.device.type == "cpu" else min(BLOCK_T, max(16, triton.next_power_of_2(length)))
+    n_blocks = max(triton.cdiv(length, block), 1)
+    scale = _row_scale(mask, batch, opts["agg"], dtype).contiguous()
+    values = (
+        1.0 - opts["eps_low"], 1.0 + opts["eps_high"], -(opts["dual_clip_c"] or 0.0), opts["delta"] or 0.0,
+        opts["logratio_clamp"] or 0.0, opts["kl_coef"], opts["kl_input_clamp"] or 0.0, opts["kl_output_clamp"] or 0.0,
+    )
+    params = _params(tuple(float(x) for x in values), dtype, lp.device)
+    grad = torch.empty((rows, length), dtype=dtype, device=lp.device)
+    stats = torch.empty((max(rows * n_blocks, 1), NUM_STATS), dtype=dtype, device=lp.device)
+    if rows == 0 or length == 0:
+        stats.zero_()
+        return grad, stats.sum(0)
+    estimator: str = opts["kl_estimator"]
+    _kernel()[(rows, n_blocks)](
+        lp, old, ref, adv, mask, scale, params, grad, stats, length, n_blocks,
+        HAS_REF=has_ref, USE_KL=has_ref and opts["kl_coef"] > 0,
+        KL_KIND=KL_KINDS[estimator.rstrip("+")], KL_STRAIGHT=estimator.endswith("+"),
+        HAS_DUAL=opts["dual_clip_c"] is not None, HAS_DELTA=opts["delta"] is not None,
+        HAS_LR_CLAMP=opts["logratio_clamp"] is not None, HAS_IN_CLAMP=opts["kl_input_clamp"] is not None,
+        HAS_OUT_CLAMP=opts["kl_output_clamp"] is not None,
+        COMPUTE=_tl_dtype(dtype), NSTAT=NUM_STATS, BLOCK=block,
+    )
+    return grad, stats.sum(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _params(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The kernel's scalars as a (cached, read-only) tensor of the compute dtype.
+
+    A Python float kernel argument would be float32; each value is formed in double first and rounded
+    once, as PyTorch rounds the scalar of ``clamp(1 - eps, ...)``.
+    """
+    return torch.tensor(values, dtype=dtype).to(device)
+
+
+def _tl_dtype(dtype: torch.dtype) -> Any:
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+class _FusedPGFunction(torch.autograd.Function):
+    """``(loss, stats) = f(logprobs)``; the gradient is formed in the forward and scaled in the backward."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, logprobs: Tensor, batch: TrainBatch, opts: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        grad, stats = _launch(logprobs, batch, opts)
+        loss = stats[0] + opts["kl_coef"] * stats[1] if batch.ref_logprobs is not None else stats[0]
+        ctx.save_for_backward(grad)
+        ctx.lp_dtype = logprobs.dtype
+        ctx.mark_non_differentiable(stats)
+        return loss, stats
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_loss: Tensor, _grad_stats: Tensor) -> tuple[Tensor, None, None]:
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_loss).to(ctx.lp_dtype), None, None
+
+
+def fused_pg_loss(logprobs: Tensor, batch: TrainBatch, **opts: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """The clipped surrogate plus KL term, aggregated, in one Triton launch (no entropy bonus).
+
+    Args:
+        logprobs: ``[B, T]`` current log-probabilities (float32 or float64; float64 computes in float64).
+        batch: Supplies ``mask``, ``advantages``, ``old_logprobs``, ``ref_logprobs`` and the global counts.
+        **opts: ``eps_low``, ``eps_high``, ``dual_clip_c``, ``delta``, ``logratio_clamp``, ``kl_coef``,
+            ``kl_estimator``, ``kl_input_clamp``, ``kl_output_clamp``, ``agg`` (all required; see
+            :class:`FusedClippedPG`).
+
+    Returns:
+        ``(loss, sums)``: the differentiable scalar ``agg(L) + kl_coef * agg(KL)`` and the token sums
+        ``sum m*L``, ``sum m*KL``, ``sum m*clip``, ``sum m*rho``, ``sum m*dual``, ``sum m`` (detached).
+    """
+    if logprobs.shape != batch.mask.shape:
+        raise ValueError(f"fused_pg_loss: logprobs {tuple(logprobs.shape)} must match mask {tuple(batch.mask.shape)}")
+    loss, stats = _FusedPGFunction.apply(logprobs, batch, opts)
+    names = ("pg_loss", "kl", "clip_frac", "ratio_mean", "dual_clip_frac", "tokens")
+    return loss, dict(zip(names, stats[2:]))
+
+
+class FusedClippedPG:
+    """``clipped_pg`` with a fused Triton forward/backward: same options, loss, gradient and metrics.
+
+    See :class:`rlsdk_plugins.policy_gradient.ClippedPG` for the maths and the references of each
+    option, and this module's docstring for the fused formulation. Every KL estimator (``+`` variants
+    included), ``delta``, dual clip and all four aggregation modes run in the kernel; the entropy bonus
+    is added with PyTorch on ``batch.entropy``. On a device :func:`supports` rejects, or for log-probs
+    that are neither float32 nor float64 (``clipped_pg`` would compute in their low precision), the
+    call is delegated to ``clipped_pg``.
+
+    Args:
+        eps_low: Lower clip range, ``>= 0``.
+        eps_high: Upper clip range, ``>= 0``; None means ``eps_low``.
+        dual_clip_c: Dual-clip constant ``c > 1``, or None (off).
+        delta: Cap of the unclipped ratio, ``> 1 + eps_high``, or None (off).
+        logratio_clamp: Clamp of ``lp - lp_old`` before ``exp``, ``> 0``, or None (off).
+        kl_coef: ``beta >= 0``; 0 disables the KL term (the ``kl`` metric is still reported with ref).
+        kl_estimator: One of :data:`rlsdk.functional.KL_ESTIMATORS`.
+        kl_input_clamp: Clamp of ``lp - lp_ref`` (None disables).
+        kl_output_clamp: Clamp of the estimate (None disables).
+        entropy_coef: Weight of the entropy bonus on ``batch.entropy``.
+        agg: One of :data:`rlsdk.functional.AGGREGATION_MODES`.
+
+    Attributes:
+        needs_ref_logprobs: ``kl_coef > 0``.
+        needs_entropy: ``entropy_coef != 0``.
+    """
+
+    name = "fused_clipped_pg"
+
+    def __init__(
+        self,
+        eps_low: float = 0.2,
+        eps_high: float | None = None,
+        dual_clip_c: float | None = None,
+        delta: float | None = None,
+        logratio_clamp: float | None = 20.0,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k3",
+        kl_input_clamp: float | None = 20.0,
+        kl_output_clamp: float | None = 10.0,
+        entropy_coef: float = 0.0,
+        agg: str = "token-mean",
+    ) -> None:
+        eps_low = check_number(eps_low, "loss.eps_low", low=0.0)
+        eps_high = check_number(eps_high, "loss.eps_high", low=0.0, none_ok=True)
+        eps_high = eps_low if eps_high is None else eps_high
+        delta = check_number(delta, "loss.delta", none_ok=True)
+        if delta is not None and delta <= 1.0 + eps_high:
+            raise ConfigError(f"loss.delta must be > 1 + eps_high = {1.0 + eps_high:g} or None, got {delta!r}")
+        self.opts: dict[str, Any] = {
+            "eps_low": eps_low,
+            "eps_high": eps_high,
+            "dual_clip_c": check_number(dual_clip_c, "loss.dual_clip_c", low=1.0, low_open=True, none_ok=True),
+            "delta": delta,
+            "logratio_clamp": check_number(
+                logratio_clamp, "loss.logratio_clamp", low=0.0, low_open=True, none_ok=True
+            ),
+            "kl_coef": check_number(kl_coef, "loss.kl_coef", low=0.0),
+            "kl_estimator": check_choice(kl_estimator, "loss.kl_estimator", KL_ESTIMATORS),
+            "kl_input_clamp": check_number(
+                kl_input_clamp, "loss.kl_input_clamp", low=0.0, low_open=True, none_ok=True
+            ),
+            "kl_output_clamp": check_number(
+                kl_output_clamp, "loss.kl_output_clamp", low=0.0, low_open=True, none_ok=True
+            ),
+            "agg": check_choice(agg, "loss.agg", AGGREGATION_MODES),
+        }
+        self.entropy_coef = check_number(entropy_coef, "loss.entropy_coef")
+        self.needs_ref_logprobs = self.opts["kl_coef"] > 0
+        self.needs_entropy = self.entropy_coef != 0
+
+    def __getattr__(self, name: str) -> Any:
+        """The options read as attributes (``loss.eps_high``), as on ``clipped_pg``."""
+        opts = self.__dict__.get("opts", {})
+        if name in opts:
+            return opts[name]
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def supports(self, device: torch.device | str) -> bool:
+        """Whether the fused kernel runs on ``device`` (elsewhere the call falls back to ``clipped_pg``)."""
+        return supports(device)
+
+    @functools.cached_property
+    def _fallback(self) -> Any:
+        from rlsdk_plugins.policy_gradient import ClippedPG
+
+        return ClippedPG(**self.opts, entropy_coef=self.entropy_coef)
+
+    def __call__(self, logprobs: Tensor, batch: TrainBatch) -> LossOutput:
+        """Loss of one micro-batch, normalised by the global counts of ``batch``.
+
+        Args:
+            logprobs: ``[B, T]`` log-probabilities of the sampled tokens under the current policy.
+            batch: The micro-batch with the global batch's counts.
+
+        Returns:
+            ``LossOutput(loss=scalar, metrics)`` equal to ``clipped_pg``'s with the same options.
+        """
+        if logprobs.shape != batch.mask.shape:
+            raise ValueError(
+                f"loss {self.name}: logprobs {tuple(logprobs.shape)} must match mask {tuple(batch.mask.shape)}"
+            )
+        if not supports(logprobs.device) or logprobs.dtype not in (torch.float32, torch.float64):
+            return self._fallback(logprobs, batch)
+        if batch.ref_logprobs is None and self.needs_ref_logprobs:
+            raise ValueError(
+                f"loss {self.name}: loss.kl_coef = {self.opts['kl_coef']:g} needs batch.ref_logprobs, but it is "
+                "None (the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
+            )
+        loss, sums = fused_pg_loss(logprobs, batch, **self.opts)
+        keys = ["pg_loss", "clip_frac", "ratio_mean"]
+        if self.opts["dual_clip_c"] is not None:
+            keys.append("dual_clip_frac")
+        if batch.ref_logprobs is not None:
+            keys.append("kl")
+        n_tok = max(float(batch.num_tokens or 0.0), 1.0)
+        values = torch.stack([sums[k] for k in keys]).tolist()  # one device sync for every metric
+        metrics = {k: v / n_tok for k, v in zip(keys, values)}
+        if batch.entropy is not None:
+            valid = batch.mask > 0
+            entropy = torch.where(valid, batch.entropy, torch.zeros((), dtype=batch.entropy.dtype, device=valid.device))
+            metrics["entropy"] = float(aggregate(entropy.detach(), batch, "token-mean"))
+            if self.entropy_coef != 0:
+                loss = loss - self.entropy_coef * aggregate(entropy, batch, self.opts["agg"])
+        elif self.needs_entropy:
+            raise ValueError(
+                f"loss {self.name}: loss.entropy_coef = {self.entropy_coef:g} needs batch.entropy, but it is None "
+                "(the trainer fills it when loss.needs_entropy is True; set entropy_coef=0 to drop the bonus)"
+            )
+        order = ("pg_loss", "clip_frac", "ratio_mean", "dual_clip_frac", "kl", "entropy")  # clipped_pg's order
+        return LossOutput(loss=loss.to(logprobs.dtype), metrics={k: metrics[k] for k in order if k in metrics})

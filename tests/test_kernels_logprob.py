@@ -1,0 +1,383 @@
+"""The ``triton`` logprob backend (rlsdk_kernels.linear_logprob) against float64 references.
+
+Without a CUDA device every kernel runs under the Triton interpreter (``TRITON_INTERPRET=1``, set
+here before triton is imported), on tiny odd shapes: ``V`` and ``N`` are never multiples of the
+16/32-wide tiles, and the vocabulary is split so several partials are merged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+try:
+    import rlsdk_kernels  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
+
+import rlsdk
+import rlsdk.testing
+from rlsdk_kernels import plugin as kernels_plugin
+from rlsdk_kernels.linear_logprob import (
+    KernelConfig,
+    TritonLogprobBackend,
+    fused_linear_logprobs,
+    reference_logprobs,
+    triton_available,
+)
+
+pytestmark = pytest.mark.skipif(
+    not triton_available() or not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"),
+    reason="needs triton, and CUDA or TRITON_INTERPRET=1",
+)
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+#: Small tiles with a 3-way vocabulary split and 50-column backward slices: every mask path runs.
+SMALL = KernelConfig(block_n=16, block_v=16, block_h=16, vocab_splits=3, backward_slice=50)
+KERNELS_ROOT = Path(__file__).resolve().parents[1] / "kernels"
+
+
+def make(n, h, v, seed=0, dtype=torch.float32, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = (torch.randn(n, h, generator=g, dtype=torch.float64) * scale).to(dtype)
+    weight = (torch.randn(v, h, generator=g, dtype=torch.float64) / math.sqrt(h) * 3).to(dtype)
+    targets = torch.randint(0, v, (n,), generator=g)
+    return hidden.to(DEVICE), weight.to(DEVICE), targets.to(DEVICE)
+
+
+def reference_with_grads(hidden, weight, targets, temperature, g_lp, g_ent, ignore_index=-100):
+    """float64 log-probs, entropies and autograd gradients of sum(g_lp logp + g_ent Ent)."""
+    hd = hidden.detach().double().requires_grad_(True)
+    wd = weight.detach().double().requires_grad_(True)
+    lp, ent = reference_logprobs(hd, wd, targets, temperature, ignore_index)
+    gx, gw = torch.autograd.grad((lp * g_lp.double()).sum() + (ent * g_ent.double()).sum(), [hd, wd])
+    return lp.detach(), ent.detach(), gx, gw
+
+
+def kernel_with_grads(hidden, weight, targets, temperature, g_lp, g_ent, config=SMALL, ignore_index=-100):
+    hx = hidden.detach().clone().requires_grad_(True)
+    wx = weight.detach().clone().requires_grad_(True)
+    lp, ent = fused_linear_logprobs(hx, wx, targets, temperature, True, ignore_index, config)
+    gx, gw = torch.autograd.grad((lp * g_lp).sum() + (ent * g_ent).sum(), [hx, wx])
+    return lp.detach(), ent.detach(), gx, gw
+
+
+def assert_close(actual, expected, atol, rtol=1e-4, what=""):
+    diff = (actual.double() - expected.double()).abs()
+    bound = atol + rtol * expected.double().abs()
+    assert bool((diff <= bound).all()), f"{what}: max |diff| {diff.max().item():.3g}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Forward
+
+
+@pytest.mark.parametrize("temperature", [0.6, 1.0, 1.7])
+@pytest.mark.parametrize("shape", [(13, 24, 123), (5, 16, 37), (17, 20, 33)])
+def test_logprobs_and_entropy_match_float64_reference(shape, temperature):
+    hidden, weight, targets = make(*shape, seed=sum(shape))
+    lp, ent = fused_linear_logprobs(hidden, weight, targets, temperature, True, config=SMALL)
+    ref_lp, ref_ent = reference_logprobs(hidden.double(), weight.double(), targets, temperature)
+    assert lp.dtype == torch.float32 and lp.shape == (shape[0],)
+    assert_close(lp, ref_lp, 2e-5, what="logprobs")
+    assert_close(ent, ref_ent, 2e-5, what="entropy")
+    assert bool((lp <= 0).all())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        KernelConfig(block_n=16, block_v=16, block_h=16, vocab_splits=1),
+        KernelConfig(block_n=32, block_v=32, block_h=32, vocab_splits=2),
+        KernelConfig(block_n=16, block_v=16, block_h=16, vocab_splits=100),  # clamped to the vocab blocks
+    ],
+    ids=["one-split", "wide-tiles", "many-splits"],
+)
+def test_tilings_agree(config):
+    hidden, weight, targets = make(13, 24, 123, seed=3)
+    ref_lp, ref_ent = reference_logprobs(hidden.double(), weight.double(), targets, 0.8)
+    lp, ent = fused_linear_logprobs(hidden, weight, targets, 0.8, True, config=config)
+    assert_close(lp, ref_lp, 2e-5, what="logprobs")
+    assert_close(ent, ref_ent, 2e-5, what="entropy")
+
+
+def test_without_entropy_returns_none():
+    hidden, weight, targets = make(7, 16, 37)
+    lp, ent = fused_linear_logprobs(hidden, weight, targets, 1.0, False, config=SMALL)
+    assert ent is None
+    assert_close(lp, reference_logprobs(hidden.double(), weight.double(), targets)[0], 2e-5)
+
+
+def test_peaked_softmax():
+    """Targets whose logit dominates (p_y ~ 1): logp near 0 but never positive, gradients still right."""
+    hidden, weight, targets = make(13, 24, 123, seed=5)
+    weight = weight.clone()
+    targets = torch.randperm(123, generator=torch.Generator().manual_seed(6))[:13].to(DEVICE)  # distinct rows
+    weight[targets] = hidden * 2.0  # s_y = 2|x|^2, far above every other logit
+    ref_lp, ref_ent, ref_gx, ref_gw = reference_with_grads(
+        hidden, weight, targets, 1.0, torch.ones(13, device=DEVICE), torch.ones(13, device=DEVICE)
+    )
+    assert float(ref_lp.min()) > -1e-3  # the case is really peaked
+    lp, ent, gx, gw = kernel_with_grads(
+        hidden, weight, targets, 1.0, torch.ones(13, device=DEVICE), torch.ones(13, device=DEVICE)
+    )
+    assert bool((lp <= 0).all())
+    assert_close(lp, ref_lp, 1e-6, what="logprobs")
+    assert_close(ent, ref_ent, 1e-5, what="entropy")
+    assert_close(gx, ref_gx, 1e-4, what="dX")
+    assert_close(gw, ref_gw, 1e-4, what="dW")
+
+
+def test_ignore_index_rows_are_zero_with_zero_gradient():
+    hidden, weight, targets = make(13, 24, 123, seed=7)
+    targets = targets.clone()
+    ignored = torch.tensor([0, 4, 12], device=DEVICE)
+    targets[ignored] = -100
+    g = torch.Generator().manual_seed(1)
+    g_lp, g_ent = torch.randn(13, generator=g).to(DEVICE), torch.randn(13, generator=g).to(DEVICE)
+    lp, ent, gx, gw = kernel_with_grads(hidden, weight, targets, 0.9, g_lp, g_ent)
+    assert bool((lp[ignored] == 0).all()) and bool((ent[ignored] == 0).all())
+    assert bool((gx[ignored] == 0).all())
+    ref_lp, ref_ent, ref_gx, ref_gw = reference_with_grads(hidden, weight, targets, 0.9, g_lp, g_ent)
+    assert_close(lp, ref_lp, 2e-5, what="logprobs")
+    assert_close(ent, ref_ent, 2e-5, what="entropy")
+    assert_close(gx, ref_gx, 1e-4, what="dX")
+    assert_close(gw, ref_gw, 1e-4, what="dW")
+    # Only the valid rows reach dW: it equals the gradient of the valid rows alone.
+    keep = targets != -100
+    _, _, _, gw_valid = reference_with_grads(hidden[keep], weight, targets[keep], 0.9, g_lp[keep], g_ent[keep])
+    assert_close(gw, gw_valid, 1e-4, what="dW from valid rows")
+
+
+def test_custom_ignore_index_and_all_ignored():
+    hidden, weight, targets = make(5, 16, 37)
+    lp, ent, gx, gw = kernel_with_grads(
+        hidden, weight, torch.full_like(targets, 36), 1.0, torch.ones(5, device=DEVICE),
+        torch.ones(5, device=DEVICE), ignore_index=36,
+    )
+    assert bool((lp == 0).all()) and bool((ent == 0).all())
+    assert bool((gx == 0).all()) and bool((gw == 0).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# Backward
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+@pytest.mark.parametrize("shape", [(13, 24, 123), (17, 20, 33)])
+def test_gradients_match_float64_autograd(shape, temperature):
+    hidden, weight, targets = make(*shape, seed=11)
+    g = torch.Generator().manual_seed(2)
+    g_lp = torch.randn(shape[0], generator=g).to(DEVICE)
+    g_ent = torch.randn(shape[0], generator=g).to(DEVICE)
+    _, _, ref_gx, ref_gw = reference_with_grads(hidden, weight, targets, temperature, g_lp, g_ent)
+    _, _, gx, gw = kernel_with_grads(hidden, weight, targets, temperature, g_lp, g_ent)
+    assert gx.dtype == hidden.dtype and gw.dtype == weight.dtype
+    assert_close(gx, ref_gx, 1e-5, what="dX")
+    assert_close(gw, ref_gw, 1e-5, what="dW")
+
+
+def test_gradient_of_one_output_only():
+    """Upstream gradient on logp alone, then on Ent alone (the other is None in the backward)."""
+    hidden, weight, targets = make(13, 24, 123, seed=13)
+    g = torch.randn(13, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    zero = torch.zeros(13, device=DEVICE)
+    for g_lp, g_ent, pick in ((g, zero, 0), (zero, g, 1)):
+        _, _, ref_gx, ref_gw = reference_with_grads(hidden, weight, targets, 1.1, g_lp, g_ent)
+        hx, wx = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        out = fused_linear_logprobs(hx, wx, targets, 1.1, True, config=SMALL)
+        gx, gw = torch.autograd.grad((out[pick] * g).sum(), [hx, wx])
+        assert_close(gx, ref_gx, 1e-5, what="dX")
+        assert_close(gw, ref_gw, 1e-5, what="dW")
+
+
+def test_gradcheck_float64():
+    """float64 end to end (the interpreter runs fp64 tl.dot): torch.autograd.gradcheck of both outputs."""
+    hidden, weight, targets = make(5, 4, 7, seed=17, dtype=torch.float64)
+    hidden.requires_grad_(True)
+    weight.requires_grad_(True)
+
+    def fn(x, w):
+        return fused_linear_logprobs(x, w, targets, 0.8, True, config=SMALL)
+
+    assert torch.autograd.gradcheck(fn, (hidden, weight), eps=1e-6, atol=1e-7, rtol=1e-5)
+    lp, ent = fn(hidden, weight)
+    assert lp.dtype == torch.float64 and ent.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------------------
+# Low precision
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_no_worse_than_torch_same_dtype(dtype):
+    """|kernel - truth| <= |torch in the same dtype - truth| + tol (kernels.md section 6)."""
+    hidden, weight, targets = make(13, 24, 123, seed=19, dtype=dtype)
+    g = torch.Generator().manual_seed(4)
+    g_lp, g_ent = torch.randn(13, generator=g).to(DEVICE), torch.randn(13, generator=g).to(DEVICE)
+    truth = reference_with_grads(hidden, weight, targets, 0.9, g_lp, g_ent)
+    ours = kernel_with_grads(hidden, weight, targets, 0.9, g_lp, g_ent)
+    # The same computation in torch: logits in the input dtype, log-softmax in fp32, autograd.
+    hx, wx = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    log_p = torch.log_softmax(((hx @ wx.T) / 0.9).float(), dim=-1)
+    t_lp = log_p.gather(-1, targets[:, None]).squeeze(-1)
+    t_ent = -(log_p.exp() * log_p).sum(-1)
+    t_gx, t_gw = torch.autograd.grad((t_lp * g_lp).sum() + (t_ent * g_ent).sum(), [hx, wx])
+    tol = {torch.bfloat16: 1e-2, torch.float16: 1e-3}[dtype]
+    assert ours[2].dtype == dtype and ours[3].dtype == dtype
+    for name, mine, torch_same, ref in zip(("logp", "entropy", "dX", "dW"), ours, (t_lp, t_ent, t_gx, t_gw), truth):
+        err_ours = (mine.double() - ref).abs().max().item()
+        err_torch = (torch_same.double() - ref).abs().max().item()
+        assert err_ours <= err_torch + tol, f"{name}: kernel error {err_ours:.3g} > torch {err_torch:.3g} + {tol}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Backend, plugin and training
+
+
+def registry():
+    names = rlsdk.testing.make_registry().names("logprob_backend")
+    return rlsdk.testing.make_registry() if "triton" in names else rlsdk.testing.make_registry(kernels_plugin)
+
+
+def test_backend_passes_the_conformance_check():
+    rlsdk.testing.check_logprob_backend(TritonLogprobBackend())
+    rlsdk.testing.check_logprob_backend(registry().create("logprob_backend", "triton", {"block_v": 16}))
+
+
+def test_backend_equals_the_torch_backend():
+    hidden, weight, targets = make(13, 24, 123, seed=23)
+    torch_backend = rlsdk.create("logprob_backend", "torch")
+    ours = registry().create("logprob_backend", "triton", {"block_v": 16, "vocab_splits": 2, "backward_slice": 40})
+    g = torch.Generator().manual_seed(5)
+    g_lp, g_ent = torch.randn(13, generator=g).to(DEVICE), torch.randn(13, generator=g).to(DEVICE)
+    results = []
+    for backend in (torch_backend, ours):
+        hx, wx = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        out = backend(hx, wx, targets, temperature=0.7, with_entropy=True)
+        grads = torch.autograd.grad((out.logprobs * g_lp).sum() + (out.entropy * g_ent).sum(), [hx, wx])
+        results.append((out.logprobs, out.entropy, *grads))
+    assert results[1][0].dtype == torch.float32 and results[1][1].dtype == torch.float32
+    for name, a, b in zip(("logp", "entropy", "dX", "dW"), *results):
+        assert_close(b, a, 2e-5, what=name)
+    out = ours(hidden, weight, targets, temperature=0.7)
+    assert out.entropy is None
+
+
+def test_supports(monkeypatch):
+    backend = TritonLogprobBackend()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backend.supports(torch.device("cpu")) and backend.supports("cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not backend.supports(torch.device("cpu"))
+    assert backend.supports(torch.device("cuda"))
+    assert not backend.supports(torch.device("meta"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr("rlsdk_kernels.linear_logprob.triton_available", lambda: False)
+    assert not backend.supports(torch.device("cpu")) and not backend.supports(torch.device("cuda"))
+
+
+def test_priority_and_auto(monkeypatch):
+    """``auto`` picks triton on CUDA, never the interpreter on a CPU-only machine; by name it is always chosen."""
+    from rlsdk.trainer import select_backend
+
+    torch_priority = rlsdk.create("logprob_backend", "torch").priority
+    reg = registry()
+    auto = select_backend(reg, {}, DEVICE)
+    assert isinstance(auto, TritonLogprobBackend) == torch.cuda.is_available()
+    assert isinstance(select_backend(reg, {"backend": "triton"}, DEVICE), TritonLogprobBackend)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert TritonLogprobBackend().priority > torch_priority
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert TritonLogprobBackend().priority < torch_priority
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"block_n": 12}, {"block_v": 8}, {"block_h": True}, {"vocab_splits": 0}, {"backward_slice": 0}, {"num_warps": 3},
+     {"ignore_index": 1.5}],
+)
+def test_invalid_options_are_refused(options):
+    with pytest.raises(ValueError, match=next(iter(options))):
+        TritonLogprobBackend(**options)
+
+
+def test_invalid_inputs_are_refused():
+    hidden, weight, targets = make(5, 16, 37)
+    with pytest.raises(ValueError, match=r"\[0, 37\)"):
+        fused_linear_logprobs(hidden, weight, torch.full_like(targets, 37))
+    with pytest.raises(ValueError, match="temperature"):
+        fused_linear_logprobs(hidden, weight, targets, temperature=0.0)
+    with pytest.raises(ValueError, match="weight"):
+        fused_linear_logprobs(hidden, weight[:, :3], targets)
+
+
+def test_empty_batch():
+    hidden, weight, _ = make(0, 16, 37)
+    lp, ent = fused_linear_logprobs(hidden, weight, torch.zeros(0, dtype=torch.long, device=DEVICE), 1.0, True)
+    assert lp.shape == (0,) and ent.shape == (0,)
+
+
+def test_plugin_imports_and_registers_without_triton():
+    """The entry-point module must load on a machine without triton; the backend then declines every device."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["triton"] = None
+        sys.path.insert(0, {str(KERNELS_ROOT)!r})
+        import torch, rlsdk.testing
+        import rlsdk_kernels.plugin as plugin
+        reg = rlsdk.testing.make_registry(plugin)
+        names = reg.names("logprob_backend")
+        assert "triton" in names and "torch" in names, names
+        backend = reg.create("logprob_backend", "triton", {{}})
+        assert not backend.supports(torch.device("cpu")) and not backend.supports(torch.device("cuda"))
+        from rlsdk.trainer import select_backend
+        assert type(select_backend(reg, {{}}, torch.device("cpu"))).__name__ == "TorchLogprob"
+        assert sys.modules["triton"] is None
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RLSDK_LOAD_PLUGINS"}
+    env["TRITON_INTERPRET"] = "1"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run is the interpreter check")
+def test_training_with_triton_matches_torch(tmp_path):
+    from rlsdk.config import load_config
+    from rlsdk.trainer import train
+
+    reg = registry()
+    overrides = [
+        "train.steps=2", "train.prompts_per_step=2", "sampler.n=2", "policy.d_model=16", "policy.n_layers=1",
+        "policy.n_heads=2", "run.plot=false", "run.progress=false",
+    ]
+    rows = {}
+    for name in ("torch", "triton"):
+        config = load_config(reg, overrides=[*overrides, f"logprob.backend={name}"])
+        train(config, reg, run_dir=tmp_path / name)
+        rows[name] = [
+            __import__("json").loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        ]
+    assert len(rows["torch"]) == len(rows["triton"]) == 2
+    skip = {"wall_time", "tokens_per_s", "time/generate", "step_time"}
+    compared = 0
+    for a, b in zip(rows["torch"], rows["triton"]):
+        for key, value in a.items():
+            if key in skip or key.startswith("time") or not isinstance(value, (int, float)):
+                continue
+            assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+            compared += 1
+    assert compared > 5
