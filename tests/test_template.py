@@ -368,3 +368,18 @@ def test_generated_project_trains_with_its_config(installed_project):
         assert config["rewards"][components["reward"]]["weight"] > 0
     manifest = json.loads((run / "manifest.json").read_text())
     assert any(p.get("distribution") == installed_project.names.distribution for p in manifest["plugins"])
+
+
+@pytest.mark.slow
+def test_template_ships_inside_the_wheel(tmp_path):
+    """`rlsdk new-plugin` works from a wheel: every template file is package data of rlsdk."""
+    import subprocess
+    import sys
+    import zipfile
+
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("rlsdk-*.whl")
+    shipped = {n.removeprefix("rlsdk/_template/") for n in zipfile.ZipFile(wheel).namelist() if n.startswith("rlsdk/_template/")}
+    template = {p.relative_to(TEMPLATE).as_posix() for p in TEMPLATE.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert template and shipped == template

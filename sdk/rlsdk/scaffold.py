@@ -216,9 +216,8 @@ def find_template(template: str | Path | None = None) -> Path:
     """Locate the cookiecutter template folder.
 
     Looked up in this order: the ``template`` argument; the environment variable
-    ``RLSDK_PLUGIN_TEMPLATE``; the ``cookiecutter-plugin/`` folder at the top of the repository that
-    holds this package (``sdk/rlsdk/`` -> ``cookiecutter-plugin/``), which is where it is for a
-    checkout or an editable install (``pip install -e .``).
+    ``RLSDK_PLUGIN_TEMPLATE``; the template shipped inside the package, ``rlsdk/_template`` (in the
+    repository a link to the top-level ``cookiecutter-plugin/``; in a wheel a copy of it).
 
     Args:
         template: A folder holding ``cookiecutter.json``, or None to search.
@@ -234,15 +233,15 @@ def find_template(template: str | Path | None = None) -> Path:
     elif os.environ.get(TEMPLATE_ENV):
         candidates = [(Path(os.environ[TEMPLATE_ENV]), f"${TEMPLATE_ENV}")]
     else:
-        candidates = [(Path(__file__).resolve().parents[2] / "cookiecutter-plugin", "the rlsdk repository")]
+        candidates = [(Path(__file__).resolve().parent / "_template", "the rlsdk package")]
     for path, _ in candidates:
         if (path / "cookiecutter.json").is_file():
-            return path
+            return path.resolve()
     tried = "; ".join(f"{str(path)!r} (from {source})" for path, source in candidates)
     raise ConfigError(
         f"cannot find the plugin template: no cookiecutter.json in {tried}. The template is the "
-        "cookiecutter-plugin/ folder of the rlsdk repository; install rlsdk from a checkout "
-        f"(pip install -e .), or point ${TEMPLATE_ENV} or --template at that folder"
+        "cookiecutter-plugin/ folder of the rlsdk repository (shipped as rlsdk/_template); "
+        f"reinstall rlsdk, or point ${TEMPLATE_ENV} or --template at that folder"
     )
 
 
