@@ -127,3 +127,26 @@ def test_errors_are_value_errors():
     # ConfigError subclasses ValueError, so callers that catch ValueError keep working.
     with pytest.raises(ValueError):
         check_int(-1, "sampler.n", low=1)
+
+
+def test_check_logprob_inputs_names_the_backend_and_the_problem():
+    import torch
+
+    from rlsdk.validation import check_logprob_inputs
+
+    hidden, weight = torch.zeros(3, 4), torch.zeros(5, 4)
+    check_logprob_inputs(hidden, weight, torch.tensor([0, 4, -100]), 1.0, ignore_index=-100)
+    cases = [
+        ((hidden, torch.zeros(5, 3), torch.zeros(3, dtype=torch.long), 1.0), "expected hidden"),
+        ((hidden.long(), weight, torch.zeros(3, dtype=torch.long), 1.0), "floating point"),
+        ((hidden, weight, torch.zeros(2, dtype=torch.long), 1.0), "targets"),
+        ((hidden, weight, torch.zeros(3, dtype=torch.long), 0.0), "temperature"),
+        ((hidden, torch.zeros(0, 4), torch.zeros(3, dtype=torch.long), 1.0), "empty vocabulary"),
+        ((hidden, weight, torch.tensor([0, 5, 1]), 1.0), r"\[0, 5\); got 5"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            check_logprob_inputs(*args, backend="my backend")
+        assert str(info.value).startswith("my backend: ")
+    with pytest.raises(ValueError, match="ignore_index=-1; got -100"):
+        check_logprob_inputs(hidden, weight, torch.tensor([0, -100, 1]), 1.0, ignore_index=-1)

@@ -51,6 +51,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LogprobOutput
+from rlsdk.validation import check_logprob_inputs
 
 __all__ = [
     "CPU_TILES",
@@ -66,7 +67,6 @@ __all__ = [
 CUDA_TILES = {"block_n": 64, "block_v": 128, "block_h": 64}
 CPU_TILES = {"block_n": 16, "block_v": 32, "block_h": 16}
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
-_FLOATS = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 
 
 def triton_available() -> bool:
@@ -425,40 +425,6 @@ class _FusedLinearLogprob(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None
 
 
-def _check_inputs(hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, ignore_index: int) -> None:
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"triton logprob backend: expected hidden [N, H] and weight [V, H]; got hidden {tuple(hidden.shape)}, "
-            f"weight {tuple(weight.shape)}"
-        )
-    if hidden.dtype not in _FLOATS or weight.dtype not in _FLOATS:
-        raise ValueError(
-            "triton logprob backend: hidden and weight must be bf16, fp16, fp32 or fp64; "
-            f"got {hidden.dtype}, {weight.dtype}"
-        )
-    if hidden.device != weight.device or targets.device != hidden.device:
-        raise ValueError(
-            f"triton logprob backend: hidden, weight and targets must share a device; got {hidden.device}, "
-            f"{weight.device}, {targets.device}"
-        )
-    if targets.shape != (hidden.shape[0],) or targets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(
-            f"triton logprob backend: expected targets [N={hidden.shape[0]}] of integer ids; "
-            f"got {tuple(targets.shape)} {targets.dtype}"
-        )
-    if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
-        raise ValueError(f"triton logprob backend: temperature must be a finite number > 0; got {temperature!r}")
-    vocab = weight.shape[0]
-    if vocab == 0:
-        raise ValueError("triton logprob backend: weight has an empty vocabulary (V = 0)")
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= vocab))
-    if targets.numel() and bool(bad.any()):
-        raise ValueError(
-            f"triton logprob backend: target ids must lie in [0, {vocab}) or equal ignore_index={ignore_index}; "
-            f"got {int(targets[bad][0])}"
-        )
-
-
 def fused_linear_logprobs(
     hidden: Tensor,
     weight: Tensor,
@@ -482,7 +448,7 @@ def fused_linear_logprobs(
     Returns:
         ``(logprobs [N], entropy [N] or None)`` in fp32 (fp64 for fp64 inputs).
     """
-    _check_inputs(hidden, weight, targets, temperature, ignore_index)
+    check_logprob_inputs(hidden, weight, targets, temperature, ignore_index=ignore_index, backend="triton logprob backend")
     if config is None:
         config = KernelConfig(**(CUDA_TILES if hidden.is_cuda else CPU_TILES))
     if hidden.shape[0] == 0:

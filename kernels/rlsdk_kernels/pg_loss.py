@@ -42,9 +42,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from rlsdk import ConfigError, LossOutput, TrainBatch
-from rlsdk.functional import AGGREGATION_MODES, KL_ESTIMATORS, aggregate
-from rlsdk.validation import check_choice, check_number
+from rlsdk import LossOutput, TrainBatch
+from rlsdk.functional import AGGREGATION_MODES, aggregate
+from rlsdk_plugins.policy_gradient import ClippedPG
 
 __all__ = ["FusedClippedPG", "fused_pg_loss", "supports", "triton_available", "KL_KINDS", "NUM_STATS"]
 
@@ -317,7 +317,7 @@ def fused_pg_loss(logprobs: Tensor, batch: TrainBatch, **opts: Any) -> tuple[Ten
     return loss, dict(zip(names, stats[2:]))
 
 
-class FusedClippedPG:
+class FusedClippedPG(ClippedPG):
     """``clipped_pg`` with a fused Triton forward/backward: same options, loss, gradient and metrics.
 
     See :class:`rlsdk_plugins.policy_gradient.ClippedPG` for the maths and the references of each
@@ -325,86 +325,27 @@ class FusedClippedPG:
     included), ``delta``, dual clip and all four aggregation modes run in the kernel; the entropy bonus
     is added with PyTorch on ``batch.entropy``. On a device :func:`supports` rejects, or for log-probs
     that are neither float32 nor float64 (``clipped_pg`` would compute in their low precision), the
-    call is delegated to ``clipped_pg``.
+    call is delegated to ``clipped_pg``. The options and their validation are ``clipped_pg``'s own
+    (this class subclasses it).
 
     Args:
-        eps_low: Lower clip range, ``>= 0``.
-        eps_high: Upper clip range, ``>= 0``; None means ``eps_low``.
-        dual_clip_c: Dual-clip constant ``c > 1``, or None (off).
-        delta: Cap of the unclipped ratio, ``> 1 + eps_high``, or None (off).
-        logratio_clamp: Clamp of ``lp - lp_old`` before ``exp``, ``> 0``, or None (off).
-        kl_coef: ``beta >= 0``; 0 disables the KL term (the ``kl`` metric is still reported with ref).
-        kl_estimator: One of :data:`rlsdk.functional.KL_ESTIMATORS`.
-        kl_input_clamp: Clamp of ``lp - lp_ref`` (None disables).
-        kl_output_clamp: Clamp of the estimate (None disables).
-        entropy_coef: Weight of the entropy bonus on ``batch.entropy``.
-        agg: One of :data:`rlsdk.functional.AGGREGATION_MODES`.
-
-    Attributes:
-        needs_ref_logprobs: ``kl_coef > 0``.
-        needs_entropy: ``entropy_coef != 0``.
+        **options: Exactly those of :class:`rlsdk_plugins.policy_gradient.ClippedPG`.
     """
 
     name = "fused_clipped_pg"
 
-    def __init__(
-        self,
-        eps_low: float = 0.2,
-        eps_high: float | None = None,
-        dual_clip_c: float | None = None,
-        delta: float | None = None,
-        logratio_clamp: float | None = 20.0,
-        kl_coef: float = 0.0,
-        kl_estimator: str = "k3",
-        kl_input_clamp: float | None = 20.0,
-        kl_output_clamp: float | None = 10.0,
-        entropy_coef: float = 0.0,
-        agg: str = "token-mean",
-    ) -> None:
-        eps_low = check_number(eps_low, "loss.eps_low", low=0.0)
-        eps_high = check_number(eps_high, "loss.eps_high", low=0.0, none_ok=True)
-        eps_high = eps_low if eps_high is None else eps_high
-        delta = check_number(delta, "loss.delta", none_ok=True)
-        if delta is not None and delta <= 1.0 + eps_high:
-            raise ConfigError(f"loss.delta must be > 1 + eps_high = {1.0 + eps_high:g} or None, got {delta!r}")
-        self.opts: dict[str, Any] = {
-            "eps_low": eps_low,
-            "eps_high": eps_high,
-            "dual_clip_c": check_number(dual_clip_c, "loss.dual_clip_c", low=1.0, low_open=True, none_ok=True),
-            "delta": delta,
-            "logratio_clamp": check_number(
-                logratio_clamp, "loss.logratio_clamp", low=0.0, low_open=True, none_ok=True
-            ),
-            "kl_coef": check_number(kl_coef, "loss.kl_coef", low=0.0),
-            "kl_estimator": check_choice(kl_estimator, "loss.kl_estimator", KL_ESTIMATORS),
-            "kl_input_clamp": check_number(
-                kl_input_clamp, "loss.kl_input_clamp", low=0.0, low_open=True, none_ok=True
-            ),
-            "kl_output_clamp": check_number(
-                kl_output_clamp, "loss.kl_output_clamp", low=0.0, low_open=True, none_ok=True
-            ),
-            "agg": check_choice(agg, "loss.agg", AGGREGATION_MODES),
-        }
-        self.entropy_coef = check_number(entropy_coef, "loss.entropy_coef")
-        self.needs_ref_logprobs = self.opts["kl_coef"] > 0
-        self.needs_entropy = self.entropy_coef != 0
-
-    def __getattr__(self, name: str) -> Any:
-        """The options read as attributes (``loss.eps_high``), as on ``clipped_pg``."""
-        opts = self.__dict__.get("opts", {})
-        if name in opts:
-            return opts[name]
-        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+    @property
+    def opts(self) -> dict[str, Any]:
+        """The options the kernel reads (everything but ``entropy_coef``)."""
+        return {
+            "eps_low": self.eps_low, "eps_high": self.eps_high, "dual_clip_c": self.dual_clip_c, "delta": self.delta,
+            "logratio_clamp": self.logratio_clamp, "kl_coef": self.kl_coef, "kl_estimator": self.kl_estimator,
+            "kl_input_clamp": self.kl_input_clamp, "kl_output_clamp": self.kl_output_clamp, "agg": self.agg,
+        }  # fmt: skip
 
     def supports(self, device: torch.device | str) -> bool:
         """Whether the fused kernel runs on ``device`` (elsewhere the call falls back to ``clipped_pg``)."""
         return supports(device)
-
-    @functools.cached_property
-    def _fallback(self) -> Any:
-        from rlsdk_plugins.policy_gradient import ClippedPG
-
-        return ClippedPG(**self.opts, entropy_coef=self.entropy_coef)
 
     def __call__(self, logprobs: Tensor, batch: TrainBatch) -> LossOutput:
         """Loss of one micro-batch, normalised by the global counts of ``batch``.
@@ -421,15 +362,15 @@ class FusedClippedPG:
                 f"loss {self.name}: logprobs {tuple(logprobs.shape)} must match mask {tuple(batch.mask.shape)}"
             )
         if not supports(logprobs.device) or logprobs.dtype not in (torch.float32, torch.float64):
-            return self._fallback(logprobs, batch)
+            return super().__call__(logprobs, batch)
         if batch.ref_logprobs is None and self.needs_ref_logprobs:
             raise ValueError(
-                f"loss {self.name}: loss.kl_coef = {self.opts['kl_coef']:g} needs batch.ref_logprobs, but it is "
+                f"loss {self.name}: loss.kl_coef = {self.kl_coef:g} needs batch.ref_logprobs, but it is "
                 "None (the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
             )
         loss, sums = fused_pg_loss(logprobs, batch, **self.opts)
         keys = ["pg_loss", "clip_frac", "ratio_mean"]
-        if self.opts["dual_clip_c"] is not None:
+        if self.dual_clip_c is not None:
             keys.append("dual_clip_frac")
         if batch.ref_logprobs is not None:
             keys.append("kl")
@@ -441,7 +382,7 @@ class FusedClippedPG:
             entropy = torch.where(valid, batch.entropy, torch.zeros((), dtype=batch.entropy.dtype, device=valid.device))
             metrics["entropy"] = float(aggregate(entropy.detach(), batch, "token-mean"))
             if self.entropy_coef != 0:
-                loss = loss - self.entropy_coef * aggregate(entropy, batch, self.opts["agg"])
+                loss = loss - self.entropy_coef * aggregate(entropy, batch, self.agg)
         elif self.needs_entropy:
             raise ValueError(
                 f"loss {self.name}: loss.entropy_coef = {self.entropy_coef:g} needs batch.entropy, but it is None "

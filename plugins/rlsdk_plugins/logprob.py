@@ -26,6 +26,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 import rlsdk
 from rlsdk import ConfigError, LogprobOutput
+from rlsdk.validation import check_logprob_inputs
 
 __all__ = ["TorchLogprob", "ChunkedLogprob", "chunked_logprobs", "register_logprob_backends"]
 
@@ -33,27 +34,6 @@ __all__ = ["TorchLogprob", "ChunkedLogprob", "chunked_logprobs", "register_logpr
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for low-precision inputs, float64 stays float64."""
     return torch.promote_types(dtype, torch.float32)
-
-
-def _check_inputs(hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float) -> None:
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"logprob backend: expected hidden [N, H] and weight [V, H]; got hidden {tuple(hidden.shape)}, "
-            f"weight {tuple(weight.shape)}"
-        )
-    if targets.shape != (hidden.shape[0],) or targets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(
-            f"logprob backend: expected targets [N={hidden.shape[0]}] of integer ids; "
-            f"got {tuple(targets.shape)} {targets.dtype}"
-        )
-    if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
-        raise ValueError(f"logprob backend: temperature must be a finite number > 0; got {temperature!r}")
-    vocab = weight.shape[0]
-    if vocab == 0:
-        raise ValueError("logprob backend: weight has an empty vocabulary (V = 0)")
-    if targets.numel() and bool(((targets < 0) | (targets >= vocab)).any()):
-        lo, hi = int(targets.min()), int(targets.max())
-        raise ValueError(f"logprob backend: target ids must lie in [0, {vocab}); got values in [{lo}, {hi}]")
 
 
 class TorchLogprob:
@@ -89,7 +69,7 @@ class TorchLogprob:
         Returns:
             ``LogprobOutput(logprobs [N] float32, entropy [N] float32 or None)``.
         """
-        _check_inputs(hidden, weight, targets, temperature)
+        check_logprob_inputs(hidden, weight, targets, temperature)
         dtype = _compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
         scores = (hidden.to(dtype) @ weight.to(dtype).T) / temperature  # [N, V]
         log_p = torch.log_softmax(scores, dim=-1)  # s - logsumexp(s)
@@ -268,7 +248,7 @@ class ChunkedLogprob:
         self, hidden: Tensor, weight: Tensor, targets: Tensor, *, temperature: float = 1.0, with_entropy: bool = False
     ) -> LogprobOutput:
         """Log-probabilities of ``targets``; arguments and result as :meth:`TorchLogprob.__call__`."""
-        _check_inputs(hidden, weight, targets, temperature)
+        check_logprob_inputs(hidden, weight, targets, temperature)
         logprobs, entropy = chunked_logprobs(hidden, weight, targets, float(temperature), self.chunk_size, with_entropy)
         return LogprobOutput(logprobs=logprobs.float(), entropy=entropy.float() if with_entropy else None)
 

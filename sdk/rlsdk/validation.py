@@ -15,7 +15,7 @@ from typing import Any, Literal, overload
 
 from rlsdk.errors import ConfigError, did_you_mean
 
-__all__ = ["check_bool", "check_int", "check_number", "check_choice"]
+__all__ = ["check_bool", "check_int", "check_number", "check_choice", "check_logprob_inputs"]
 
 
 def _show(bound: float) -> str:
@@ -174,3 +174,39 @@ def check_choice(value: Any, option: str, choices: Sequence[str]) -> str:
         valid = ", ".join(repr(c) for c in choices)
         raise ConfigError(f"{option} must be one of {valid}, got {value!r}{did_you_mean(str(value), choices)}")
     return value
+
+
+def check_logprob_inputs(
+    hidden: Any, weight: Any, targets: Any, temperature: float, *, ignore_index: int | None = None, backend: str = "logprob backend"
+) -> None:
+    """Check the arguments of a logprob backend call; raise ``ValueError`` naming what is wrong.
+
+    ``hidden [N, H]`` and ``weight [V, H]`` floating point on one device, ``targets [N]`` integer ids in
+    ``[0, V)`` (or equal to ``ignore_index`` when given), ``temperature`` a finite number > 0.
+    Call it at the top of a backend's ``__call__`` with the backend's name for the messages.
+    """
+    import torch
+
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{backend}: expected hidden [N, H] and weight [V, H]; got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
+        )
+    if not (hidden.is_floating_point() and weight.is_floating_point()):
+        raise ValueError(f"{backend}: hidden and weight must be floating point; got {hidden.dtype}, {weight.dtype}")
+    if not hidden.device == weight.device == targets.device:
+        raise ValueError(
+            f"{backend}: hidden, weight and targets must share a device; got {hidden.device}, {weight.device}, {targets.device}"
+        )
+    if targets.shape != (hidden.shape[0],) or targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{backend}: expected targets [N={hidden.shape[0]}] of integer ids; got {tuple(targets.shape)} {targets.dtype}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ValueError(f"{backend}: temperature must be a finite number > 0; got {temperature!r}")
+    vocab = weight.shape[0]
+    if vocab == 0:
+        raise ValueError(f"{backend}: weight has an empty vocabulary (V = 0)")
+    bad = (targets < 0) | (targets >= vocab)
+    if ignore_index is not None:
+        bad &= targets != ignore_index
+    if targets.numel() and bool(bad.any()):
+        allowed = f"[0, {vocab})" + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
+        raise ValueError(f"{backend}: target ids must lie in {allowed}; got {int(targets[bad][0])}")
