@@ -80,3 +80,15 @@ def test_jsonl_example_trains(tmp_path, monkeypatch):
     (digest,) = manifest["data"].values()
     assert len(digest) == 64  # the data file's SHA-256 is recorded
     assert "reward/numeric_match" in read_metrics(run / "metrics.jsonl")[0]
+
+
+def test_console_tracker_prints_every_n_steps(tmp_path, capsys):
+    fast = [a for a in FAST if a != "train.steps=2"]
+    args = ["train", "train.steps=4", "trackers.console.every=2", "trackers.console.keys=[reward/mean,loss]", *fast]
+    assert main([*args, "--run-dir", str(tmp_path / "run")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1", "2", "4"]
+    assert all("reward/mean=" in line and "loss=" in line and "kl=" not in line for line in lines)
+    assert main(["train", "trackers.console.every=0", *fast, "--run-dir", str(tmp_path / "bad")]) == 2
+    assert "trackers.console.every must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing is written for a config that fails to build

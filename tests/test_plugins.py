@@ -63,6 +63,7 @@ def test_builtins_register_every_reference_component():
     assert {"reverse", "sort", "addition", "jsonl"} <= set(registry.names("task"))
     assert {"tiny", "hf"} <= set(registry.names("policy"))
     assert "group" in registry.names("sampler")
+    assert "console" in registry.names("tracker")
     assert {"exact_match", "char_match", "format", "overlong", "length_penalty"} <= set(registry.names("reward"))
     assert all(p.distribution == "rlsdk" and p.error is None for p in registry.plugins if p.distribution == "rlsdk")
     assert registry.owner("loss", "clipped_pg") == "rlsdk:policy_gradient"

@@ -395,9 +395,9 @@ def train(
     config = copy.deepcopy(config)
     config["run"]["dir"] = str(run_dir)
     rundir = RunDir(run_dir)
+    run = build_run(config, registry, run_dir)  # bad options fail here, before anything is written
     if not resume:
         rundir.create()
-    run = build_run(config, registry, run_dir)
     ckpt = rundir.latest_checkpoint() if resume else None
     if ckpt is not None:
         restore(run, RunDir.load_checkpoint(ckpt))
