@@ -52,6 +52,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LogprobOutput
 from rlsdk.validation import check_logprob_inputs
+from rlsdk_kernels._buffers import empty
 
 __all__ = [
     "CPU_TILES",
@@ -305,7 +306,7 @@ def _forward(
     splits = _vocab_splits(n_blocks, v_blocks, hidden.device, config)
     per_split = triton.cdiv(v_blocks, splits)
     splits = triton.cdiv(v_blocks, per_split)  # every split starts at a valid column
-    parts = torch.empty(4, splits, n, dtype=acc, device=hidden.device)
+    parts = empty(4, splits, n, dtype=acc, device=hidden.device)
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
     k["forward"][(n_blocks, splits)](
         hidden, weight, targets, parts[0], parts[1], parts[2], parts[3],
@@ -357,11 +358,11 @@ def _backward(
     gemm_dtype = acc if opts["UPCAST"] else hidden.dtype
     x = hidden if hidden.dtype == gemm_dtype else hidden.to(gemm_dtype)
     grad_x = torch.zeros(n, h, dtype=acc, device=hidden.device) if need_hidden else None
-    grad_w = torch.empty_like(weight) if need_weight else None
+    grad_w = empty(*weight.shape, dtype=weight.dtype, device=weight.device) if need_weight else None
     g_lp = grad_logprobs.contiguous() if grad_logprobs is not None else lse  # dummy pointer when absent
     g_ent = grad_entropy.contiguous() if grad_entropy is not None else lse
     width = min(config.backward_slice, vocab)
-    dz = torch.empty(n, width, dtype=gemm_dtype, device=hidden.device)
+    dz = empty(n, width, dtype=gemm_dtype, device=hidden.device)
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
     for start in range(0, vocab, width):
         stop = min(start + width, vocab)

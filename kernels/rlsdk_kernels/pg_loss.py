@@ -45,6 +45,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from rlsdk import LossOutput, TrainBatch
 from rlsdk.functional import AGGREGATION_MODES, aggregate
 from rlsdk_plugins.policy_gradient import ClippedPG
+from rlsdk_kernels._buffers import empty
 
 __all__ = ["FusedClippedPG", "fused_pg_loss", "supports", "triton_available", "KL_KINDS", "NUM_STATS"]
 
@@ -243,8 +244,8 @@ def _launch(logprobs: Tensor, batch: TrainBatch, opts: dict[str, Any]) -> tuple[
         opts["logratio_clamp"] or 0.0, opts["kl_coef"], opts["kl_input_clamp"] or 0.0, opts["kl_output_clamp"] or 0.0,
     )
     params = _params(tuple(float(x) for x in values), dtype, lp.device)
-    grad = torch.empty((rows, length), dtype=dtype, device=lp.device)
-    stats = torch.empty((max(rows * n_blocks, 1), NUM_STATS), dtype=dtype, device=lp.device)
+    grad = empty(rows, length, dtype=dtype, device=lp.device)
+    stats = empty(max(rows * n_blocks, 1), NUM_STATS, dtype=dtype, device=lp.device)
     if rows == 0 or length == 0:
         stats.zero_()
         return grad, stats.sum(0)
