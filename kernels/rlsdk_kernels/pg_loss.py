@@ -90,24 +90,27 @@ def supports(device: torch.device | str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _kernel() -> Any:
-    """Build the Triton kernel on first use (so importing this module never imports triton)."""
+def token_terms() -> Any:
+    """The per-token maths of the module docstring as a Triton device function (built on first use).
+
+    ``pg_token_terms(lp, old, ref, adv, valid, param_ptr, ...)`` takes ``[BLOCK]`` vectors already
+    zeroed where ``valid`` is false and returns ``(L, KL, dL_total/dlp, clip, rho, dual)``, where
+    ``dL_total/dlp`` is the unweighted gradient of ``L + kl_coef * KL``. Kernels that call it bind it
+    in their module globals (the interpreter resolves helpers there, not in closures).
+    """
     import triton
     import triton.language as tl
 
+    globals()["tl"] = tl  # the interpreter looks for triton.language in a helper's module globals
+
     @triton.jit
-    def pg_loss_fwd_kernel(
-        lp_ptr, old_ptr, ref_ptr, adv_ptr, mask_ptr, scale_ptr,  # inputs [B, T] and row scale [B]
+    def pg_token_terms(
+        lp, old, ref, adv, valid,
         param_ptr,  # [8] in the compute dtype: lo, hi, -c, delta, lr_clamp, kl_coef, in_clamp, out_clamp
-        grad_ptr, stats_ptr,  # outputs: dloss/dlp [B, T], stats [B * n_blocks, NSTAT]
-        T, n_blocks,
         HAS_REF: tl.constexpr, USE_KL: tl.constexpr, KL_KIND: tl.constexpr, KL_STRAIGHT: tl.constexpr,
         HAS_DUAL: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_LR_CLAMP: tl.constexpr,
         HAS_IN_CLAMP: tl.constexpr, HAS_OUT_CLAMP: tl.constexpr,
-        COMPUTE: tl.constexpr, NSTAT: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        row = tl.program_id(0)
-        blk = tl.program_id(1)
         lo = tl.load(param_ptr + 0)
         hi = tl.load(param_ptr + 1)
         neg_c = tl.load(param_ptr + 2)
@@ -116,18 +119,8 @@ def _kernel() -> Any:
         kl_coef = tl.load(param_ptr + 5)
         in_clamp = tl.load(param_ptr + 6)
         out_clamp = tl.load(param_ptr + 7)
-        cols = blk * BLOCK + tl.arange(0, BLOCK)
-        inb = cols < T
-        offs = row.to(tl.int64) * T + cols
-        m = tl.load(mask_ptr + offs, mask=inb, other=0).to(COMPUTE)
-        valid = m > 0
-        zero = tl.zeros([BLOCK], dtype=COMPUTE)
+        zero = lp * 0.0
         one = zero + 1.0
-        # Mask first: torch.where semantics, so NaN/inf at masked positions never reach exp.
-        lp = tl.where(valid, tl.load(lp_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
-        old = tl.where(valid, tl.load(old_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
-        adv = tl.where(valid, tl.load(adv_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
-        w = m * tl.load(scale_ptr + row).to(COMPUTE)
 
         # Clipped surrogate.
         logratio = lp - old
@@ -163,7 +156,6 @@ def _kernel() -> Any:
         # KL to the reference policy.
         kl = zero
         if HAS_REF:
-            ref = tl.where(valid, tl.load(ref_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
             x = lp - ref
             pass_x = one
             if HAS_IN_CLAMP:
@@ -189,7 +181,50 @@ def _kernel() -> Any:
                 d_kl = x  # value of the estimator, gradient of k2
             if USE_KL:
                 grad = grad + kl_coef * (d_kl * pass_x)
+        return loss, kl, grad, clip_flag, ratio, dual_flag
 
+    return pg_token_terms
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel() -> Any:
+    """Build the Triton kernel on first use (so importing this module never imports triton)."""
+    import triton
+    import triton.language as tl
+
+    globals()["pg_token_terms"] = token_terms()
+
+    @triton.jit
+    def pg_loss_fwd_kernel(
+        lp_ptr, old_ptr, ref_ptr, adv_ptr, mask_ptr, scale_ptr,  # inputs [B, T] and row scale [B]
+        param_ptr,  # [8]: see pg_token_terms
+        grad_ptr, stats_ptr,  # outputs: dloss/dlp [B, T], stats [B * n_blocks, NSTAT]
+        T, n_blocks,
+        HAS_REF: tl.constexpr, USE_KL: tl.constexpr, KL_KIND: tl.constexpr, KL_STRAIGHT: tl.constexpr,
+        HAS_DUAL: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_LR_CLAMP: tl.constexpr,
+        HAS_IN_CLAMP: tl.constexpr, HAS_OUT_CLAMP: tl.constexpr,
+        COMPUTE: tl.constexpr, NSTAT: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        blk = tl.program_id(1)
+        cols = blk * BLOCK + tl.arange(0, BLOCK)
+        inb = cols < T
+        offs = row.to(tl.int64) * T + cols
+        m = tl.load(mask_ptr + offs, mask=inb, other=0).to(COMPUTE)
+        valid = m > 0
+        zero = tl.zeros([BLOCK], dtype=COMPUTE)
+        # Mask first: torch.where semantics, so NaN/inf at masked positions never reach exp.
+        lp = tl.where(valid, tl.load(lp_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+        old = tl.where(valid, tl.load(old_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+        adv = tl.where(valid, tl.load(adv_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+        ref = zero
+        if HAS_REF:
+            ref = tl.where(valid, tl.load(ref_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
+        w = m * tl.load(scale_ptr + row).to(COMPUTE)
+        loss, kl, grad, clip_flag, ratio, dual_flag = pg_token_terms(
+            lp, old, ref, adv, valid, param_ptr, HAS_REF, USE_KL, KL_KIND, KL_STRAIGHT,
+            HAS_DUAL, HAS_DELTA, HAS_LR_CLAMP, HAS_IN_CLAMP, HAS_OUT_CLAMP,
+        )
         grad = tl.where(valid, w * grad, zero)
         tl.store(grad_ptr + offs, grad, mask=inb)
 
@@ -239,27 +274,34 @@ def _launch(logprobs: Tensor, batch: TrainBatch, opts: dict[str, Any]) -> tuple[
     block = _INTERPRET_BLOCK_T if lp.device.type == "cpu" else min(BLOCK_T, max(16, triton.next_power_of_2(length)))
     n_blocks = max(triton.cdiv(length, block), 1)
     scale = _row_scale(mask, batch, opts["agg"], dtype).contiguous()
-    values = (
-        1.0 - opts["eps_low"], 1.0 + opts["eps_high"], -(opts["dual_clip_c"] or 0.0), opts["delta"] or 0.0,
-        opts["logratio_clamp"] or 0.0, opts["kl_coef"], opts["kl_input_clamp"] or 0.0, opts["kl_output_clamp"] or 0.0,
-    )
-    params = _params(tuple(float(x) for x in values), dtype, lp.device)
+    params, flags = term_options(opts, has_ref, dtype, lp.device)
     grad = empty(rows, length, dtype=dtype, device=lp.device)
     stats = empty(max(rows * n_blocks, 1), NUM_STATS, dtype=dtype, device=lp.device)
     if rows == 0 or length == 0:
         stats.zero_()
         return grad, stats.sum(0)
-    estimator: str = opts["kl_estimator"]
     _kernel()[(rows, n_blocks)](
-        lp, old, ref, adv, mask, scale, params, grad, stats, length, n_blocks,
-        HAS_REF=has_ref, USE_KL=has_ref and opts["kl_coef"] > 0,
-        KL_KIND=KL_KINDS[estimator.rstrip("+")], KL_STRAIGHT=estimator.endswith("+"),
-        HAS_DUAL=opts["dual_clip_c"] is not None, HAS_DELTA=opts["delta"] is not None,
-        HAS_LR_CLAMP=opts["logratio_clamp"] is not None, HAS_IN_CLAMP=opts["kl_input_clamp"] is not None,
-        HAS_OUT_CLAMP=opts["kl_output_clamp"] is not None,
+        lp, old, ref, adv, mask, scale, params, grad, stats, length, n_blocks, **flags,
         COMPUTE=_tl_dtype(dtype), NSTAT=NUM_STATS, BLOCK=block,
     )
     return grad, stats.sum(0)
+
+
+def term_options(opts: dict[str, Any], has_ref: bool, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, dict]:
+    """``(param tensor, constexpr flags)`` of :func:`token_terms` for the loss options ``opts``."""
+    values = (
+        1.0 - opts["eps_low"], 1.0 + opts["eps_high"], -(opts["dual_clip_c"] or 0.0), opts["delta"] or 0.0,
+        opts["logratio_clamp"] or 0.0, opts["kl_coef"], opts["kl_input_clamp"] or 0.0, opts["kl_output_clamp"] or 0.0,
+    )
+    estimator: str = opts["kl_estimator"]
+    flags = {
+        "HAS_REF": has_ref, "USE_KL": has_ref and opts["kl_coef"] > 0,
+        "KL_KIND": KL_KINDS[estimator.rstrip("+")], "KL_STRAIGHT": estimator.endswith("+"),
+        "HAS_DUAL": opts["dual_clip_c"] is not None, "HAS_DELTA": opts["delta"] is not None,
+        "HAS_LR_CLAMP": opts["logratio_clamp"] is not None, "HAS_IN_CLAMP": opts["kl_input_clamp"] is not None,
+        "HAS_OUT_CLAMP": opts["kl_output_clamp"] is not None,
+    }  # fmt: skip
+    return _params(tuple(float(x) for x in values), dtype, device), flags
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,0 +1,362 @@
+"""Fused hidden states -> clipped policy-gradient loss, gradients formed in the forward (6THV).
+
+The standalone ``triton`` logprob backend must accept any upstream gradient, so its backward
+recomputes the logits (8THV in all, ``shared/reference/kernels.md`` section 1). Here the loss is
+known inside the op, so each logit is computed once and its gradient formed at once; the backward
+only scales the stored ``dX`` and ``dW`` by the incoming scalar.
+
+For token chunks ``c`` of ``chunk`` tokens (sized so the chunk's logits fit ``chunk_mib``)::
+
+    Z_c   = X_c W^T                              one GEMM, [chunk, V] in the input dtype (2THV in all)
+    row kernel, per token n of the chunk (fp32, two sweeps over Z_c[n]):
+        sweep 1: s = Z/tau; online max, sum e^(s-m), sum e^(s-m)(s-m), s_y
+                 lse, logp = s_y - lse, Ent = lse - sum_j p_j s_j
+                 the clipped_pg terms of rlsdk_kernels.pg_loss (mask first, then clamp, then exp):
+                 L, KL, g_lp = w * d(L + kl_coef KL)/dlp,  g_ent = -entropy_coef * w
+        sweep 2: Z_c[n, j] <- (g_lp (onehot_j - p_j) - g_ent p_j (log p_j + Ent)) / tau   (in place)
+    dX_c  = dZ_c W                               one GEMM per chunk: exact (fp32 accumulation inside)
+    dW   += dZ_c^T X_c                           one GEMM per chunk, accumulated across chunks
+
+``w = m * s_b`` is the aggregation weight of the token (``rlsdk_kernels.pg_loss``: ``1 / N_tok`` for
+token-mean, and so on, with the batch's global counts), so
+
+    loss = sum w L + kl_coef sum w KL - entropy_coef sum w Ent
+
+equals ``clipped_pg`` on the log-probs and entropies of the ``torch`` backend, with the same
+metrics. Masked tokens (``m = 0``) get a zero gradient row.
+
+**Memory.** Beyond the inputs and the gradients themselves: the ``[chunk, V]`` logits buffer
+(``chunk_mib``, 384 MiB by default) plus ``O(N)`` per-token values. ``dW`` accumulates across
+chunks in the weight's dtype by default (``grad_accum="weight"``: one rounding per chunk; with the
+default budget ``N / chunk`` is 6 chunks at N=8192, V=128256 and 13 at N=16384, V=151936); with
+``grad_accum="float32"`` it accumulates in an fp32 buffer (exact to fp32, ``4 V H`` more bytes;
+kernels.md section 3 on bf16 accumulation across many small chunks). ``dX`` never accumulates
+across chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from rlsdk import TrainBatch
+from rlsdk.validation import check_logprob_inputs
+from rlsdk_kernels._buffers import empty
+from rlsdk_kernels.pg_loss import _row_scale, _tl_dtype, term_options, token_terms
+
+__all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
+
+#: Accumulation of ``dW`` across token chunks.
+GRAD_ACCUM = ("weight", "float32")
+#: Per-program statistics: sum w*L, w*KL, w*Ent, m*L, m*KL, m*clip, m*rho, m*dual, m, m*Ent.
+NUM_STATS = 10
+STAT_NAMES = ("w_loss", "w_kl", "w_ent", "pg_loss", "kl", "clip_frac", "ratio_mean", "dual_clip_frac", "tokens", "entropy")
+
+
+@dataclass(frozen=True)
+class FusedLossConfig:
+    """Chunking and launch options of :func:`fused_linear_pg_loss`.
+
+    Attributes:
+        chunk_tokens: Tokens per chunk; None sizes chunks so their logits take at most ``chunk_mib``
+            (a multiple of 128 tokens when that is at least 128).
+        chunk_mib: Memory budget of one chunk's logits, in MiB.
+        grad_accum: ``"weight"`` (accumulate ``dW`` across chunks in the weight's dtype) or
+            ``"float32"`` (in an fp32 buffer; exact, ``4 V H`` extra bytes for bf16 weights).
+        block_n: Tokens per program of the row kernel (power of two).
+        block_v: Vocabulary columns per step of the row kernel (power of two, >= 16).
+        num_warps: Warps per program (CUDA only).
+    """
+
+    chunk_tokens: int | None = None
+    chunk_mib: float = 384.0
+    grad_accum: str = "weight"
+    block_n: int = 2
+    block_v: int = 2048
+    num_warps: int = 8
+
+    def __post_init__(self) -> None:
+        where = "fused linear pg loss"
+        if self.chunk_tokens is not None and (
+            isinstance(self.chunk_tokens, bool) or not isinstance(self.chunk_tokens, int) or self.chunk_tokens < 1
+        ):
+            raise ValueError(f"{where}: chunk_tokens must be None or a positive integer; got {self.chunk_tokens!r}")
+        if isinstance(self.chunk_mib, bool) or not isinstance(self.chunk_mib, (int, float)) or not self.chunk_mib > 0:
+            raise ValueError(f"{where}: chunk_mib must be a number > 0; got {self.chunk_mib!r}")
+        if self.grad_accum not in GRAD_ACCUM:
+            raise ValueError(f"{where}: grad_accum must be one of {', '.join(GRAD_ACCUM)}; got {self.grad_accum!r}")
+        for name, low in (("block_n", 1), ("block_v", 16), ("num_warps", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or value & (value - 1):
+                raise ValueError(f"{where}: {name} must be a power of two >= {low}; got {value!r}")
+
+
+#: Under the interpreter (CPU tensors) wider row tiles are faster: numpy runs each program in turn.
+CPU_CONFIG = FusedLossConfig(block_n=8, block_v=64)
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel() -> Any:
+    """Build the row kernel on first use (importing this module never imports triton)."""
+    import triton
+    import triton.language as tl
+
+    globals()["pg_token_terms"] = token_terms()
+
+    @triton.jit
+    def linear_pg_rows_kernel(
+        Z, stride_z, Y, OLD, REF, ADV, MASK, WTOK, PARAM,  # logits chunk [C, V] and per-token inputs [C]
+        LP_OUT, ENT_OUT, STATS,  # outputs: logp [C], Ent [C], stats [programs, NSTAT]
+        n_rows, inv_temp, entropy_coef,
+        V: tl.constexpr,  # constexpr: the interpreter cannot loop to a runtime bound; fixed per model anyway
+        HAS_REF: tl.constexpr, USE_KL: tl.constexpr, KL_KIND: tl.constexpr, KL_STRAIGHT: tl.constexpr,
+        HAS_DUAL: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_LR_CLAMP: tl.constexpr,
+        HAS_IN_CLAMP: tl.constexpr, HAS_OUT_CLAMP: tl.constexpr,
+        WRITE_GRAD: tl.constexpr, COMPUTE: tl.constexpr, NSTAT: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < n_rows
+        row_off = rows.to(tl.int64) * stride_z
+        y = tl.load(Y + rows, mask=row_ok, other=0)
+
+        # Sweep 1: online (m, S, P, s_y), as the forward of rlsdk_kernels.linear_logprob.
+        m = tl.full([BLOCK_N], float("-inf"), dtype=COMPUTE)
+        s_sum = tl.zeros([BLOCK_N], dtype=COMPUTE)
+        p_sum = tl.zeros([BLOCK_N], dtype=COMPUTE)
+        target = tl.zeros([BLOCK_N], dtype=COMPUTE)
+        for v0 in range(0, V, BLOCK_V):
+            cols = v0 + tl.arange(0, BLOCK_V)
+            col_ok = cols < V
+            z = tl.load(Z + row_off[:, None] + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+            s = tl.where(col_ok[None, :], z.to(COMPUTE) * inv_temp, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))
+            alpha = tl.exp(m - m_new)
+            shifted = tl.where(col_ok[None, :], s - m_new[:, None], 0.0)
+            e = tl.where(col_ok[None, :], tl.exp(shifted), 0.0)
+            moved = tl.where(m > float("-inf"), m - m_new, 0.0)
+            p_sum = (p_sum + s_sum * moved) * alpha + tl.sum(e * shifted, axis=1)
+            s_sum = s_sum * alpha + tl.sum(e, axis=1)
+            m = m_new
+            target += tl.sum(tl.where((cols[None, :] == y[:, None]) & col_ok[None, :], s, 0.0), axis=1)
+        log_s = tl.log(s_sum)
+        lse = m + log_s
+        ent = log_s - p_sum / s_sum
+        logp = target - lse
+        tl.store(LP_OUT + rows, logp, mask=row_ok)
+        tl.store(ENT_OUT + rows, ent, mask=row_ok)
+
+        # The loss terms; masked tokens are zeroed before any arithmetic.
+        mk = tl.load(MASK + rows, mask=row_ok, other=0).to(COMPUTE)
+        valid = mk > 0
+        zero = tl.zeros([BLOCK_N], dtype=COMPUTE)
+        lp = tl.where(valid, logp, zero)
+        old = tl.where(valid, tl.load(OLD + rows, mask=row_ok, other=0).to(COMPUTE), zero)
+        adv = tl.where(valid, tl.load(ADV + rows, mask=row_ok, other=0).to(COMPUTE), zero)
+        ref = zero
+        if HAS_REF:
+            ref = tl.where(valid, tl.load(REF + rows, mask=row_ok, other=0).to(COMPUTE), zero)
+        w = tl.where(valid, tl.load(WTOK + rows, mask=row_ok, other=0).to(COMPUTE), zero)
+        loss, kl, grad, clip_flag, ratio, dual_flag = pg_token_terms(
+            lp, old, ref, adv, valid, PARAM, HAS_REF, USE_KL, KL_KIND, KL_STRAIGHT,
+            HAS_DUAL, HAS_DELTA, HAS_LR_CLAMP, HAS_IN_CLAMP, HAS_OUT_CLAMP,
+        )
+        ent_v = tl.where(valid, ent, zero)
+        mv = tl.where(valid, mk, zero)
+        base = STATS + pid.to(tl.int64) * NSTAT
+        tl.store(base + 0, tl.sum(tl.where(valid, w * loss, zero), axis=0))
+        tl.store(base + 1, tl.sum(tl.where(valid, w * kl, zero), axis=0))
+        tl.store(base + 2, tl.sum(w * ent_v, axis=0))
+        tl.store(base + 3, tl.sum(tl.where(valid, mv * loss, zero), axis=0))
+        tl.store(base + 4, tl.sum(tl.where(valid, mv * kl, zero), axis=0))
+        tl.store(base + 5, tl.sum(mv * clip_flag, axis=0))
+        tl.store(base + 6, tl.sum(tl.where(valid, mv * ratio, zero), axis=0))
+        tl.store(base + 7, tl.sum(mv * dual_flag, axis=0))
+        tl.store(base + 8, tl.sum(mv, axis=0))
+        tl.store(base + 9, tl.sum(mv * ent_v, axis=0))
+
+        # Sweep 2: dZ in place of Z (each program owns its rows); zero on masked rows.
+        if WRITE_GRAD:
+            g_lp = tl.where(valid, w * grad, zero)
+            g_ent = tl.where(valid, -entropy_coef * w, zero)
+            for v0 in range(0, V, BLOCK_V):
+                cols = v0 + tl.arange(0, BLOCK_V)
+                col_ok = cols < V
+                ok = row_ok[:, None] & col_ok[None, :]
+                z = tl.load(Z + row_off[:, None] + cols[None, :], mask=ok, other=0.0).to(COMPUTE)
+                log_p = tl.where(col_ok[None, :], z * inv_temp - lse[:, None], 0.0)
+                p = tl.where(col_ok[None, :], tl.exp(log_p), 0.0)
+                onehot = tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
+                ds = g_lp[:, None] * (onehot - p) - g_ent[:, None] * (p * (log_p + ent[:, None]))
+                dz = tl.where(valid[:, None], ds * inv_temp, 0.0)
+                tl.store(Z + row_off[:, None] + cols[None, :], dz.to(Z.dtype.element_ty), mask=ok)
+
+    return linear_pg_rows_kernel
+
+
+def chunk_size(n: int, vocab: int, dtype: torch.dtype, config: FusedLossConfig) -> int:
+    """Tokens per chunk: ``config.chunk_tokens``, else as many as fit ``chunk_mib`` (a multiple of 128
+    when at least 128), never more than ``n`` and never less than 1."""
+    if config.chunk_tokens is not None:
+        return max(1, min(config.chunk_tokens, n))
+    per_token = vocab * torch.empty((), dtype=dtype).element_size()
+    fit = int(config.chunk_mib * 2**20) // per_token
+    if fit >= 128:
+        fit -= fit % 128
+    return max(1, min(fit, n))
+
+
+def _add_mm(acc: Tensor | None, a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """``acc + a @ b`` accumulated in ``dtype`` (a new tensor when ``acc`` is None)."""
+    if a.dtype == dtype:
+        return torch.mm(a, b) if acc is None else acc.addmm_(a, b)
+    if acc is None:
+        acc = torch.zeros(a.shape[0], b.shape[1], dtype=dtype, device=a.device)
+    try:  # bf16/fp16 operands, fp32 result without an fp32 copy of the operands (CUDA, torch >= 2.8)
+        return torch.addmm(acc, a, b, out_dtype=dtype, out=acc)
+    except (TypeError, RuntimeError):
+        return acc.addmm_(a.to(dtype), b.to(dtype))
+
+
+def _compute(
+    hidden: Tensor, weight: Tensor, targets: Tensor, tokens: dict[str, Tensor], opts: dict[str, Any],
+    temperature: float, need_x: bool, need_w: bool, config: FusedLossConfig,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """``(stats [NSTAT], logp [N], Ent [N], dX or None, dW or None)``; see the module docstring."""
+    import triton
+
+    n, _ = hidden.shape
+    vocab = weight.shape[0]
+    gemm = torch.promote_types(hidden.dtype, weight.dtype)
+    acc = torch.float64 if gemm == torch.float64 else torch.float32
+    x = hidden if hidden.dtype == gemm else hidden.to(gemm)
+    w = weight if weight.dtype == gemm else weight.to(gemm)
+    params, flags = term_options(opts, tokens["ref"] is not None, acc, hidden.device)
+    chunk = chunk_size(n, vocab, gemm, config)
+    programs = [triton.cdiv(min(chunk, n - start), config.block_n) for start in range(0, n, chunk)]
+    buf = torch.empty(min(chunk, n), vocab, dtype=gemm, device=hidden.device)
+    logp, ent = empty(n, dtype=acc, device=hidden.device), empty(n, dtype=acc, device=hidden.device)
+    stats = empty(sum(programs), NUM_STATS, dtype=acc, device=hidden.device)
+    grad_x = empty(n, hidden.shape[1], dtype=hidden.dtype, device=hidden.device) if need_x else None
+    accum = acc if config.grad_accum == "float32" else gemm
+    grad_w: Tensor | None = None
+    extra = {"num_warps": config.num_warps} if hidden.is_cuda else {}
+    ref = tokens["ref"] if tokens["ref"] is not None else tokens["old"]  # a dummy pointer without a reference
+    first = 0  # first stats row of the chunk
+    for start, count in zip(range(0, n, chunk), programs):
+        stop = min(start + chunk, n)
+        rows = stop - start
+        z = buf[:rows]
+        torch.mm(x[start:stop], w.T, out=z)
+        _kernel()[(count,)](
+            z, z.stride(0), targets[start:stop], tokens["old"][start:stop], ref[start:stop],
+            tokens["adv"][start:stop], tokens["mask"][start:stop], tokens["w"][start:stop], params,
+            logp[start:stop], ent[start:stop], stats[first:],
+            rows, 1.0 / temperature, float(opts["entropy_coef"]), V=vocab, **flags,
+            WRITE_GRAD=need_x or need_w, COMPUTE=_tl_dtype(acc), NSTAT=NUM_STATS,
+            BLOCK_N=config.block_n, BLOCK_V=config.block_v, **extra,
+        )
+        first += count
+        if grad_x is not None:
+            grad_x[start:stop] = torch.mm(z, w).to(grad_x.dtype)
+        if need_w:
+            grad_w = _add_mm(grad_w, z.T, x[start:stop], accum)
+    if grad_w is not None and grad_w.dtype != weight.dtype:
+        grad_w = grad_w.to(weight.dtype)
+    return stats.sum(0), logp, ent, grad_x, grad_w
+
+
+class _LinearPGFunction(torch.autograd.Function):
+    """``(loss, stats, logp, Ent) = f(hidden, weight)``: gradients formed in the forward, scaled in the backward."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, hidden: Tensor, weight: Tensor, targets: Tensor, tokens: dict[str, Tensor],
+        opts: dict[str, Any], temperature: float, config: FusedLossConfig,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        stats, logp, ent, grad_x, grad_w = _compute(
+            hidden, weight, targets, tokens, opts, temperature, need_x, need_w, config
+        )
+        loss = stats[0] - opts["entropy_coef"] * stats[2]
+        if tokens["ref"] is not None:
+            loss = loss + opts["kl_coef"] * stats[1]
+        ctx.grads = (grad_x, grad_w)  # not saved tensors: released as soon as the backward returns them
+        ctx.mark_non_differentiable(stats, logp, ent)
+        return loss, stats, logp, ent
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_loss: Tensor, *_: Any) -> tuple[Any, ...]:
+        grad_x, grad_w = ctx.grads
+        ctx.grads = None
+        if not bool(grad_loss == 1):
+            grad_x = grad_x.mul_(grad_loss.to(grad_x.dtype)) if grad_x is not None else None
+            grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype)) if grad_w is not None else None
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def fused_linear_pg_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    batch: TrainBatch,
+    *,
+    temperature: float = 1.0,
+    config: FusedLossConfig | None = None,
+    **opts: Any,
+) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
+    """The ``clipped_pg`` loss straight from hidden states, never holding more than a chunk of logits.
+
+    Args:
+        hidden: ``[B, T, H]`` (or ``[B*T, H]``) hidden states predicting each completion token.
+        weight: ``[V, H]`` output-layer weight.
+        targets: ``[B, T]`` (or ``[B*T]``) sampled token ids in ``[0, V)``.
+        batch: Supplies ``mask``, ``advantages``, ``old_logprobs``, ``ref_logprobs`` and the global counts.
+        temperature: Divides the logits, exactly once (match the sampler).
+        config: Chunking and tiles (:class:`FusedLossConfig`; a CPU default under the interpreter).
+        **opts: ``eps_low``, ``eps_high``, ``dual_clip_c``, ``delta``, ``logratio_clamp``, ``kl_coef``,
+            ``kl_estimator``, ``kl_input_clamp``, ``kl_output_clamp``, ``agg`` and ``entropy_coef`` (all
+            required; see :class:`rlsdk_plugins.policy_gradient.ClippedPG`).
+
+    Returns:
+        ``(loss, sums, logprobs [B, T], entropy [B, T])``: the differentiable scalar, the detached token
+        sums ``pg_loss``, ``kl``, ``clip_frac``, ``ratio_mean``, ``dual_clip_frac``, ``entropy`` and
+        ``tokens`` (each ``sum m * value``), and the detached per-token log-probs and entropies.
+    """
+    shape = tuple(batch.mask.shape)
+    x2 = hidden.reshape(-1, hidden.shape[-1])
+    y1 = targets.reshape(-1)
+    if x2.shape[0] != batch.mask.numel() or y1.shape[0] != batch.mask.numel():
+        raise ValueError(
+            f"fused linear pg loss: hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} must hold "
+            f"one row per token of mask {shape} ({batch.mask.numel()} tokens)"
+        )
+    check_logprob_inputs(x2, weight, y1, temperature, backend="fused linear pg loss")
+    if config is None:
+        config = FusedLossConfig() if hidden.is_cuda else CPU_CONFIG
+    acc = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype) else torch.float32
+    mask = batch.mask.reshape(-1).contiguous()
+    scale = _row_scale(batch.mask, batch, opts["agg"], acc)
+    tokens = {
+        "mask": mask,
+        "w": (batch.mask.to(acc) * scale[:, None]).reshape(-1).contiguous(),
+        "old": batch.old_logprobs.detach().reshape(-1).contiguous(),
+        "adv": batch.advantages.detach().reshape(-1).contiguous(),
+        "ref": None if batch.ref_logprobs is None else batch.ref_logprobs.detach().reshape(-1).contiguous(),
+    }
+    if x2.shape[0] == 0:
+        zero = (x2.sum() + weight.sum()) * 0
+        sums = {k: torch.zeros((), dtype=acc) for k in STAT_NAMES[3:]}
+        return zero.to(acc), sums, torch.zeros(shape, dtype=acc), torch.zeros(shape, dtype=acc)
+    loss, stats, logp, ent = _LinearPGFunction.apply(
+        x2, weight, y1.contiguous(), tokens, opts, float(temperature), config
+    )
+    sums = dict(zip(STAT_NAMES[3:], stats[3:]))
+    return loss, sums, logp.view(shape), ent.view(shape)
