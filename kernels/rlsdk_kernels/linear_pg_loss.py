@@ -294,6 +294,11 @@ class _LinearPGFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_loss: Tensor, *_: Any) -> tuple[Any, ...]:
+        if ctx.grads is None:
+            raise RuntimeError(
+                "fused linear pg loss: backward ran twice through one forward; its gradients are formed in the "
+                "forward and handed over (not copied) by the first backward, so retain_graph=True is not supported"
+            )
         grad_x, grad_w = ctx.grads
         ctx.grads = None
         if not bool(grad_loss == 1):

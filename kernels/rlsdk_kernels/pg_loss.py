@@ -34,7 +34,9 @@ Where this kernel cannot run (no CUDA and no ``TRITON_INTERPRET=1``, or triton m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import os
 from typing import Any
 
@@ -43,6 +45,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LossOutput, TrainBatch
+from rlsdk.errors import ConfigError
 from rlsdk.functional import AGGREGATION_MODES, aggregate
 from rlsdk_plugins.policy_gradient import ClippedPG
 from rlsdk_kernels._buffers import empty
@@ -371,11 +374,30 @@ class FusedClippedPG(ClippedPG):
     call is delegated to ``clipped_pg``. The options and their validation are ``clipped_pg``'s own
     (this class subclasses it).
 
+    :meth:`from_hidden` goes one step further: from the hidden states and the output weight straight
+    to the loss (:func:`rlsdk_kernels.linear_pg_loss.fused_linear_pg_loss`, gradients formed in the
+    forward, never more than a chunk of logits); the trainer uses it for the policy update.
+
     Args:
-        **options: Exactly those of :class:`rlsdk_plugins.policy_gradient.ClippedPG`.
+        chunk_tokens: Tokens per chunk of :meth:`from_hidden`; None sizes chunks by ``chunk_mib``.
+        chunk_mib: Memory budget of one chunk's logits in :meth:`from_hidden`, in MiB.
+        grad_accum: ``"weight"`` or ``"float32"``: the dtype in which :meth:`from_hidden` accumulates
+            the output-weight gradient across chunks (see :mod:`rlsdk_kernels.linear_pg_loss`).
+        **options: Those of :class:`rlsdk_plugins.policy_gradient.ClippedPG`.
     """
 
     name = "fused_clipped_pg"
+
+    def __init__(
+        self, *, chunk_tokens: int | None = None, chunk_mib: float = 384.0, grad_accum: str = "weight", **options: Any
+    ) -> None:
+        from rlsdk_kernels.linear_pg_loss import FusedLossConfig
+
+        super().__init__(**options)
+        try:
+            self.kernel_config = FusedLossConfig(chunk_tokens=chunk_tokens, chunk_mib=chunk_mib, grad_accum=grad_accum)
+        except ValueError as exc:
+            raise ConfigError(f"loss {self.name}: {exc}") from None
 
     @property
     def opts(self) -> dict[str, Any]:
@@ -389,6 +411,62 @@ class FusedClippedPG(ClippedPG):
     def supports(self, device: torch.device | str) -> bool:
         """Whether the fused kernel runs on ``device`` (elsewhere the call falls back to ``clipped_pg``)."""
         return supports(device)
+
+    def _check_ref(self, batch: TrainBatch) -> None:
+        if batch.ref_logprobs is None and self.needs_ref_logprobs:
+            raise ValueError(
+                f"loss {self.name}: loss.kl_coef = {self.kl_coef:g} needs batch.ref_logprobs, but it is "
+                "None (the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
+            )
+
+    def _metrics(self, sums: dict[str, Tensor], batch: TrainBatch, with_entropy: bool) -> dict[str, float]:
+        """Token means of the kernel's sums, in ``clipped_pg``'s order (one device sync for all)."""
+        keys = ["pg_loss", "clip_frac", "ratio_mean"]
+        if self.dual_clip_c is not None:
+            keys.append("dual_clip_frac")
+        if batch.ref_logprobs is not None:
+            keys.append("kl")
+        if with_entropy:
+            keys.append("entropy")
+        n_tok = max(float(batch.num_tokens or 0.0), 1.0)
+        values = torch.stack([sums[k] for k in keys]).tolist()
+        return {k: v / n_tok for k, v in zip(keys, values)}
+
+    def from_hidden(
+        self, hidden: Tensor, weight: Tensor, targets: Tensor, batch: TrainBatch, *, temperature: float, backend: Any
+    ) -> tuple[LossOutput, Tensor, Tensor]:
+        """The loss straight from hidden states (fused log-prob + loss; see the class docstring).
+
+        Args:
+            hidden: ``[B * T, H]`` hidden states predicting the completion tokens of ``batch``.
+            weight: ``[V, H]`` output-layer weight.
+            targets: ``[B * T]`` completion token ids.
+            batch: The micro-batch with the global batch's counts.
+            temperature: Divides the logits (the sampling temperature).
+            backend: The configured logprob backend, used where the fused kernel cannot run (then
+                the result is ``backend`` followed by :meth:`__call__`).
+
+        Returns:
+            ``(LossOutput, logprobs [B, T], entropy [B, T])``; the log-probs and entropies are detached
+            on the fused path.
+        """
+        from rlsdk_kernels.linear_pg_loss import CPU_CONFIG, fused_linear_pg_loss
+
+        shape = batch.mask.shape
+        if not supports(hidden.device):
+            out = backend(hidden, weight, targets, temperature=temperature, with_entropy=True)
+            logprobs, entropy = out.logprobs.view(shape), out.entropy.view(shape)
+            batch = TrainBatch(**{**vars(batch), "entropy": entropy if self.needs_entropy else None})
+            return self(logprobs, batch), logprobs, entropy
+        self._check_ref(batch)
+        config = self.kernel_config
+        if not hidden.is_cuda:  # the interpreter is faster with wide row tiles
+            config = dataclasses.replace(config, block_n=CPU_CONFIG.block_n, block_v=CPU_CONFIG.block_v)
+        loss, sums, logprobs, entropy = fused_linear_pg_loss(
+            hidden, weight, targets, batch, temperature=temperature, config=config,
+            entropy_coef=self.entropy_coef, **self.opts,
+        )
+        return LossOutput(loss=loss, metrics=self._metrics(sums, batch, self.needs_entropy)), logprobs, entropy
 
     def __call__(self, logprobs: Tensor, batch: TrainBatch) -> LossOutput:
         """Loss of one micro-batch, normalised by the global counts of ``batch``.
@@ -406,20 +484,9 @@ class FusedClippedPG(ClippedPG):
             )
         if not supports(logprobs.device) or logprobs.dtype not in (torch.float32, torch.float64):
             return super().__call__(logprobs, batch)
-        if batch.ref_logprobs is None and self.needs_ref_logprobs:
-            raise ValueError(
-                f"loss {self.name}: loss.kl_coef = {self.kl_coef:g} needs batch.ref_logprobs, but it is "
-                "None (the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
-            )
+        self._check_ref(batch)
         loss, sums = fused_pg_loss(logprobs, batch, **self.opts)
-        keys = ["pg_loss", "clip_frac", "ratio_mean"]
-        if self.dual_clip_c is not None:
-            keys.append("dual_clip_frac")
-        if batch.ref_logprobs is not None:
-            keys.append("kl")
-        n_tok = max(float(batch.num_tokens or 0.0), 1.0)
-        values = torch.stack([sums[k] for k in keys]).tolist()  # one device sync for every metric
-        metrics = {k: v / n_tok for k, v in zip(keys, values)}
+        metrics = self._metrics(sums, batch, with_entropy=False)
         if batch.entropy is not None:
             valid = batch.mask > 0
             entropy = torch.where(valid, batch.entropy, torch.zeros((), dtype=batch.entropy.dtype, device=valid.device))
@@ -433,3 +500,12 @@ class FusedClippedPG(ClippedPG):
             )
         order = ("pg_loss", "clip_frac", "ratio_mean", "dual_clip_frac", "kl", "entropy")  # clipped_pg's order
         return LossOutput(loss=loss.to(logprobs.dtype), metrics={k: metrics[k] for k in order if k in metrics})
+
+
+# Option checking reads the signature: ClippedPG's options plus the kernel's.
+FusedClippedPG.__init__.__signature__ = inspect.signature(ClippedPG.__init__).replace(  # type: ignore[attr-defined]
+    parameters=[
+        *inspect.signature(ClippedPG.__init__).parameters.values(),
+        *list(inspect.signature(FusedClippedPG.__init__).parameters.values())[1:-1],
+    ]
+)

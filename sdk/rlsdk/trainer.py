@@ -9,6 +9,7 @@ One step::
     for epoch, mini-batch (one optimiser step each), micro-batch (gradient accumulation):
         logprobs, entropy = logprob backend on policy (with grad)
         loss(logprobs, micro_batch).loss.backward()                       # global counts: split-invariant
+        (a loss with ``from_hidden`` takes the hidden states instead: fused log-prob + loss)
     clip grad norm, optimiser step, write metrics, checkpoint
 
 Everything random comes from named streams of one root seed (:class:`rlsdk.research.SeedTree`),
@@ -38,9 +39,12 @@ from rlsdk.plugins import Registry
 from rlsdk.research.manifest import build_manifest
 from rlsdk.research.seeds import SeedTree
 from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
-from rlsdk.types import Example, LogprobBackend, Policy, RolloutBatch, TrainBatch
+from rlsdk.types import Example, LogprobBackend, LossOutput, Policy, RolloutBatch, TrainBatch
 
-__all__ = ["Run", "RewardTerm", "build_run", "train", "sequence_logprobs", "select_backend", "default_run_dir"]
+__all__ = [
+    "Run", "RewardTerm", "build_run", "train", "completion_states", "sequence_logprobs", "micro_batch_loss",
+    "select_backend", "default_run_dir",
+]
 
 
 @dataclass
@@ -174,6 +178,19 @@ def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -
 # One step
 
 
+def completion_states(
+    policy: Policy, sequences: Tensor, attention_mask: Tensor, completion_length: int
+) -> tuple[Tensor, Tensor]:
+    """``(hidden [B*T, H], targets [B*T])`` for the last ``T`` tokens of ``sequences [B, S]``.
+
+    Position ``t`` of the completion is predicted by the hidden state at ``S - T + t - 1``.
+    """
+    b, s = sequences.shape
+    t = completion_length
+    hidden = policy.hidden_states(sequences, attention_mask)[:, s - t - 1 : s - 1, :]
+    return hidden.reshape(b * t, -1), sequences[:, s - t :].reshape(b * t)
+
+
 def sequence_logprobs(
     policy: Policy,
     backend: LogprobBackend,
@@ -185,22 +202,40 @@ def sequence_logprobs(
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probabilities ``[B, T]`` (and entropies) of the last ``T`` tokens of ``sequences [B, S]``.
 
-    Position ``t`` of the completion is predicted by the hidden state at ``S - T + t - 1``.
     Temperature 0 (greedy sampling) is treated as 1.
     """
-    b, s = sequences.shape
-    t = completion_length
-    hidden = policy.hidden_states(sequences, attention_mask)[:, s - t - 1 : s - 1, :]
-    targets = sequences[:, s - t :]
+    b, t = sequences.shape[0], completion_length
+    hidden, targets = completion_states(policy, sequences, attention_mask, t)
     out = backend(
-        hidden.reshape(b * t, -1),
-        policy.output_weight(),
-        targets.reshape(b * t),
-        temperature=temperature if temperature > 0 else 1.0,
-        with_entropy=with_entropy,
+        hidden, policy.output_weight(), targets, temperature=_logit_temperature(temperature), with_entropy=with_entropy
     )
     entropy = out.entropy.view(b, t) if out.entropy is not None else None
     return out.logprobs.view(b, t), entropy
+
+
+def _logit_temperature(temperature: float) -> float:
+    return temperature if temperature > 0 else 1.0
+
+
+def micro_batch_loss(run: Run, micro: TrainBatch, completion_length: int, temperature: float) -> tuple[LossOutput, Tensor]:
+    """``(loss output, entropy [B, T])`` of one micro-batch under the current policy (with gradient).
+
+    A loss that defines ``from_hidden(hidden, weight, targets, batch, *, temperature, backend)`` gets the
+    hidden states and computes the log-probs itself (a fused kernel); any other loss gets the log-probs
+    of the configured backend, and ``batch.entropy`` when it ``needs_entropy``.
+    """
+    hidden, targets = completion_states(run.policy, micro.sequences, micro.attention_mask, completion_length)
+    temperature = _logit_temperature(temperature)
+    from_hidden = getattr(run.loss, "from_hidden", None)
+    if from_hidden is not None:
+        out, _, entropy = from_hidden(
+            hidden, run.policy.output_weight(), targets, micro, temperature=temperature, backend=run.backend
+        )
+        return out, entropy
+    lp = run.backend(hidden, run.policy.output_weight(), targets, temperature=temperature, with_entropy=True)
+    logprobs, entropy = lp.logprobs.view(micro.mask.shape), lp.entropy.view(micro.mask.shape)
+    micro.entropy = entropy if getattr(run.loss, "needs_entropy", False) else None
+    return run.loss(logprobs, micro), entropy
 
 
 def learning_rate(train_cfg: dict[str, Any], step: int) -> float:
@@ -265,7 +300,6 @@ def train_step(run: Run) -> dict[str, Any]:
     gen_time = time.perf_counter() - start
 
     # -- updates (the policy stays in eval mode: dropout would make the on-policy ratio differ from 1)
-    needs_entropy = bool(getattr(run.loss, "needs_entropy", False))
     max_length = float(getattr(run.sampler, "max_new_tokens", t_len))
     full = TrainBatch.from_rollout(rollout, advantages, max_length=max_length)
     lr = learning_rate(cfg, run.step)
@@ -280,11 +314,7 @@ def train_step(run: Run) -> dict[str, Any]:
             stats: dict[str, float] = {"loss": 0.0, "entropy": 0.0}
             for micro in mini.split(min(int(cfg["micro_batches"]), mini.mask.shape[0])):
                 micro = _to(micro, run.device)
-                logprobs, entropy = sequence_logprobs(
-                    run.policy, run.backend, micro.sequences, micro.attention_mask, t_len, temperature, with_entropy=True
-                )
-                micro.entropy = entropy if needs_entropy else None
-                out = run.loss(logprobs, micro)
+                out, entropy = micro_batch_loss(run, micro, t_len, temperature)
                 out.loss.backward()
                 stats["loss"] += float(out.loss.detach())
                 stats["entropy"] += float(aggregate(entropy.detach(), micro, "token-mean"))

@@ -1,0 +1,366 @@
+"""The fused hidden-states -> clipped PG loss (``rlsdk_kernels.linear_pg_loss``) against PyTorch.
+
+The reference is the ``torch`` path in float64: materialised logits, ``log_softmax``, gather,
+entropy, then the ``clipped_pg`` loss and autograd. Without CUDA the row kernel runs under the Triton
+interpreter (``TRITON_INTERPRET=1``) on tiny odd shapes: ``V`` is never a multiple of the 16-column
+tiles, chunks of 5 or 7 tokens cut rows of the batch apart, and the last chunk is short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rlsdk
+import rlsdk.testing
+from rlsdk.errors import ConfigError
+
+pytest.importorskip("triton")
+
+try:
+    import rlsdk_kernels  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
+
+from rlsdk_kernels import pg_loss  # noqa: E402
+from rlsdk_kernels.linear_pg_loss import FusedLossConfig, chunk_size, fused_linear_pg_loss  # noqa: E402
+from rlsdk_kernels.pg_loss import FusedClippedPG  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TINY = FusedLossConfig(chunk_tokens=5, block_n=2, block_v=16)
+BASE = {
+    "eps_low": 0.2, "eps_high": 0.28, "dual_clip_c": None, "delta": None, "logratio_clamp": 20.0, "kl_coef": 0.05,
+    "kl_estimator": "k3", "kl_input_clamp": 20.0, "kl_output_clamp": 10.0, "agg": "token-mean", "entropy_coef": 0.01,
+}  # fmt: skip
+
+pytestmark = pytest.mark.skipif(not pg_loss.supports(DEVICE), reason="the Triton kernel cannot run here")
+
+
+def make(rows=3, length=7, h=20, v=53, seed=0, dtype=torch.float64, temperature=0.7, spread=0.1):
+    """Hidden states, weight, targets and a ragged batch whose old/ref log-probs are near the truth."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, length, h, generator=g, dtype=torch.float64)
+    weight = torch.randn(v, h, generator=g, dtype=torch.float64) / math.sqrt(h) * 3
+    targets = torch.randint(0, v, (rows, length), generator=g)
+    mask = torch.ones(rows, length, dtype=torch.float64)
+    mask[0, length - 2 :] = 0
+    mask[-1, 3:] = 0
+    with torch.no_grad():
+        lp = torch.log_softmax(hidden @ weight.T / temperature, -1).gather(-1, targets[..., None]).squeeze(-1)
+    batch = rlsdk.TrainBatch(
+        mask=mask,
+        advantages=(torch.randn(rows, 1, generator=g, dtype=torch.float64) * mask).contiguous(),
+        old_logprobs=lp + spread * torch.randn(rows, length, generator=g, dtype=torch.float64),
+        ref_logprobs=lp + spread * torch.randn(rows, length, generator=g, dtype=torch.float64),
+        rewards=torch.zeros(rows),
+        group_ids=torch.arange(rows) // 2,
+        max_length=float(length),
+    )
+    batch = dataclasses.replace(
+        batch, **{f: getattr(batch, f).to(DEVICE) for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")}
+    )
+    return hidden.to(DEVICE, dtype), weight.to(DEVICE, dtype), targets.to(DEVICE), batch
+
+
+def reference(hidden, weight, targets, batch, temperature, opts, dtype=torch.float64, grad_scale=1.0):
+    """The torch path: logits in ``dtype``, fp32/fp64 log-softmax, clipped_pg; loss, metrics, dX, dW."""
+    h = hidden.detach().to(dtype).requires_grad_(True)
+    w = weight.detach().to(dtype).requires_grad_(True)
+    logits = (h.reshape(-1, h.shape[-1]) @ w.T).to(torch.promote_types(dtype, torch.float32)) / temperature
+    log_p = torch.log_softmax(logits, -1)
+    lp = log_p.gather(-1, targets.reshape(-1, 1)).squeeze(-1).view(batch.mask.shape)
+    ent = -(log_p.exp() * log_p).sum(-1).view(batch.mask.shape)
+    loss_fn = rlsdk.create("loss", "clipped_pg", **opts)
+    b = dataclasses.replace(batch, entropy=ent if loss_fn.needs_entropy else None)
+    out = loss_fn(lp.to(batch.mask.dtype), b)
+    (grad_scale * out.loss).backward()
+    return float(out.loss.detach()), out.metrics, h.grad, w.grad, lp.detach(), ent.detach()
+
+
+def fused(hidden, weight, targets, batch, temperature, opts, config=TINY, grad_scale=1.0):
+    h = hidden.detach().clone().requires_grad_(True)
+    w = weight.detach().clone().requires_grad_(True)
+    loss, sums, lp, ent = fused_linear_pg_loss(h, w, targets, batch, temperature=temperature, config=config, **opts)
+    (grad_scale * loss).backward()
+    return float(loss.detach()), sums, h.grad, w.grad, lp, ent
+
+
+def close(a, b, rtol):
+    return float((a - b).abs().max()) <= rtol * max(float(b.abs().max()), 1e-6)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("dual_clip_c", [None, 1.5])
+def test_matches_torch_float64(agg, dual_clip_c):
+    hidden, weight, targets, batch = make(spread=0.4)
+    opts = {**BASE, "agg": agg, "dual_clip_c": dual_clip_c}
+    ref_loss, ref_metrics, ref_dx, ref_dw, ref_lp, ref_ent = reference(hidden, weight, targets, batch, 0.7, opts, grad_scale=2.0)
+    loss, sums, dx, dw, lp, ent = fused(hidden, weight, targets, batch, 0.7, opts, grad_scale=2.0)
+    assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-14)
+    assert close(dx, ref_dx, 1e-11) and close(dw, ref_dw, 1e-11)
+    assert close(lp, ref_lp, 1e-12) and close(ent, ref_ent, 1e-12)
+    n_tok = float(batch.mask.sum())
+    for key, value in ref_metrics.items():
+        assert float(sums[key]) / n_tok == pytest.approx(value, rel=1e-10, abs=1e-12), key
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"kl_estimator": "k1"}, {"kl_estimator": "k2", "kl_output_clamp": None}, {"kl_estimator": "abs"},
+        {"kl_estimator": "k3+"}, {"delta": 1.5, "entropy_coef": 0.0}, {"kl_coef": 0.0, "logratio_clamp": None},
+        {"eps_low": 0.05, "eps_high": 0.05, "dual_clip_c": 2.0},
+    ],
+)  # fmt: skip
+def test_every_option_matches(changes):
+    hidden, weight, targets, batch = make(seed=3, spread=0.6)
+    opts = {**BASE, **changes}
+    ref_loss, _, ref_dx, ref_dw, _, _ = reference(hidden, weight, targets, batch, 1.3, opts)
+    loss, _, dx, dw, _, _ = fused(hidden, weight, targets, batch, 1.3, opts)
+    assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-14)
+    assert close(dx, ref_dx, 1e-11) and close(dw, ref_dw, 1e-11)
+
+
+def test_clipping_and_masks_are_exercised():
+    """The comparison above is meaningful: clipped tokens exist, masked rows get exactly zero gradient."""
+    hidden, weight, targets, batch = make(spread=0.4)
+    _, sums, dx, _, _, _ = fused(hidden, weight, targets, batch, 0.7, BASE)
+    assert 0 < float(sums["clip_frac"]) < float(sums["tokens"])
+    masked = (batch.mask.reshape(-1) == 0).cpu()
+    assert masked.any() and (dx.reshape(-1, dx.shape[-1])[masked] == 0).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 21, 1000])
+def test_chunking_does_not_change_the_result(chunk):
+    hidden, weight, targets, batch = make(seed=5)
+    base = fused(hidden, weight, targets, batch, 1.0, BASE, FusedLossConfig(chunk_tokens=3, block_n=4, block_v=32))
+    got = fused(hidden, weight, targets, batch, 1.0, BASE, FusedLossConfig(chunk_tokens=chunk, block_n=1, block_v=16))
+    assert got[0] == pytest.approx(base[0], rel=1e-12)
+    assert close(got[2], base[2], 1e-12) and close(got[3], base[3], 1e-11)
+
+
+def test_nan_at_masked_positions_does_not_leak():
+    hidden, weight, targets, batch = make(seed=7)
+    masked = batch.mask == 0
+    poisoned = dataclasses.replace(
+        batch,
+        old_logprobs=batch.old_logprobs.masked_fill(masked, float("nan")),
+        ref_logprobs=batch.ref_logprobs.masked_fill(masked, float("inf")),
+        advantages=batch.advantages.masked_fill(masked, float("nan")),
+    )
+    clean = fused(hidden, weight, targets, batch, 1.0, BASE)
+    dirty = fused(hidden, weight, targets, poisoned, 1.0, BASE)
+    assert dirty[0] == clean[0]
+    assert torch.equal(dirty[2], clean[2]) and torch.equal(dirty[3], clean[3])
+
+
+def test_poisoned_buffers_are_fully_written(monkeypatch):
+    monkeypatch.setenv("RLSDK_KERNELS_POISON", "1")
+    hidden, weight, targets, batch = make(rows=4, length=9, v=37, seed=11)
+    loss, sums, dx, dw, lp, ent = fused(hidden, weight, targets, batch, 1.0, BASE, FusedLossConfig(chunk_tokens=7, block_n=4, block_v=16))
+    for t in (dx, dw, lp, ent, *sums.values()):
+        assert torch.isfinite(t).all()
+    assert math.isfinite(loss)
+
+
+def test_grad_only_where_asked_and_forward_only():
+    hidden, weight, targets, batch = make(seed=2)
+    full = fused(hidden, weight, targets, batch, 1.0, BASE)
+    w = weight.clone().requires_grad_(True)
+    loss, _, _, _ = fused_linear_pg_loss(hidden, w, targets, batch, temperature=1.0, config=TINY, **BASE)
+    loss.backward()
+    assert torch.equal(w.grad, full[3])
+    with torch.no_grad():
+        value, sums, _, _ = fused_linear_pg_loss(hidden, weight, targets, batch, temperature=1.0, config=TINY, **BASE)
+    assert float(value) == full[0] and float(sums["tokens"]) == float(batch.mask.sum())
+
+
+def test_gradients_match_finite_differences_float64():
+    """Directional derivatives along random directions equal central differences (gradcheck's idea;
+    gradcheck itself reruns the backward on one graph, which this op refuses by design)."""
+    hidden, weight, targets, batch = make(rows=2, length=4, h=5, v=19, seed=4)
+    opts = {**BASE, "kl_estimator": "k2", "kl_output_clamp": None, "entropy_coef": 0.1}
+
+    def f(h, w):
+        return fused_linear_pg_loss(h, w, targets, batch, temperature=0.9, config=TINY, **opts)[0]
+
+    h = hidden.detach().clone().requires_grad_(True)
+    w = weight.detach().clone().requires_grad_(True)
+    f(h, w).backward()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        u = torch.randn(hidden.shape, generator=g, dtype=torch.float64).to(DEVICE)
+        v = torch.randn(weight.shape, generator=g, dtype=torch.float64).to(DEVICE)
+        eps = 1e-6
+        with torch.no_grad():
+            numeric = (f(hidden + eps * u, weight + eps * v) - f(hidden - eps * u, weight - eps * v)) / (2 * eps)
+        analytic = (h.grad * u).sum() + (w.grad * v).sum()
+        assert float(numeric) == pytest.approx(float(analytic), rel=1e-6, abs=1e-9)
+
+
+def test_backward_twice_is_a_clear_error():
+    hidden, weight, targets, batch = make()
+    h = hidden.clone().requires_grad_(True)
+    loss = fused_linear_pg_loss(h, weight, targets, batch, config=TINY, **BASE)[0]
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("grad_accum", ["weight", "float32"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_no_worse_than_torch_same_dtype(dtype, grad_accum):
+    """|fused - fp64 truth| <= |same-dtype torch - fp64 truth| + tol, for the loss and both gradients."""
+    hidden, weight, targets, batch = make(rows=4, length=16, h=32, v=203, seed=9, dtype=torch.float64, spread=0.3)
+    truth = reference(hidden, weight, targets, batch, 1.0, BASE)
+    low_h, low_w = hidden.to(dtype), weight.to(dtype)
+    torch_low = reference(low_h, low_w, targets, batch, 1.0, BASE, dtype=dtype)
+    config = FusedLossConfig(chunk_tokens=9, block_n=4, block_v=64, grad_accum=grad_accum)
+    ours = fused(low_h, low_w, targets, batch, 1.0, BASE, config)
+    assert ours[2].dtype == dtype and ours[3].dtype == dtype
+    assert abs(ours[0] - truth[0]) <= abs(torch_low[0] - truth[0]) + 2e-3
+    for i, tol in ((2, 2e-3), (3, 2e-3)):
+        err = float((ours[i].double() - truth[i]).abs().max())
+        torch_err = float((torch_low[i].double() - truth[i]).abs().max())
+        assert err <= torch_err + tol * float(truth[i].abs().max()), (i, err, torch_err)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 100_000), vocab=st.integers(1, 300_000), mib=st.floats(0.01, 4096),
+    dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+)  # fmt: skip
+def test_chunk_size_fits_the_budget(n, vocab, mib, dtype):
+    config = FusedLossConfig(chunk_mib=mib)
+    chunk = chunk_size(n, vocab, dtype, config)
+    per_token = vocab * torch.empty((), dtype=dtype).element_size()
+    assert 1 <= chunk <= n
+    assert chunk == 1 or chunk * per_token <= mib * 2**20
+    if chunk >= 128 and chunk < n:
+        assert chunk % 128 == 0
+    assert chunk_size(n, vocab, dtype, FusedLossConfig(chunk_tokens=7)) == min(7, n)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"grad_accum": "fp8"}, "grad_accum must be one of weight, float32; got 'fp8'"),
+        ({"chunk_tokens": 0}, "chunk_tokens must be None or a positive integer; got 0"),
+        ({"chunk_mib": -1}, "chunk_mib must be a number > 0; got -1"),
+    ],
+)
+def test_bad_kernel_options_are_config_errors(options, needle):
+    with pytest.raises(ConfigError, match="fused_clipped_pg") as info:
+        rlsdk.create("loss", "fused_clipped_pg", **options)
+    assert needle in str(info.value)
+    with pytest.raises(ConfigError, match="chunk_tokens"):  # option checking knows the kernel options
+        rlsdk.create("loss", "fused_clipped_pg", chunk_token=3)
+
+
+def test_bad_shapes_are_refused():
+    hidden, weight, targets, batch = make()
+    with pytest.raises(ValueError, match="one row per token of mask"):
+        fused_linear_pg_loss(hidden[:, :-1], weight, targets, batch, **BASE)
+    with pytest.raises(ValueError, match="target ids must lie in"):
+        fused_linear_pg_loss(hidden, weight, targets + 1000, batch, **BASE)
+
+
+def _backend(name):
+    return rlsdk.create("logprob_backend", name)
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.02])
+def test_from_hidden_equals_backend_then_clipped_pg(entropy_coef):
+    hidden, weight, targets, batch = make(seed=13, spread=0.3)
+    batch = dataclasses.replace(batch, **{f: getattr(batch, f).float() for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")})
+    hidden, weight = hidden.float(), weight.float()
+    opts = {k: v for k, v in BASE.items()}
+    opts["entropy_coef"] = entropy_coef
+    loss_fn = FusedClippedPG(**opts, chunk_tokens=4)
+    results = []
+    for path in ("fused", "unfused"):
+        h = hidden.reshape(-1, hidden.shape[-1]).clone().requires_grad_(True)
+        w = weight.clone().requires_grad_(True)
+        if path == "fused":
+            out, lp, ent = loss_fn.from_hidden(h, w, targets.reshape(-1), batch, temperature=0.8, backend=_backend("torch"))
+        else:
+            o = _backend("torch")(h, w, targets.reshape(-1), temperature=0.8, with_entropy=True)
+            b = dataclasses.replace(batch, entropy=o.entropy.view(batch.mask.shape) if entropy_coef else None)
+            out = rlsdk.create("loss", "clipped_pg", **opts)(o.logprobs.view(batch.mask.shape), b)
+        out.loss.backward()
+        results.append((float(out.loss.detach()), out.metrics, h.grad, w.grad))
+    (fl, fm, fx, fw), (ul, um, ux, uw) = results
+    assert fl == pytest.approx(ul, rel=1e-5, abs=1e-7)
+    assert list(fm) == list(um) and ("entropy" in fm) == bool(entropy_coef)
+    for key in um:
+        assert fm[key] == pytest.approx(um[key], rel=1e-5, abs=1e-6), key
+    assert close(fx, ux, 1e-4) and close(fw, uw, 1e-4)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the fallback is for the CPU without the interpreter")
+def test_from_hidden_falls_back_without_the_interpreter(monkeypatch):
+    hidden, weight, targets, batch = make(seed=1)
+    loss_fn = FusedClippedPG(**BASE)
+    expected = loss_fn.from_hidden(hidden.reshape(-1, 20), weight, targets.reshape(-1), batch, temperature=1.0, backend=_backend("torch"))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    calls = []
+    torch_backend = _backend("torch")
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return torch_backend(*args, **kwargs)
+
+    got = loss_fn.from_hidden(hidden.reshape(-1, 20), weight, targets.reshape(-1), batch, temperature=1.0, backend=spy)
+    assert calls == [{"temperature": 1.0, "with_entropy": True}]
+    assert float(got[0].loss) == pytest.approx(float(expected[0].loss), rel=1e-6)
+    assert got[0].metrics == pytest.approx(expected[0].metrics, rel=1e-6)  # the torch backend is fp32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run is the interpreter check")
+def test_training_with_the_fused_loss_matches_clipped_pg(tmp_path, monkeypatch):
+    """Two steps, two micro-batches: the same metrics as ``clipped_pg`` after the ``torch`` backend.
+
+    The learning rate is small because AdamW's first step moves every parameter by about ``lr``
+    whatever the size of its gradient, so rounding-level gradient differences would otherwise
+    become visible in the second step's metrics.
+    """
+    from rlsdk.config import load_config
+    from rlsdk.trainer import train
+    from rlsdk_kernels import linear_pg_loss
+
+    calls = []
+    compute = linear_pg_loss._compute
+    monkeypatch.setattr(linear_pg_loss, "_compute", lambda *a, **k: calls.append(1) or compute(*a, **k))
+
+    reg = rlsdk.get_registry(refresh=True)
+    overrides = [
+        "train.steps=2", "train.prompts_per_step=2", "sampler.n=2", "policy.d_model=16", "policy.n_layers=1",
+        "policy.n_heads=2", "run.plot=false", "run.progress=false", "train.micro_batches=2", "train.lr=1e-5",
+    ]  # fmt: skip
+    rows = {}
+    for name in ("clipped_pg", "fused_clipped_pg"):
+        config = load_config(reg, overrides=[*overrides, f"loss.name={name}", "loss.entropy_coef=0.03", "loss.kl_coef=0.01"])
+        train(config, reg, run_dir=tmp_path / name)
+        rows[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    compared = 0
+    for a, b in zip(rows["clipped_pg"], rows["fused_clipped_pg"], strict=True):
+        for key, value in a.items():
+            if key in {"wall_time", "tokens_per_s", "step_time"} or key.startswith("time") or not isinstance(value, (int, float)):
+                continue
+            assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+            compared += 1
+    assert compared > 10 and "loss/entropy" in rows["fused_clipped_pg"][0]
+    assert len(calls) == 4  # 2 steps x 2 micro-batches went through the fused op
