@@ -7,7 +7,9 @@ against an fp32 reference (fp32 matmul, fp32 log-softmax): max |logp - ref|. Tim
 ``triton.testing.do_bench``; "extra peak GiB" is ``torch.cuda.max_memory_allocated`` above the memory
 allocated before the step. Also printed: the measured bf16 matmul TFLOP/s and the 6THV / 8THV floors
 (``shared/reference/kernels.md`` section 1), and the GRPO loss from hidden states (B = N / 1024
-sequences of 1024 tokens, the last 100 masked, token-mean, k3 KL with beta = 0.04, eps 0.2 / 0.28).
+sequences of 1024 tokens, the last 100 masked, token-mean, k3 KL with beta = 0.04, eps 0.2 / 0.28),
+including rlsdk's fused hidden-states -> loss op (``FusedClippedPG.from_hidden``, 6THV) with both
+``grad_accum`` settings.
 
 Peers run only when installed (``pip install liger-kernel cut-cross-entropy``); the rlsdk triton
 backend and fused loss run when ``rlsdk_kernels`` imports. Without a GPU the script runs small fp32
@@ -204,6 +206,15 @@ def grpo_methods(cuda: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor,
 
         return FusedClippedPG(**GRPO)
 
+    def from_hidden(grad_accum: str) -> Callable[[], Callable[..., Tensor]]:
+        def build() -> Callable[..., Tensor]:
+            from rlsdk_kernels.pg_loss import FusedClippedPG
+
+            loss = FusedClippedPG(**GRPO, grad_accum=grad_accum)
+            return lambda h, w, t, b: loss.from_hidden(h, w, t, b, temperature=1.0, backend=None)[0].loss
+
+        return build
+
     if not cuda:
         return {
             "rlsdk `torch` backend + `clipped_pg`": lambda: with_backend(lambda: _rlsdk_backend("torch"), clipped),
@@ -236,7 +247,9 @@ def grpo_methods(cuda: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor,
         "`torch.compile`": lambda: torch.compile(eager),
         "Liger `LigerFusedLinearGRPOLoss` (chunked)": liger,
         "rlsdk `chunked` backend + `clipped_pg`": lambda: with_backend(lambda: _rlsdk_backend("chunked"), clipped),
-        "rlsdk `triton` backend + `fused_clipped_pg` (ours)": lambda: with_backend(_triton_backend, fused()),
+        "rlsdk `triton` backend + `fused_clipped_pg` (ours, 8THV)": lambda: with_backend(_triton_backend, fused()),
+        "rlsdk fused hidden -> loss, dW accumulated in bf16 (ours, 6THV)": from_hidden("weight"),
+        "rlsdk fused hidden -> loss, dW accumulated in fp32 (ours, 6THV)": from_hidden("float32"),
     }
 
 

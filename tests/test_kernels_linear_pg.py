@@ -176,16 +176,24 @@ def test_poisoned_buffers_are_fully_written(monkeypatch):
     assert math.isfinite(loss)
 
 
-def test_grad_only_where_asked_and_forward_only():
+def test_grad_only_where_asked_and_forward_only(monkeypatch):
+    from rlsdk_kernels import linear_pg_loss
+
     hidden, weight, targets, batch = make(seed=2)
     full = fused(hidden, weight, targets, batch, 1.0, BASE)
     w = weight.clone().requires_grad_(True)
     loss, _, _, _ = fused_linear_pg_loss(hidden, w, targets, batch, temperature=1.0, config=TINY, **BASE)
     loss.backward()
     assert torch.equal(w.grad, full[3])
+    gemms = []
+    add_mm = linear_pg_loss._add_mm
+    monkeypatch.setattr(linear_pg_loss, "_add_mm", lambda *a: gemms.append(1) or add_mm(*a))
     with torch.no_grad():
-        value, sums, _, _ = fused_linear_pg_loss(hidden, weight, targets, batch, temperature=1.0, config=TINY, **BASE)
+        value, sums, _, _ = fused_linear_pg_loss(
+            hidden, w, targets, batch, temperature=1.0, config=TINY, **BASE
+        )
     assert float(value) == full[0] and float(sums["tokens"]) == float(batch.mask.sum())
+    assert not gemms  # no gradient pass under no_grad, although w requires grad
 
 
 def test_gradients_match_finite_differences_float64():

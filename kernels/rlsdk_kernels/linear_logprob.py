@@ -8,7 +8,7 @@ temperature ``tau`` (notation of ``shared/reference/kernels.md`` section 0)::
     logp_n = s_{n, y_n} - lse_n
     Ent_n  = lse_n - sum_j p_{n, j} s_{n, j}       p = softmax(s)
 
-Forward (:func:`_forward_kernel`): grid ``(token blocks, vocabulary splits)``. Each program walks its
+Forward (``_forward_kernel``): grid ``(token blocks, vocabulary splits)``. Each program walks its
 vocabulary split in ``BLOCK_V`` columns, forms each logit tile with ``tl.dot`` over ``H`` in
 ``BLOCK_H`` steps (fp32 accumulation; fp64 for fp64 inputs), and keeps per row an online
 ``(m, S, P, s_y)``: running max, ``S = sum_j e^(s_j - m)``, ``P = sum_j e^(s_j - m) (s_j - m)`` and the
@@ -21,7 +21,7 @@ The per-split partials are merged by a tiny PyTorch epilogue (verl style: no ato
 Only ``hidden``, ``weight``, ``targets``, ``lse`` and ``Ent`` are saved for the backward (8 bytes per
 token on top of the inputs).
 
-Backward (:func:`_grad_logits_kernel`, 8THV in total): the vocabulary is walked in slices of
+Backward (``_grad_logits_kernel``, 8THV in total): the vocabulary is walked in slices of
 ``backward_slice`` columns; per slice a Triton kernel recomputes the logit tiles and writes::
 
     ds_j = g_logp (onehot_j - p_j) - g_ent p_j (log p_j + Ent),   dz = ds / tau
@@ -64,7 +64,7 @@ __all__ = [
     "triton_available",
 ]
 
-#: Default tiles on CUDA (untuned first version) and under the interpreter (small: fast in numpy).
+#: Default tiles on CUDA (untuned first version) and under the interpreter (small, so fast in numpy).
 CUDA_TILES = {"block_n": 64, "block_v": 128, "block_h": 64}
 CPU_TILES = {"block_n": 16, "block_v": 32, "block_h": 16}
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -487,16 +487,13 @@ class TritonLogprobBackend:
         block_n, block_v, block_h, vocab_splits, backward_slice, num_warps, allow_tf32: see
             :class:`KernelConfig` (None keeps the device default: 64/128/64 on CUDA, 16/32/16 on CPU).
         ignore_index: Target id whose tokens get log-prob 0, entropy 0 and no gradient.
-
-    Attributes:
-        priority: 100 (above ``torch``'s 10, so ``auto`` picks it) on a machine with CUDA; 0 on a
-            machine without, so ``auto`` never picks the slow interpreter on a CPU even when
-            ``TRITON_INTERPRET=1`` is set for tests (``logprob.backend=triton`` still selects it).
     """
 
     @property
     def priority(self) -> int:
-        """100 where CUDA is available, else 0 (see the class docstring)."""
+        """100 (above ``torch``'s 10, so ``auto`` picks it) on a machine with CUDA; 0 on a machine
+        without, so ``auto`` never picks the slow interpreter on a CPU even when ``TRITON_INTERPRET=1``
+        is set for tests (``logprob.backend=triton`` still selects it)."""
         return 100 if torch.cuda.is_available() else 0
 
     def __init__(

@@ -53,7 +53,7 @@ __all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
 
 #: Accumulation of ``dW`` across token chunks.
 GRAD_ACCUM = ("weight", "float32")
-#: Per-program statistics: sum w*L, w*KL, w*Ent, m*L, m*KL, m*clip, m*rho, m*dual, m, m*Ent.
+#: Number of per-program statistics (sums of w*L, w*KL, w*Ent, m*L, m*KL, m*clip, m*rho, m*dual, m, m*Ent).
 NUM_STATS = 10
 STAT_NAMES = ("w_loss", "w_kl", "w_ent", "pg_loss", "kl", "clip_frac", "ratio_mean", "dual_clip_frac", "tokens", "entropy")
 
@@ -278,9 +278,9 @@ class _LinearPGFunction(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: FunctionCtx, hidden: Tensor, weight: Tensor, targets: Tensor, tokens: dict[str, Tensor],
-        opts: dict[str, Any], temperature: float, config: FusedLossConfig,
+        opts: dict[str, Any], temperature: float, config: FusedLossConfig, grad_enabled: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
         stats, logp, ent, grad_x, grad_w = _compute(
             hidden, weight, targets, tokens, opts, temperature, need_x, need_w, config
         )
@@ -304,7 +304,7 @@ class _LinearPGFunction(torch.autograd.Function):
         if not bool(grad_loss == 1):
             grad_x = grad_x.mul_(grad_loss.to(grad_x.dtype)) if grad_x is not None else None
             grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype)) if grad_w is not None else None
-        return grad_x, grad_w, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None
 
 
 def fused_linear_pg_loss(
@@ -328,7 +328,7 @@ def fused_linear_pg_loss(
         config: Chunking and tiles (:class:`FusedLossConfig`; a CPU default under the interpreter).
         **opts: ``eps_low``, ``eps_high``, ``dual_clip_c``, ``delta``, ``logratio_clamp``, ``kl_coef``,
             ``kl_estimator``, ``kl_input_clamp``, ``kl_output_clamp``, ``agg`` and ``entropy_coef`` (all
-            required; see :class:`rlsdk_plugins.policy_gradient.ClippedPG`).
+            required; see ``rlsdk_plugins.policy_gradient.ClippedPG``).
 
     Returns:
         ``(loss, sums, logprobs [B, T], entropy [B, T])``: the differentiable scalar, the detached token
@@ -360,8 +360,8 @@ def fused_linear_pg_loss(
         zero = (x2.sum() + weight.sum()) * 0
         sums = {k: torch.zeros((), dtype=acc) for k in STAT_NAMES[3:]}
         return zero.to(acc), sums, torch.zeros(shape, dtype=acc), torch.zeros(shape, dtype=acc)
-    loss, stats, logp, ent = _LinearPGFunction.apply(
-        x2, weight, y1.contiguous(), tokens, opts, float(temperature), config
+    loss, stats, logp, ent = _LinearPGFunction.apply(  # forward() runs without grad mode: tell it the caller's
+        x2, weight, y1.contiguous(), tokens, opts, float(temperature), config, torch.is_grad_enabled()
     )
     sums = dict(zip(STAT_NAMES[3:], stats[3:]))
     return loss, sums, logp.view(shape), ent.view(shape)

@@ -54,7 +54,7 @@ __all__ = ["FusedClippedPG", "fused_pg_loss", "supports", "triton_available", "K
 
 #: Base KL estimator -> the integer the kernel switches on.
 KL_KINDS = {"k1": 0, "abs": 1, "k2": 2, "k3": 3}
-#: Per-program statistics: agg(L), agg(KL), sum m*L, sum m*KL, sum m*clip, sum m*rho, sum m*dual, spare.
+#: Number of per-program statistics (agg(L), agg(KL), sums of m*L, m*KL, m*clip, m*rho, m*dual, m).
 NUM_STATS = 8
 #: Tokens per program (a power of two).
 BLOCK_T = 1024
@@ -366,7 +366,7 @@ def fused_pg_loss(logprobs: Tensor, batch: TrainBatch, **opts: Any) -> tuple[Ten
 class FusedClippedPG(ClippedPG):
     """``clipped_pg`` with a fused Triton forward/backward: same options, loss, gradient and metrics.
 
-    See :class:`rlsdk_plugins.policy_gradient.ClippedPG` for the maths and the references of each
+    See ``rlsdk_plugins.policy_gradient.ClippedPG`` for the maths and the references of each
     option, and this module's docstring for the fused formulation. Every KL estimator (``+`` variants
     included), ``delta``, dual clip and all four aggregation modes run in the kernel; the entropy bonus
     is added with PyTorch on ``batch.entropy``. On a device :func:`supports` rejects, or for log-probs
@@ -383,7 +383,7 @@ class FusedClippedPG(ClippedPG):
         chunk_mib: Memory budget of one chunk's logits in :meth:`from_hidden`, in MiB.
         grad_accum: ``"weight"`` or ``"float32"``: the dtype in which :meth:`from_hidden` accumulates
             the output-weight gradient across chunks (see :mod:`rlsdk_kernels.linear_pg_loss`).
-        **options: Those of :class:`rlsdk_plugins.policy_gradient.ClippedPG`.
+        **options: Those of ``rlsdk_plugins.policy_gradient.ClippedPG``.
     """
 
     name = "fused_clipped_pg"
@@ -444,7 +444,7 @@ class FusedClippedPG(ClippedPG):
             batch: The micro-batch with the global batch's counts.
             temperature: Divides the logits (the sampling temperature).
             backend: The configured logprob backend, used where the fused kernel cannot run (then
-                the result is ``backend`` followed by :meth:`__call__`).
+                the result is ``backend`` followed by ``__call__``).
 
         Returns:
             ``(LossOutput, logprobs [B, T], entropy [B, T])``; the log-probs and entropies are detached
@@ -503,9 +503,9 @@ class FusedClippedPG(ClippedPG):
 
 
 # Option checking reads the signature: ClippedPG's options plus the kernel's.
-FusedClippedPG.__init__.__signature__ = inspect.signature(ClippedPG.__init__).replace(  # type: ignore[attr-defined]
+FusedClippedPG.__signature__ = inspect.signature(ClippedPG).replace(  # type: ignore[attr-defined]
     parameters=[
-        *inspect.signature(ClippedPG.__init__).parameters.values(),
+        *inspect.signature(ClippedPG).parameters.values(),
         *list(inspect.signature(FusedClippedPG.__init__).parameters.values())[1:-1],
     ]
 )

@@ -293,7 +293,11 @@ class Loss(Protocol):
     """A policy loss: per-token terms aggregated with the batch's global counts.
 
     Optional attributes the trainer reads: ``needs_ref_logprobs`` (fill ``batch.ref_logprobs``) and
-    ``needs_entropy`` (fill ``batch.entropy`` with gradient). Both default to False.
+    ``needs_entropy`` (fill ``batch.entropy`` with gradient). Both default to False. A loss that
+    computes the log-probs itself (a fused kernel) may define
+    ``from_hidden(hidden, weight, targets, batch, *, temperature, backend) -> (LossOutput, logprobs,
+    entropy)``; the trainer then calls it for the update instead of backend + ``__call__``
+    (:func:`rlsdk.trainer.micro_batch_loss`).
     """
 
     def __call__(self, logprobs: Tensor, batch: TrainBatch) -> LossOutput: ...
