@@ -25,3 +25,13 @@ def empty(*shape: int, dtype: torch.dtype, device: torch.device | str) -> torch.
     if poisoning():
         out.fill_(float("nan") if out.is_floating_point() else torch.iinfo(dtype).min)
     return out
+
+
+def rows_within(mib: float, row_elements: int, dtype: torch.dtype, limit: int) -> int:
+    """How many rows of ``row_elements`` values of ``dtype`` fit in ``mib`` MiB: a multiple of 128
+    when that is at least 128, never more than ``limit`` and never less than 1."""
+    per_row = max(row_elements, 1) * torch.empty((), dtype=dtype).element_size()
+    fit = int(mib * 2**20) // per_row
+    if fit >= 128:
+        fit -= fit % 128
+    return max(1, min(fit, limit))

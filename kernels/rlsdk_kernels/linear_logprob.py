@@ -8,12 +8,21 @@ temperature ``tau`` (notation of ``shared/reference/kernels.md`` section 0)::
     logp_n = s_{n, y_n} - lse_n
     Ent_n  = lse_n - sum_j p_{n, j} s_{n, j}       p = softmax(s)
 
+Who multiplies ``X W^T`` is :attr:`KernelConfig.matmul`:
+
+- ``"torch"`` (default): cuBLAS GEMMs write the logits into a bounded buffer (``[chunk, V]`` tokens in
+  the forward, ``forward_mib``; ``[N, slice]`` vocabulary columns in the backward, ``backward_mib``) in
+  the input dtype, as eager PyTorch rounds them; the Triton kernels only reduce and differentiate it.
+  Every FLOP of the 8THV runs in the vendor GEMM.
+- ``"triton"``: the kernels form each logit tile themselves with ``tl.dot`` over ``H`` in ``BLOCK_H``
+  steps (fp32 accumulation; fp64 for fp64 inputs), so the forward holds no logits at all and they are
+  never rounded to bf16.
+
 Forward (``_forward_kernel``): grid ``(token blocks, vocabulary splits)``. Each program walks its
-vocabulary split in ``BLOCK_V`` columns, forms each logit tile with ``tl.dot`` over ``H`` in
-``BLOCK_H`` steps (fp32 accumulation; fp64 for fp64 inputs), and keeps per row an online
-``(m, S, P, s_y)``: running max, ``S = sum_j e^(s_j - m)``, ``P = sum_j e^(s_j - m) (s_j - m)`` and the
-target score. When ``m`` grows to ``m'``: ``S' = S e^(m - m')``, ``P' = (P + S (m - m')) e^(m - m')``.
-The per-split partials are merged by a tiny PyTorch epilogue (verl style: no atomics, no locks)::
+vocabulary split in ``BLOCK_V`` columns and keeps per row an online ``(m, S, P, s_y)``: running max,
+``S = sum_j e^(s_j - m)``, ``P = sum_j e^(s_j - m) (s_j - m)`` and the target score. When ``m`` grows
+to ``m'``: ``S' = S e^(m - m')``, ``P' = (P + S (m - m')) e^(m - m')``. The per-split partials are
+merged by a tiny PyTorch epilogue (verl style: no atomics, no locks)::
 
     M = max_k m_k,  S = sum_k S_k e^(m_k - M),  P = sum_k (P_k + S_k (m_k - M)) e^(m_k - M)
     lse = M + log S,  Ent = log S - P / S,  logp = s_y - lse
@@ -21,15 +30,15 @@ The per-split partials are merged by a tiny PyTorch epilogue (verl style: no ato
 Only ``hidden``, ``weight``, ``targets``, ``lse`` and ``Ent`` are saved for the backward (8 bytes per
 token on top of the inputs).
 
-Backward (``_grad_logits_kernel``, 8THV in total): the vocabulary is walked in slices of
-``backward_slice`` columns; per slice a Triton kernel recomputes the logit tiles and writes::
+Backward (``_grad_logits_kernel``, 8THV in total): the vocabulary is walked in slices; per slice the
+logits are recomputed (GEMM or tiles) and the kernel writes::
 
     ds_j = g_logp (onehot_j - p_j) - g_ent p_j (log p_j + Ent),   dz = ds / tau
 
 then two GEMMs give ``dX += dz W_slice`` (accumulated across slices in fp32) and
 ``dW_slice = dz^T X`` (one exact GEMM per slice, fp32 accumulation inside, no cross-slice sum).
 This is rule 2 of kernels.md section 7 ("simplest fast path"); the dz slice is stored in the GEMM
-dtype (bf16/fp16 inputs on CUDA, fp32/fp64 otherwise), at most ``[N, backward_slice]`` elements.
+dtype.
 
 Tokens whose target equals ``ignore_index`` get ``logp = 0``, ``Ent = 0`` and zero gradient. ``V`` and
 ``N`` need not be multiples of any block: padded columns are masked to ``-inf`` before any exp.
@@ -52,7 +61,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LogprobOutput
 from rlsdk.validation import check_logprob_inputs
-from rlsdk_kernels._buffers import empty
+from rlsdk_kernels._buffers import empty, rows_within
+from rlsdk_kernels._gemm import add_mm, gemm_operands
 
 __all__ = [
     "CPU_TILES",
@@ -68,6 +78,8 @@ __all__ = [
 CUDA_TILES = {"block_n": 64, "block_v": 128, "block_h": 64}
 CPU_TILES = {"block_n": 16, "block_v": 32, "block_h": 16}
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
+#: Values of :attr:`KernelConfig.matmul`.
+MATMULS = ("torch", "triton")
 
 
 def triton_available() -> bool:
@@ -97,17 +109,29 @@ class KernelConfig:
         block_h: Hidden units per ``tl.dot`` step (power of two, >= 16).
         vocab_splits: Vocabulary splits of the forward grid (partials merged by the epilogue); None
             picks enough to fill the device (about two programs per SM on CUDA, 1 on CPU).
-        backward_slice: Vocabulary columns per backward slice (bounds the ``[N, slice]`` dz buffer).
+        matmul: Who multiplies ``X W^T``: ``"torch"`` (cuBLAS GEMMs into a bounded logits buffer:
+            ``[chunk, V]`` in the forward, ``[N, slice]`` in the backward; the Triton kernels then only
+            reduce and differentiate it) or ``"triton"`` (``tl.dot`` tiles inside the kernels, no
+            logits buffer in the forward).
+        forward_chunk: Tokens per forward chunk with ``matmul="torch"``; None: as many as fit ``forward_mib``.
+        forward_mib: Memory budget of the forward logits chunk, in MiB.
+        backward_slice: Vocabulary columns per backward slice; None: as many as fit ``backward_mib``.
+        backward_mib: Memory budget of the backward ``[N, slice]`` buffer, in MiB (the fp32 ``dX``
+            accumulator, ``4 N H`` bytes, comes on top).
         num_warps: Warps per program (CUDA only).
-        allow_tf32: Let fp32 inputs use TF32 tensor cores (default False: IEEE fp32, as the
-            ``torch`` backend computes).
+        allow_tf32: Let fp32 inputs use TF32 tensor cores in the ``tl.dot`` tiles (default False:
+            IEEE fp32, as the ``torch`` backend computes; ``matmul="torch"`` follows PyTorch's setting).
     """
 
     block_n: int = 64
     block_v: int = 128
     block_h: int = 64
     vocab_splits: int | None = None
-    backward_slice: int = 8192
+    matmul: str = "torch"
+    forward_chunk: int | None = None
+    forward_mib: float = 224.0
+    backward_slice: int | None = None
+    backward_mib: float = 96.0
     num_warps: int = 8
     allow_tf32: bool = False
 
@@ -123,10 +147,16 @@ class KernelConfig:
                 "triton logprob backend: vocab_splits must be None (auto) or an integer >= 1; "
                 f"got {self.vocab_splits!r}"
             )
-        if isinstance(self.backward_slice, bool) or not isinstance(self.backward_slice, int) or self.backward_slice < 1:
-            raise ValueError(
-                f"triton logprob backend: backward_slice must be a positive integer; got {self.backward_slice!r}"
-            )
+        if self.matmul not in MATMULS:
+            raise ValueError(f"triton logprob backend: matmul must be one of {', '.join(MATMULS)}; got {self.matmul!r}")
+        for name in ("forward_chunk", "backward_slice"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"triton logprob backend: {name} must be None or a positive integer; got {value!r}")
+        for name in ("forward_mib", "backward_mib"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"triton logprob backend: {name} must be a number > 0; got {value!r}")
         if not _power_of_two(self.num_warps) or self.num_warps > 32:
             raise ValueError(
                 f"triton logprob backend: num_warps must be one of 1, 2, 4, 8, 16, 32; got {self.num_warps!r}"
@@ -173,13 +203,18 @@ def _kernels() -> dict[str, Any]:
 
     @triton.jit
     def _forward_kernel(
-        X, W, Y, M_OUT, S_OUT, P_OUT, T_OUT,
-        N, V, stride_xn, stride_xh, stride_wv, stride_wh, inv_temp,
+        X, W, Z, Y, M_OUT, S_OUT, P_OUT, T_OUT,
+        N, V, stride_xn, stride_xh, stride_wv, stride_wh, stride_zn, stride_part, inv_temp,
         H: tl.constexpr, BLOCKS_PER_SPLIT: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
         ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, WITH_ENTROPY: tl.constexpr,
+        FROM_LOGITS: tl.constexpr,
     ):
-        """Per (token block, vocabulary split): online (m, S, P, s_y) partials, written at [split, row]."""
+        """Per (token block, vocabulary split): online (m, S, P, s_y) partials, written at [split, row].
+
+        The logit tiles are read from ``Z`` (``FROM_LOGITS``: a cuBLAS GEMM wrote them) or formed
+        from ``X`` and ``W`` with ``tl.dot``.
+        """
         pid_n = tl.program_id(0)
         pid_s = tl.program_id(1)
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -193,8 +228,12 @@ def _kernels() -> dict[str, Any]:
         for vb in range(0, BLOCKS_PER_SPLIT):
             cols = v_begin + vb * BLOCK_V + tl.arange(0, BLOCK_V)
             col_ok = cols < V
-            z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
-                            H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
+            if FROM_LOGITS:
+                z_ptr = Z + rows[:, None].to(tl.int64) * stride_zn + cols[None, :]
+                z = tl.load(z_ptr, mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(ACC)
+            else:
+                z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
+                                H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
             s = tl.where(col_ok[None, :], z * inv_temp, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))  # finite: the first block of a split has a valid column
             alpha = tl.exp(m - m_new)  # 0 on the first block (m = -inf)
@@ -207,7 +246,7 @@ def _kernels() -> dict[str, Any]:
             m = m_new
             hit = (cols[None, :] == y[:, None]) & col_ok[None, :]
             target += tl.sum(tl.where(hit, s, 0.0), axis=1)
-        out = pid_s * N + rows
+        out = pid_s * stride_part + rows
         tl.store(M_OUT + out, m, mask=row_ok)
         tl.store(S_OUT + out, s_sum, mask=row_ok)
         tl.store(P_OUT + out, p_sum, mask=row_ok)
@@ -219,9 +258,13 @@ def _kernels() -> dict[str, Any]:
         N, v_start, v_stop, stride_xn, stride_xh, stride_wv, stride_wh, stride_dzn, inv_temp, ignore_index,
         H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
         ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-        HAS_G_LP: tl.constexpr, HAS_G_ENT: tl.constexpr,
+        HAS_G_LP: tl.constexpr, HAS_G_ENT: tl.constexpr, FROM_LOGITS: tl.constexpr,
     ):
-        """dz[:, v - v_start] for v in [v_start, v_stop): recomputed logits, softmax and the section-0 gradient."""
+        """dz[:, v - v_start] for v in [v_start, v_stop): recomputed logits, softmax and the section-0 gradient.
+
+        With ``FROM_LOGITS`` the logits are read from ``DZ`` itself (a cuBLAS GEMM wrote them there)
+        and overwritten by ``dz``, each tile by the program that read it.
+        """
         pid_n = tl.program_id(0)
         pid_v = tl.program_id(1)
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -231,8 +274,12 @@ def _kernels() -> dict[str, Any]:
         y = tl.load(Y + rows, mask=row_ok, other=ignore_index)
         valid = row_ok & (y != ignore_index)
         lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
-        z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
-                        H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
+        ptr = DZ + rows[:, None].to(tl.int64) * stride_dzn + (cols - v_start)[None, :]
+        if FROM_LOGITS:
+            z = tl.load(ptr, mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(ACC)
+        else:
+            z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
+                            H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
         log_p = tl.where(col_ok[None, :], z * inv_temp - lse[:, None], 0.0)  # finite: no 0 * inf below
         p = tl.where(col_ok[None, :], tl.exp(log_p), 0.0)
         ds = tl.zeros([BLOCK_N, BLOCK_V], dtype=ACC)
@@ -245,7 +292,6 @@ def _kernels() -> dict[str, Any]:
             ent = tl.load(ENT + rows, mask=row_ok, other=0.0)
             ds -= g_ent[:, None] * (p * (log_p + ent[:, None]))
         dz = ds * inv_temp
-        ptr = DZ + rows[:, None] * stride_dzn + (cols - v_start)[None, :]
         tl.store(ptr, dz.to(DZ.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
     _KERNELS.update(forward=_forward_kernel, grad_logits=_grad_logits_kernel, tl=tl, triton=triton)
@@ -294,27 +340,44 @@ def _forward(
     hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, with_entropy: bool, ignore_index: int,
     config: KernelConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(logprobs, entropy, lse, raw_entropy)`` in the compute dtype; see the module docstring."""
+    """``(logprobs, entropy, lse, raw_entropy)`` in the compute dtype; see the module docstring.
+
+    With ``matmul="torch"`` the tokens are taken in chunks: a cuBLAS GEMM writes the chunk's logits,
+    the kernel reduces them; with ``"triton"`` one launch forms the logit tiles itself.
+    """
     k = _kernels()
     triton = k["triton"]
     n, h = hidden.shape
     vocab = weight.shape[0]
     acc = _compute_dtype(hidden, weight)
     opts = _launch_options(hidden, weight, config)
-    n_blocks = triton.cdiv(n, config.block_n)
+    from_logits = config.matmul == "torch"
+    if from_logits:
+        x, w = gemm_operands(hidden, weight)
+        chunk = config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n)
+        chunk = min(chunk, n)
+        buf = torch.empty(chunk, vocab, dtype=x.dtype, device=hidden.device)
+    else:
+        chunk, buf = n, hidden  # one launch; ``buf`` is an unused pointer
+    n_blocks = triton.cdiv(chunk, config.block_n)
     v_blocks = triton.cdiv(vocab, config.block_v)
     splits = _vocab_splits(n_blocks, v_blocks, hidden.device, config)
     per_split = triton.cdiv(v_blocks, splits)
     splits = triton.cdiv(v_blocks, per_split)  # every split starts at a valid column
     parts = empty(4, splits, n, dtype=acc, device=hidden.device)
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
-    k["forward"][(n_blocks, splits)](
-        hidden, weight, targets, parts[0], parts[1], parts[2], parts[3],
-        n, vocab, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
-        BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-        WITH_ENTROPY=with_entropy, **opts, **extra,
-    )
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        if from_logits:
+            torch.mm(x[start:stop], w.T, out=buf[: stop - start])
+        k["forward"][(triton.cdiv(stop - start, config.block_n), splits)](
+            hidden[start:], weight, buf, targets[start:],
+            parts[0, :, start:], parts[1, :, start:], parts[2, :, start:], parts[3, :, start:],
+            stop - start, vocab, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            buf.stride(0), n, 1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
+            BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+            WITH_ENTROPY=with_entropy, FROM_LOGITS=from_logits, **opts, **extra,
+        )
     m, s, p, t = parts
     top = m.max(dim=0).values
     scale = torch.exp(m - top)
@@ -332,54 +395,52 @@ def _forward(
     return logprobs, entropy, lse, raw_entropy
 
 
-def _mm_float(a: Tensor, b: Tensor, out: Tensor) -> None:
-    """``out += a @ b`` with ``out`` in fp32/fp64; bf16/fp16 GEMMs keep an fp32 result on CUDA."""
-    if a.dtype == out.dtype:
-        out.addmm_(a, b)
-        return
-    try:
-        out += torch.mm(a, b, out_dtype=out.dtype)
-    except (TypeError, RuntimeError):
-        out += (a @ b).to(out.dtype)
-
-
 def _backward(
     hidden: Tensor, weight: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor,
     grad_logprobs: Tensor | None, grad_entropy: Tensor | None, temperature: float, ignore_index: int,
     need_hidden: bool, need_weight: bool, config: KernelConfig,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """``(dX, dW)`` by vocabulary slices: Triton dz, then ``dX += dz W_s`` (fp32) and ``dW_s = dz^T X``."""
+    """``(dX, dW)`` by vocabulary slices: dz (Triton), then ``dX += dz W_s`` (fp32) and ``dW_s = dz^T X``.
+
+    With ``matmul="torch"`` a cuBLAS GEMM first writes the slice's logits into the dz buffer and the
+    kernel turns them into dz in place; with ``"triton"`` the kernel forms the logit tiles itself.
+    """
     k = _kernels()
     triton = k["triton"]
     n, h = hidden.shape
     vocab = weight.shape[0]
     acc = _compute_dtype(hidden, weight)
     opts = _launch_options(hidden, weight, config)
-    gemm_dtype = acc if opts["UPCAST"] else hidden.dtype
-    x = hidden if hidden.dtype == gemm_dtype else hidden.to(gemm_dtype)
-    grad_x = torch.zeros(n, h, dtype=acc, device=hidden.device) if need_hidden else None
+    from_logits = config.matmul == "torch"
+    if from_logits:
+        x, w = gemm_operands(hidden, weight)
+    else:
+        gemm_dtype = acc if opts["UPCAST"] else hidden.dtype
+        x, w = hidden.to(gemm_dtype), weight
+    grad_x = None
     grad_w = empty(*weight.shape, dtype=weight.dtype, device=weight.device) if need_weight else None
     g_lp = grad_logprobs.contiguous() if grad_logprobs is not None else lse  # dummy pointer when absent
     g_ent = grad_entropy.contiguous() if grad_entropy is not None else lse
-    width = min(config.backward_slice, vocab)
-    dz = empty(n, width, dtype=gemm_dtype, device=hidden.device)
+    width = min(config.backward_slice or rows_within(config.backward_mib, n, x.dtype, vocab), vocab)
+    dz_flat = empty(n * width, dtype=x.dtype, device=hidden.device)
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
     for start in range(0, vocab, width):
         stop = min(start + width, vocab)
-        dz_s = dz[:, : stop - start]
+        dz_s = dz_flat[: n * (stop - start)].view(n, stop - start)  # contiguous, also for the last slice
+        w_s = w[start:stop].to(x.dtype)
+        if from_logits:
+            torch.mm(x, w_s.T, out=dz_s)
         grid = (triton.cdiv(n, config.block_n), triton.cdiv(stop - start, config.block_v))
         k["grad_logits"][grid](
             hidden, weight, targets, lse, entropy, g_lp, g_ent, dz_s,
             n, start, stop, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
             dz_s.stride(0), 1.0 / temperature, ignore_index,
             H=h, BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-            HAS_G_LP=grad_logprobs is not None, HAS_G_ENT=grad_entropy is not None, **opts, **extra,
+            HAS_G_LP=grad_logprobs is not None, HAS_G_ENT=grad_entropy is not None, FROM_LOGITS=from_logits,
+            **opts, **extra,
         )
-        w_s = weight[start:stop]
-        if w_s.dtype != gemm_dtype:
-            w_s = w_s.to(gemm_dtype)
-        if grad_x is not None:
-            _mm_float(dz_s, w_s, grad_x)
+        if need_hidden:
+            grad_x = add_mm(grad_x, dz_s, w_s, acc)  # accumulated across slices in fp32
         if grad_w is not None:
             grad_w[start:stop] = (dz_s.T @ x).to(weight.dtype)  # one exact GEMM per slice
     return (grad_x.to(hidden.dtype) if grad_x is not None else None), grad_w
@@ -481,11 +542,13 @@ class TritonLogprobBackend:
     """The ``triton`` logprob backend: fused linear log-prob (+ entropy), never holding ``[N, V]`` logits.
 
     Same formulas and call as the ``torch`` backend (``rlsdk_plugins.logprob``); computed by
-    :func:`fused_linear_logprobs`, memory ``O(N + N * backward_slice)`` beyond the inputs.
+    :func:`fused_linear_logprobs`; beyond the inputs it holds at most ``forward_mib`` in the forward
+    and ``backward_mib`` plus an fp32 ``[N, H]`` accumulator in the backward.
 
     Args:
-        block_n, block_v, block_h, vocab_splits, backward_slice, num_warps, allow_tf32: see
-            :class:`KernelConfig` (None keeps the device default: 64/128/64 on CUDA, 16/32/16 on CPU).
+        block_n, block_v, block_h, vocab_splits, matmul, forward_chunk, forward_mib, backward_slice,
+            backward_mib, num_warps, allow_tf32: see :class:`KernelConfig` (for the tiles, None keeps
+            the device default: 64/128/64 on CUDA, 16/32/16 on CPU).
         ignore_index: Target id whose tokens get log-prob 0, entropy 0 and no gradient.
     """
 
@@ -502,7 +565,11 @@ class TritonLogprobBackend:
         block_v: int | None = None,
         block_h: int | None = None,
         vocab_splits: int | None = None,
-        backward_slice: int = 8192,
+        matmul: str = "torch",
+        forward_chunk: int | None = None,
+        forward_mib: float = 224.0,
+        backward_slice: int | None = None,
+        backward_mib: float = 96.0,
         num_warps: int = 8,
         allow_tf32: bool = False,
         ignore_index: int = -100,
@@ -512,9 +579,10 @@ class TritonLogprobBackend:
         self.ignore_index = ignore_index
         tiles = {k: v for k, v in (("block_n", block_n), ("block_v", block_v), ("block_h", block_h)) if v is not None}
         common: dict[str, Any] = {
-            "vocab_splits": vocab_splits, "backward_slice": backward_slice, "num_warps": num_warps,
+            "vocab_splits": vocab_splits, "matmul": matmul, "forward_chunk": forward_chunk, "forward_mib": forward_mib,
+            "backward_slice": backward_slice, "backward_mib": backward_mib, "num_warps": num_warps,
             "allow_tf32": allow_tf32,
-        }
+        }  # fmt: skip
         # Built (and so validated) now, not at the first call.
         self.cuda_config = KernelConfig(**{**CUDA_TILES, **tiles}, **common)
         self.cpu_config = KernelConfig(**{**CPU_TILES, **tiles}, **common)

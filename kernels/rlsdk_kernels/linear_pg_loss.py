@@ -46,7 +46,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import TrainBatch
 from rlsdk.validation import check_logprob_inputs
-from rlsdk_kernels._buffers import empty
+from rlsdk_kernels._buffers import empty, rows_within
+from rlsdk_kernels._gemm import add_mm, gemm_operands
 from rlsdk_kernels.pg_loss import _row_scale, _tl_dtype, term_options, token_terms
 
 __all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
@@ -205,23 +206,7 @@ def chunk_size(n: int, vocab: int, dtype: torch.dtype, config: FusedLossConfig) 
     when at least 128), never more than ``n`` and never less than 1."""
     if config.chunk_tokens is not None:
         return max(1, min(config.chunk_tokens, n))
-    per_token = vocab * torch.empty((), dtype=dtype).element_size()
-    fit = int(config.chunk_mib * 2**20) // per_token
-    if fit >= 128:
-        fit -= fit % 128
-    return max(1, min(fit, n))
-
-
-def _add_mm(acc: Tensor | None, a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
-    """``acc + a @ b`` accumulated in ``dtype`` (a new tensor when ``acc`` is None)."""
-    if a.dtype == dtype:
-        return torch.mm(a, b) if acc is None else acc.addmm_(a, b)
-    if acc is None:
-        acc = torch.zeros(a.shape[0], b.shape[1], dtype=dtype, device=a.device)
-    try:  # bf16/fp16 operands, fp32 result without an fp32 copy of the operands (CUDA, torch >= 2.8)
-        return torch.addmm(acc, a, b, out_dtype=dtype, out=acc)
-    except (TypeError, RuntimeError):
-        return acc.addmm_(a.to(dtype), b.to(dtype))
+    return rows_within(config.chunk_mib, vocab, dtype, n)
 
 
 def _compute(
@@ -235,8 +220,7 @@ def _compute(
     vocab = weight.shape[0]
     gemm = torch.promote_types(hidden.dtype, weight.dtype)
     acc = torch.float64 if gemm == torch.float64 else torch.float32
-    x = hidden if hidden.dtype == gemm else hidden.to(gemm)
-    w = weight if weight.dtype == gemm else weight.to(gemm)
+    x, w = gemm_operands(hidden, weight)
     params, flags = term_options(opts, tokens["ref"] is not None, acc, hidden.device)
     chunk = chunk_size(n, vocab, gemm, config)
     programs = [triton.cdiv(min(chunk, n - start), config.block_n) for start in range(0, n, chunk)]
@@ -266,7 +250,7 @@ def _compute(
         if grad_x is not None:
             grad_x[start:stop] = torch.mm(z, w).to(grad_x.dtype)
         if need_w:
-            grad_w = _add_mm(grad_w, z.T, x[start:stop], accum)
+            grad_w = add_mm(grad_w, z.T, x[start:stop], accum)
     if grad_w is not None and grad_w.dtype != weight.dtype:
         grad_w = grad_w.to(weight.dtype)
     return stats.sum(0), logp, ent, grad_x, grad_w
