@@ -115,10 +115,10 @@ def _rlsdk_backend(name: str, **options: Any) -> Callable[[Tensor, Tensor, Tenso
     return lambda h, w, t: backend(h, w, t, temperature=1.0).logprobs
 
 
-def _triton_backend() -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+def _triton_backend(**options: Any) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     from rlsdk_kernels.linear_logprob import TritonLogprobBackend
 
-    backend = TritonLogprobBackend()
+    backend = TritonLogprobBackend(**options)
     return lambda h, w, t: backend(h, w, t, temperature=1.0).logprobs
 
 
@@ -149,7 +149,8 @@ def logprob_methods(cuda: bool) -> dict[str, Callable[[], Callable[[Tensor, Tens
         "Cut-Cross-Entropy `linear_cross_entropy`, reduction none": _cce,
         "rlsdk `torch` backend": lambda: _rlsdk_backend("torch"),
         "rlsdk `chunked` backend": lambda: _rlsdk_backend("chunked"),
-        "rlsdk `triton` backend (ours)": _triton_backend,
+        "rlsdk `triton` backend, cuBLAS logits (ours, default)": _triton_backend,
+        "rlsdk `triton` backend, `tl.dot` tiles (ours)": lambda: _triton_backend(matmul="triton"),
     }
 
 

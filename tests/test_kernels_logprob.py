@@ -318,6 +318,16 @@ def test_priority_and_auto(monkeypatch):
     assert TritonLogprobBackend().priority < torch_priority
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks triton on CUDA")
+def test_auto_applies_options_to_the_backend_it_picks():
+    """Options given with ``backend=auto`` reach the picked backend, or are an error naming it: never dropped."""
+    from rlsdk.errors import ConfigError
+    from rlsdk.trainer import select_backend
+
+    with pytest.raises(ConfigError, match=r"unknown option 'matmul'.*backend=auto picked 'torch'"):
+        select_backend(registry(), {"matmul": "triton"}, DEVICE)
+
+
 @pytest.mark.parametrize(
     "options",
     [{"block_n": 12}, {"block_v": 8}, {"block_h": True}, {"vocab_splits": 0}, {"backward_slice": 0}, {"num_warps": 3},

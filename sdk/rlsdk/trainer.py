@@ -107,7 +107,8 @@ def _component(registry: Registry, config: dict[str, Any], section: str, kind: s
 
 def select_backend(registry: Registry, spec: dict[str, Any], device: torch.device) -> LogprobBackend:
     """The logprob backend named by ``spec["backend"]``; ``auto`` picks the highest ``priority`` among
-    the registered backends whose ``supports(device)`` is true."""
+    the registered backends whose ``supports(device)`` is true. The other keys of ``spec`` are the
+    backend's options (with ``auto``, those of the backend it picks)."""
     options = dict(spec)
     name = options.pop("backend", "auto")
     if name != "auto":
@@ -116,7 +117,7 @@ def select_backend(registry: Registry, spec: dict[str, Any], device: torch.devic
         if supports is not None and not supports(device):
             raise ConfigError(f"logprob.backend {name!r} does not support device {device}")
         return backend
-    best, best_priority = None, -math.inf
+    best, best_name, best_priority = None, "", -math.inf
     for candidate in registry.names("logprob_backend"):
         backend = registry.create("logprob_backend", candidate, {})
         supports = getattr(backend, "supports", None)
@@ -124,9 +125,12 @@ def select_backend(registry: Registry, spec: dict[str, Any], device: torch.devic
             continue
         priority = getattr(backend, "priority", 0)
         if priority > best_priority:
-            best, best_priority = backend, priority
+            best, best_name, best_priority = backend, candidate, priority
     if best is None:
         raise ConfigError(f"logprob.backend=auto found no backend for device {device}; registered: {registry.names('logprob_backend')}")
+    if options:  # never dropped silently: they must fit the backend auto picked
+        where = f"logprob (backend=auto picked {best_name!r} on {device}; name a backend to pin it)"
+        best = registry.create("logprob_backend", best_name, options, where=where)
     return best
 
 
