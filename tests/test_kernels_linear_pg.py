@@ -278,6 +278,19 @@ def test_bad_kernel_options_are_config_errors(options, needle):
         rlsdk.create("loss", "fused_clipped_pg", chunk_token=3)
 
 
+def test_empty_batch_gives_zero_loss_and_gradients():
+    hidden, weight, targets, batch = make(rows=2)
+    empty = dataclasses.replace(
+        batch, **{f: getattr(batch, f)[:0] for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")},
+        rewards=batch.rewards[:0], group_ids=batch.group_ids[:0],
+    )
+    w = weight.clone().requires_grad_(True)
+    loss, sums, lp, ent = fused_linear_pg_loss(hidden[:0], w, targets[:0], empty, config=TINY, **BASE)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and bool((w.grad == 0).all()) and lp.shape == ent.shape == (0, 7)
+    assert set(sums) == set(fused_linear_pg_loss(hidden, weight, targets, batch, config=TINY, **BASE)[1])
+
+
 def test_bad_shapes_are_refused():
     hidden, weight, targets, batch = make()
     with pytest.raises(ValueError, match="one row per token of mask"):

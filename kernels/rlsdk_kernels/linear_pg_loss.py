@@ -54,9 +54,10 @@ __all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
 
 #: Accumulation of ``dW`` across token chunks.
 GRAD_ACCUM = ("weight", "float32")
-#: Number of per-program statistics (sums of w*L, w*KL, w*Ent, m*L, m*KL, m*clip, m*rho, m*dual, m, m*Ent).
+#: Number of per-program statistics: those of ``rlsdk_kernels.pg_loss`` (sums of w*L, w*KL, m*L, m*KL,
+#: m*clip, m*rho, m*dual, m), then the sums of w*Ent and m*Ent.
 NUM_STATS = 10
-STAT_NAMES = ("w_loss", "w_kl", "w_ent", "pg_loss", "kl", "clip_frac", "ratio_mean", "dual_clip_frac", "tokens", "entropy")
+STAT_NAMES = ("w_loss", "w_kl", "pg_loss", "kl", "clip_frac", "ratio_mean", "dual_clip_frac", "tokens", "w_ent", "entropy")
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def _kernel() -> Any:
     import triton
     import triton.language as tl
 
-    globals()["pg_token_terms"] = token_terms()
+    globals()["pg_token_terms"], globals()["store_pg_stats"] = token_terms()
 
     @triton.jit
     def linear_pg_rows_kernel(
@@ -169,18 +170,10 @@ def _kernel() -> Any:
             HAS_DUAL, HAS_DELTA, HAS_LR_CLAMP, HAS_IN_CLAMP, HAS_OUT_CLAMP,
         )
         ent_v = tl.where(valid, ent, zero)
-        mv = tl.where(valid, mk, zero)
         base = STATS + pid.to(tl.int64) * NSTAT
-        tl.store(base + 0, tl.sum(tl.where(valid, w * loss, zero), axis=0))
-        tl.store(base + 1, tl.sum(tl.where(valid, w * kl, zero), axis=0))
-        tl.store(base + 2, tl.sum(w * ent_v, axis=0))
-        tl.store(base + 3, tl.sum(tl.where(valid, mv * loss, zero), axis=0))
-        tl.store(base + 4, tl.sum(tl.where(valid, mv * kl, zero), axis=0))
-        tl.store(base + 5, tl.sum(mv * clip_flag, axis=0))
-        tl.store(base + 6, tl.sum(tl.where(valid, mv * ratio, zero), axis=0))
-        tl.store(base + 7, tl.sum(mv * dual_flag, axis=0))
-        tl.store(base + 8, tl.sum(mv, axis=0))
-        tl.store(base + 9, tl.sum(mv * ent_v, axis=0))
+        store_pg_stats(base, valid, mk, w, loss, kl, clip_flag, ratio, dual_flag)
+        tl.store(base + 8, tl.sum(w * ent_v, axis=0))
+        tl.store(base + 9, tl.sum(tl.where(valid, mk, zero) * ent_v, axis=0))
 
         # Sweep 2: dZ in place of Z (each program owns its rows); zero on masked rows.
         if WRITE_GRAD:
@@ -268,7 +261,7 @@ class _LinearPGFunction(torch.autograd.Function):
         stats, logp, ent, grad_x, grad_w = _compute(
             hidden, weight, targets, tokens, opts, temperature, need_x, need_w, config
         )
-        loss = stats[0] - opts["entropy_coef"] * stats[2]
+        loss = stats[0] - opts["entropy_coef"] * stats[8]
         if tokens["ref"] is not None:
             loss = loss + opts["kl_coef"] * stats[1]
         ctx.grads = (grad_x, grad_w)  # not saved tensors: released as soon as the backward returns them
@@ -342,10 +335,10 @@ def fused_linear_pg_loss(
     }
     if x2.shape[0] == 0:
         zero = (x2.sum() + weight.sum()) * 0
-        sums = {k: torch.zeros((), dtype=acc) for k in STAT_NAMES[3:]}
+        sums = {k: torch.zeros((), dtype=acc) for k in STAT_NAMES[2:] if k != "w_ent"}
         return zero.to(acc), sums, torch.zeros(shape, dtype=acc), torch.zeros(shape, dtype=acc)
     loss, stats, logp, ent = _LinearPGFunction.apply(  # forward() runs without grad mode: tell it the caller's
         x2, weight, y1.contiguous(), tokens, opts, float(temperature), config, torch.is_grad_enabled()
     )
-    sums = dict(zip(STAT_NAMES[3:], stats[3:]))
+    sums = {k: v for k, v in zip(STAT_NAMES, stats) if k not in ("w_loss", "w_kl", "w_ent")}
     return loss, sums, logp.view(shape), ent.view(shape)

@@ -94,12 +94,14 @@ def supports(device: torch.device | str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def token_terms() -> Any:
-    """The per-token maths of the module docstring as a Triton device function (built on first use).
+    """The per-token maths of the module docstring as Triton device functions (built on first use).
 
-    ``pg_token_terms(lp, old, ref, adv, valid, param_ptr, ...)`` takes ``[BLOCK]`` vectors already
-    zeroed where ``valid`` is false and returns ``(L, KL, dL_total/dlp, clip, rho, dual)``, where
-    ``dL_total/dlp`` is the unweighted gradient of ``L + kl_coef * KL``. Kernels that call it bind it
-    in their module globals (the interpreter resolves helpers there, not in closures).
+    Returns ``(pg_token_terms, store_pg_stats)``. ``pg_token_terms(lp, old, ref, adv, valid, param_ptr,
+    ...)`` takes ``[BLOCK]`` vectors already zeroed where ``valid`` is false and returns
+    ``(L, KL, dL_total/dlp, clip, rho, dual)``, where ``dL_total/dlp`` is the unweighted gradient of
+    ``L + kl_coef * KL``; ``store_pg_stats`` writes the :data:`NUM_STATS` per-program sums. Kernels
+    that call them bind them in their module globals (the interpreter resolves helpers there, not in
+    closures).
     """
     import triton
     import triton.language as tl
@@ -186,7 +188,21 @@ def token_terms() -> Any:
                 grad = grad + kl_coef * (d_kl * pass_x)
         return loss, kl, grad, clip_flag, ratio, dual_flag
 
-    return pg_token_terms
+    @triton.jit
+    def store_pg_stats(base, valid, m, w, loss, kl, clip_flag, ratio, dual_flag):
+        """Store the 8 per-program sums at ``base``: w*L, w*KL, m*L, m*KL, m*clip, m*rho, m*dual, m."""
+        zero = m * 0.0
+        mv = tl.where(valid, m, zero)
+        tl.store(base + 0, tl.sum(tl.where(valid, w * loss, zero), axis=0))
+        tl.store(base + 1, tl.sum(tl.where(valid, w * kl, zero), axis=0))
+        tl.store(base + 2, tl.sum(tl.where(valid, mv * loss, zero), axis=0))
+        tl.store(base + 3, tl.sum(tl.where(valid, mv * kl, zero), axis=0))
+        tl.store(base + 4, tl.sum(mv * clip_flag, axis=0))
+        tl.store(base + 5, tl.sum(tl.where(valid, mv * ratio, zero), axis=0))
+        tl.store(base + 6, tl.sum(mv * dual_flag, axis=0))
+        tl.store(base + 7, tl.sum(mv, axis=0))
+
+    return pg_token_terms, store_pg_stats
 
 
 @functools.lru_cache(maxsize=1)
@@ -195,7 +211,7 @@ def _kernel() -> Any:
     import triton
     import triton.language as tl
 
-    globals()["pg_token_terms"] = token_terms()
+    globals()["pg_token_terms"], globals()["store_pg_stats"] = token_terms()
 
     @triton.jit
     def pg_loss_fwd_kernel(
@@ -233,15 +249,7 @@ def _kernel() -> Any:
 
         # Per-program partial sums (reduced by the host in a fixed order: deterministic, no atomics).
         base = stats_ptr + (row.to(tl.int64) * n_blocks + blk) * NSTAT
-        mv = tl.where(valid, m, zero)
-        tl.store(base + 0, tl.sum(tl.where(valid, w * loss, zero), axis=0))
-        tl.store(base + 1, tl.sum(tl.where(valid, w * kl, zero), axis=0))
-        tl.store(base + 2, tl.sum(tl.where(valid, mv * loss, zero), axis=0))
-        tl.store(base + 3, tl.sum(tl.where(valid, mv * kl, zero), axis=0))
-        tl.store(base + 4, tl.sum(mv * clip_flag, axis=0))
-        tl.store(base + 5, tl.sum(tl.where(valid, mv * ratio, zero), axis=0))
-        tl.store(base + 6, tl.sum(mv * dual_flag, axis=0))
-        tl.store(base + 7, tl.sum(mv, axis=0))
+        store_pg_stats(base, valid, m, w, loss, kl, clip_flag, ratio, dual_flag)
 
     return pg_loss_fwd_kernel
 
