@@ -240,7 +240,9 @@ def _compute(
             BLOCK_N=config.block_n, BLOCK_V=config.block_v, **extra,
         )
         first += count
-        if grad_x is not None:
+        if grad_x is not None and grad_x.dtype == z.dtype:
+            torch.mm(z, w, out=grad_x[start:stop])
+        elif grad_x is not None:
             grad_x[start:stop] = torch.mm(z, w).to(grad_x.dtype)
         if need_w:
             grad_w = add_mm(grad_w, z.T, x[start:stop], accum)
