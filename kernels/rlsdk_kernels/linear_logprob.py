@@ -545,10 +545,12 @@ class TritonLogprobBackend:
     :func:`fused_linear_logprobs`; beyond the inputs it holds at most ``forward_mib`` in the forward
     and ``backward_mib`` plus an fp32 ``[N, H]`` accumulator in the backward.
 
+    The options ``block_n``, ``block_v``, ``block_h``, ``vocab_splits``, ``matmul``, ``forward_chunk``,
+    ``forward_mib``, ``backward_slice``, ``backward_mib``, ``num_warps`` and ``allow_tf32`` are those of
+    :class:`KernelConfig` (for the tiles, None keeps the device default: 64/128/64 on CUDA, 16/32/16
+    on CPU).
+
     Args:
-        block_n, block_v, block_h, vocab_splits, matmul, forward_chunk, forward_mib, backward_slice,
-            backward_mib, num_warps, allow_tf32: see :class:`KernelConfig` (for the tiles, None keeps
-            the device default: 64/128/64 on CUDA, 16/32/16 on CPU).
         ignore_index: Target id whose tokens get log-prob 0, entropy 0 and no gradient.
     """
 
