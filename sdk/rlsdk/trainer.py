@@ -221,7 +221,9 @@ def _logit_temperature(temperature: float) -> float:
     return temperature if temperature > 0 else 1.0
 
 
-def micro_batch_loss(run: Run, micro: TrainBatch, completion_length: int, temperature: float) -> tuple[LossOutput, Tensor]:
+def micro_batch_loss(
+    run: Run, micro: TrainBatch, completion_length: int, temperature: float
+) -> tuple[LossOutput, Tensor]:
     """``(loss output, entropy [B, T])`` of one micro-batch under the current policy (with gradient).
 
     A loss that defines ``from_hidden(hidden, weight, targets, batch, *, temperature, backend)`` gets the
