@@ -246,6 +246,27 @@ def test_low_precision_no_worse_than_torch_same_dtype(dtype, grad_accum):
         assert err <= torch_err + tol * float(truth[i].abs().max()), (i, err, torch_err)
 
 
+@settings(max_examples=12, deadline=None)
+@given(
+    rows=st.integers(1, 4), length=st.integers(1, 9), h=st.integers(1, 24), v=st.integers(2, 90),
+    chunk=st.integers(1, 40), block_n=st.sampled_from([1, 2, 8]), block_v=st.sampled_from([16, 64]),
+    temperature=st.floats(0.3, 2.0), agg=st.sampled_from(["token-mean", "seq-mean-token-mean",
+    "seq-mean-token-sum", "seq-mean-token-sum-norm"]), estimator=st.sampled_from(["k1", "k2", "k3", "abs", "k3+"]),
+    dual=st.sampled_from([None, 2.0]), entropy_coef=st.sampled_from([0.0, 0.05]), seed=st.integers(0, 99),
+)  # fmt: skip
+def test_property_any_shape_and_options_match_torch(
+    rows, length, h, v, chunk, block_n, block_v, temperature, agg, estimator, dual, entropy_coef, seed
+):
+    """For any shape, chunking, tiling and options: loss and gradients equal the float64 torch path."""
+    hidden, weight, targets, batch = make(rows, length, h, v, seed=seed, temperature=temperature, spread=0.5)
+    opts = {**BASE, "agg": agg, "kl_estimator": estimator, "dual_clip_c": dual, "entropy_coef": entropy_coef}
+    config = FusedLossConfig(chunk_tokens=chunk, block_n=block_n, block_v=block_v)
+    ref_loss, _, ref_dx, ref_dw, ref_lp, _ = reference(hidden, weight, targets, batch, temperature, opts)
+    loss, _, dx, dw, lp, _ = fused(hidden, weight, targets, batch, temperature, opts, config)
+    assert loss == pytest.approx(ref_loss, rel=1e-10, abs=1e-12)
+    assert close(lp, ref_lp, 1e-10) and close(dx, ref_dx, 1e-9) and close(dw, ref_dw, 1e-9)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 100_000), vocab=st.integers(1, 300_000), mib=st.floats(0.01, 4096),

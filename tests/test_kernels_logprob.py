@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -227,6 +229,29 @@ def test_gradcheck_float64(small):
     assert torch.autograd.gradcheck(fn, (hidden, weight), eps=1e-6, atol=1e-7, rtol=1e-5)
     lp, ent = fn(hidden, weight)
     assert lp.dtype == torch.float64 and ent.dtype == torch.float64
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    n=st.integers(1, 40), h=st.integers(1, 40), v=st.integers(1, 150), temperature=st.floats(0.3, 2.0),
+    matmul=st.sampled_from(["torch", "triton"]), block_n=st.sampled_from([16, 32]), block_v=st.sampled_from([16, 64]),
+    splits=st.sampled_from([None, 1, 3]), chunk=st.integers(1, 50), slice_=st.integers(1, 160), seed=st.integers(0, 99),
+)  # fmt: skip
+def test_property_any_shape_and_config_matches_float64(
+    n, h, v, temperature, matmul, block_n, block_v, splits, chunk, slice_, seed
+):
+    """For any shape and configuration: log-probs, entropies and both gradients equal float64 autograd."""
+    hidden, weight, targets = make(n, h, v, seed=seed, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    g_lp, g_ent = torch.randn(n, generator=g).to(DEVICE), torch.randn(n, generator=g).to(DEVICE)
+    config = KernelConfig(
+        block_n=block_n, block_v=block_v, block_h=16, vocab_splits=splits, matmul=matmul,
+        forward_chunk=chunk, backward_slice=slice_,
+    )  # fmt: skip
+    ref = reference_with_grads(hidden, weight, targets, temperature, g_lp, g_ent)
+    ours = kernel_with_grads(hidden, weight, targets, temperature, g_lp, g_ent, config=config)
+    for name, mine, expected in zip(("logp", "entropy", "dX", "dW"), ours, ref):
+        assert_close(mine, expected, 1e-10, rtol=1e-9, what=name)
 
 
 # --------------------------------------------------------------------------------------------------
