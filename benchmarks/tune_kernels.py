@@ -35,21 +35,23 @@ from torch import Tensor
 
 SHAPES = {"a": (8192, 4096, 128256), "b": (16384, 2048, 151936)}
 
-#: KernelConfig options of each candidate: the CUDA default first, then the ``matmul="torch"``
-#: variants (reduction tiles, buffer budgets), then ``matmul="triton"`` tiles (the sweep may stop early).
+#: KernelConfig options of each candidate, over the CUDA default of its ``matmul`` path: the default
+#: first, then the ``matmul="torch"`` variants (reduction tiles, buffer budgets), then ``matmul="triton"``
+#: tiles (the sweep may stop early). All build for sm_90 without register spills in bf16
+#: (``benchmarks/kernel_resources.py``).
 CANDIDATES: list[dict[str, Any]] = [
     {},
-    {"block_n": 32, "block_v": 256, "num_warps": 4},
-    {"block_n": 16, "block_v": 512, "num_warps": 4},
-    {"block_n": 64, "block_v": 256, "num_warps": 8},
+    {"block_v": 128},
+    {"num_warps": 8},
+    {"block_v": 512, "num_warps": 8},
     {"forward_mib": 448.0, "backward_mib": 192.0},
     {"forward_mib": 112.0, "backward_mib": 48.0},
     {"matmul": "triton"},
-    {"matmul": "triton", "block_n": 128, "block_v": 128, "block_h": 64},
-    {"matmul": "triton", "block_n": 128, "block_v": 256, "block_h": 64},
-    {"matmul": "triton", "block_n": 128, "block_v": 128, "block_h": 64, "num_warps": 4},
+    {"matmul": "triton", "block_h": 64},
     {"matmul": "triton", "block_n": 64, "block_v": 256, "block_h": 64},
     {"matmul": "triton", "block_n": 128, "block_v": 64, "block_h": 128},
+    {"matmul": "triton", "block_n": 32, "block_v": 128, "block_h": 64},
+    {"matmul": "triton", "block_n": 64, "block_v": 64, "block_h": 64},
 ]
 
 
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tune_kernels.py needs a CUDA GPU (the tile sweep times compiled Triton kernels); nothing to do here.")
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))  # when rlsdk is not installed
-    from rlsdk_kernels.linear_logprob import KernelConfig
+    from rlsdk_kernels.linear_logprob import CUDA_TILES, KernelConfig
 
     started = time.monotonic()
     n, h, v = SHAPES[args.shape]
@@ -175,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(f"shape {args.shape}: N={n}, H={h}, V={v}, bf16, temperature 1, no entropy; budget {args.budget:.0f} s\n")
 
-    configs = [KernelConfig(**options) for options in CANDIDATES[: args.limit]]
+    configs = [
+        KernelConfig(**{**CUDA_TILES[options.get("matmul", "torch")], **options}) for options in CANDIDATES[: args.limit]
+    ]
     rows: list[Row] = []
     for config in configs:
         if time.monotonic() - started > args.budget:

@@ -111,7 +111,7 @@ def kernel_with_grads(case: Case, matmul: str = "torch") -> Outputs:
     """``(logp, entropy, dX, dW)`` of ``fused_linear_logprobs`` (default CUDA tiles) and its backward."""
     hx = case.hidden.detach().clone().requires_grad_(True)
     wx = case.weight.detach().clone().requires_grad_(True)
-    config = KernelConfig(**CUDA_TILES, matmul=matmul)
+    config = KernelConfig(**CUDA_TILES[matmul], matmul=matmul)
     lp, ent = fused_linear_logprobs(hx, wx, case.targets, TEMPERATURE, True, IGNORE, config)
     assert ent is not None
     gx, gw = torch.autograd.grad((lp * case.g_lp).sum() + (ent * case.g_ent).sum(), [hx, wx])

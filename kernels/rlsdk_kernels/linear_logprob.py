@@ -74,8 +74,13 @@ __all__ = [
     "triton_available",
 ]
 
-#: Default tiles on CUDA (untuned first version) and under the interpreter (small, so fast in numpy).
-CUDA_TILES = {"block_n": 64, "block_v": 128, "block_h": 64}
+#: Default CUDA tiles and warps per ``matmul`` path: the widest whose sm_90 build has no register
+#: spills (``benchmarks/kernel_resources.py``; untimed until a GPU session tunes them).
+CUDA_TILES = {
+    "torch": {"block_n": 16, "block_v": 256, "block_h": 64, "num_warps": 4},
+    "triton": {"block_n": 64, "block_v": 128, "block_h": 32, "num_warps": 8},
+}
+#: Tiles under the interpreter (small, so fast in numpy).
 CPU_TILES = {"block_n": 16, "block_v": 32, "block_h": 16}
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 #: Values of :attr:`KernelConfig.matmul`.
@@ -512,7 +517,7 @@ def fused_linear_logprobs(
     """
     check_logprob_inputs(hidden, weight, targets, temperature, ignore_index=ignore_index, backend="triton logprob backend")
     if config is None:
-        config = KernelConfig(**(CUDA_TILES if hidden.is_cuda else CPU_TILES))
+        config = KernelConfig(**(CUDA_TILES["torch"] if hidden.is_cuda else CPU_TILES))
     if hidden.shape[0] == 0:
         empty = (hidden.sum(-1) + weight.sum() * 0).to(_compute_dtype(hidden, weight))
         return empty, (empty if with_entropy else None)
@@ -547,8 +552,8 @@ class TritonLogprobBackend:
 
     The options ``block_n``, ``block_v``, ``block_h``, ``vocab_splits``, ``matmul``, ``forward_chunk``,
     ``forward_mib``, ``backward_slice``, ``backward_mib``, ``num_warps`` and ``allow_tf32`` are those of
-    :class:`KernelConfig` (for the tiles, None keeps the device default: 64/128/64 on CUDA, 16/32/16
-    on CPU).
+    :class:`KernelConfig` (for the tiles and warps, None keeps the device default: :data:`CUDA_TILES`
+    of the ``matmul`` path on CUDA, :data:`CPU_TILES` under the interpreter).
 
     Args:
         ignore_index: Target id whose tokens get log-prob 0, entropy 0 and no gradient.
@@ -572,7 +577,7 @@ class TritonLogprobBackend:
         forward_mib: float = 224.0,
         backward_slice: int | None = None,
         backward_mib: float = 96.0,
-        num_warps: int = 8,
+        num_warps: int | None = None,
         allow_tf32: bool = False,
         ignore_index: int = -100,
     ):
@@ -580,13 +585,16 @@ class TritonLogprobBackend:
             raise ValueError(f"triton logprob backend: ignore_index must be an integer; got {ignore_index!r}")
         self.ignore_index = ignore_index
         tiles = {k: v for k, v in (("block_n", block_n), ("block_v", block_v), ("block_h", block_h)) if v is not None}
+        if num_warps is not None:
+            tiles["num_warps"] = num_warps
         common: dict[str, Any] = {
             "vocab_splits": vocab_splits, "matmul": matmul, "forward_chunk": forward_chunk, "forward_mib": forward_mib,
-            "backward_slice": backward_slice, "backward_mib": backward_mib, "num_warps": num_warps,
-            "allow_tf32": allow_tf32,
+            "backward_slice": backward_slice, "backward_mib": backward_mib, "allow_tf32": allow_tf32,
         }  # fmt: skip
+        if matmul not in MATMULS:
+            raise ValueError(f"triton logprob backend: matmul must be one of {', '.join(MATMULS)}; got {matmul!r}")
         # Built (and so validated) now, not at the first call.
-        self.cuda_config = KernelConfig(**{**CUDA_TILES, **tiles}, **common)
+        self.cuda_config = KernelConfig(**{**CUDA_TILES[matmul], **tiles}, **common)
         self.cpu_config = KernelConfig(**{**CPU_TILES, **tiles}, **common)
 
     def supports(self, device: torch.device | str) -> bool:

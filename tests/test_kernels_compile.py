@@ -1,0 +1,38 @@
+"""Every kernel's default CUDA build compiles for Ampere (sm_80) and Hopper (sm_90), without a GPU
+and without register spills.
+
+``benchmarks/kernel_resources.py`` lowers each kernel with ``triton.compile`` for sm_90 and
+assembles it with the ``ptxas`` of the triton wheel (``rlsdk_kernels._aot``). This catches what the
+interpreter cannot: GPU-only compile errors, register spills, shared memory over the sm_90 limit.
+It runs in a fresh process because the other kernel tests set ``TRITON_INTERPRET=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_default_builds_compile_without_spills(arch):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "kernel_resources.py"), "--arch", str(arch)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if re.match(r"\| (logprob|fused|clipped)", line)]
+    assert len(rows) == 12, proc.stdout  # 6 kernels x (bf16, fp32)
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        registers, spills, shared = int(cells[3]), int(cells[4]), int(cells[5])
+        assert 0 < registers <= 255 and spills == 0 and shared <= {80: 163, 90: 227}[arch] * 1024, row
