@@ -34,19 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMITS), default=90, help="compute capability x 10")
     arch = parser.parse_args(argv).arch
     print(f"triton {triton.__version__}, torch {torch.__version__}, target sm_{arch} (ptxas from the triton wheel)\n")
-    print("| kernel | inputs | warps | registers | spilled bytes | shared memory bytes |")
-    print("|---|---|---|---|---|---|")
+    print("| kernel | inputs | warps | registers | spilled bytes | shared memory bytes | matrix instructions |")
+    print("|---|---|---|---|---|---|---|")
     bad = 0
     for dtype in (torch.bfloat16, torch.float32):
         for name, kernel, args, constexprs, warps in default_launches(dtype):
             try:
                 r = compile_for_gpu(name, kernel, args, constexprs, num_warps=warps, arch=arch)
             except Exception as exc:  # noqa: BLE001 - report every kernel
-                print(f"| {name} | {str(dtype)[6:]} | {warps} | failed: {type(exc).__name__}: {str(exc)[:80]} | | |")
+                print(f"| {name} | {str(dtype)[6:]} | {warps} | failed: {type(exc).__name__}: {str(exc)[:80]} | | | |")
                 bad += 1
                 continue
             bad += r.spill_bytes > 0 or r.shared_bytes > SHARED_LIMITS[arch]
-            print(f"| {name} | {str(dtype)[6:]} | {warps} | {r.registers} | {r.spill_bytes} | {r.shared_bytes} |")
+            print(
+                f"| {name} | {str(dtype)[6:]} | {warps} | {r.registers} | {r.spill_bytes} | {r.shared_bytes} "
+                f"| {r.matrix_instructions} |"
+            )
     return 1 if bad else 0
 
 

@@ -1,5 +1,5 @@
 """Every kernel's default CUDA build compiles for Ampere (sm_80) and Hopper (sm_90), without a GPU
-and without register spills.
+and without register spills; the bf16 ``tl.dot`` tiles use the tensor cores (``wgmma`` on sm_90).
 
 ``benchmarks/kernel_resources.py`` lowers each kernel with ``triton.compile`` for sm_90 and
 assembles it with the ``ptxas`` of the triton wheel (``rlsdk_kernels._aot``). This catches what the
@@ -36,3 +36,5 @@ def test_default_builds_compile_without_spills(arch):
         cells = [c.strip() for c in row.strip("|").split("|")]
         registers, spills, shared = int(cells[3]), int(cells[4]), int(cells[5])
         assert 0 < registers <= 255 and spills == 0 and shared <= {80: 163, 90: 227}[arch] * 1024, row
+        if "matmul=triton" in cells[0] and cells[1] == "bfloat16":  # the tl.dot tiles run on tensor cores
+            assert cells[6] == {80: "mma", 90: "wgmma"}[arch], row

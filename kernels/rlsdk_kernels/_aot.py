@@ -38,6 +38,9 @@ class Resources:
     registers: int
     spill_bytes: int
     shared_bytes: int
+    #: The matrix instructions in the PTX: ``wgmma`` (Hopper tensor cores), ``mma`` (Ampere-style
+    #: tensor cores) or ``-`` (none: the kernel has no ``tl.dot``, or multiplies with FMAs).
+    matrix_instructions: str = "-"
 
 
 def compile_for_gpu(
@@ -84,6 +87,8 @@ def compile_for_gpu(
             [ptxas, f"-arch=sm_{arch}{suffix}", "-v", ptx, "-o", os.path.join(tmp, "kernel.cubin")],
             capture_output=True, text=True, check=True,
         ).stderr  # fmt: skip
+    ptx_text = compiled.asm["ptx"]
+    matrix = "wgmma" if "wgmma" in ptx_text else "mma" if "mma.sync" in ptx_text else "-"
     registers = re.search(r"Used (\d+) registers", report)
     spills = re.search(r"(\d+) bytes spill stores", report)
     return Resources(
@@ -91,6 +96,7 @@ def compile_for_gpu(
         registers=int(registers.group(1)) if registers else -1,
         spill_bytes=int(spills.group(1)) if spills else 0,
         shared_bytes=int(compiled.metadata.shared),
+        matrix_instructions=matrix,
     )
 
 
