@@ -1,8 +1,18 @@
-"""Shared test set-up: keep cookiecutter's user files (replay, cache) out of the home directory."""
+"""Shared test set-up: the Triton interpreter without a GPU, and cookiecutter's user files (replay,
+cache) kept out of the home directory."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# Without a GPU the Triton kernels run under the interpreter. The mode is fixed when triton is first
+# imported, so it is set here, before any test module can import it (the kernel test modules also
+# set it, for running them alone).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from rlsdk.scaffold import TEMPLATE_ENV
 
