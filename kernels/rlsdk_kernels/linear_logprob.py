@@ -446,8 +446,10 @@ def _backward(
         )
         if need_hidden:
             grad_x = add_mm(grad_x, dz_s, w_s, acc)  # accumulated across slices in fp32
-        if grad_w is not None:
-            grad_w[start:stop] = (dz_s.T @ x).to(weight.dtype)  # one exact GEMM per slice
+        if grad_w is not None and grad_w.dtype == x.dtype:  # one exact GEMM per slice, no temporary
+            torch.mm(dz_s.T, x, out=grad_w[start:stop])
+        elif grad_w is not None:
+            grad_w[start:stop] = (dz_s.T @ x).to(weight.dtype)
     return (grad_x.to(hidden.dtype) if grad_x is not None else None), grad_w
 
 
