@@ -142,6 +142,22 @@ class GoodLoss:
         return LossOutput(rlsdk.aggregate(per_token, batch, "token-mean"), {"pg": metric})
 
 
+class FromHiddenLoss(GoodLoss):
+    """A "fused" GoodLoss: from_hidden computes the log-probs itself (here in float64 PyTorch)."""
+
+    scale = 1.0
+
+    def from_hidden(self, hidden, weight, targets, batch, *, temperature, backend):
+        log_p = torch.log_softmax((hidden.double() @ weight.double().T) / temperature, dim=-1)
+        lp = log_p.gather(-1, targets[:, None]).squeeze(-1).view(batch.mask.shape).float()
+        out = self(lp * self.scale, batch)
+        return out, lp.detach(), -(log_p.exp() * log_p).sum(-1).view(batch.mask.shape).float().detach()
+
+
+class WrongFromHiddenLoss(FromHiddenLoss):
+    scale = 1.01  # a fused path that disagrees with the loss on backend log-probs
+
+
 class InPlaceLoss(GoodLoss):
     def __call__(self, logprobs, batch):
         batch.advantages.mul_(1.0)  # same values, but an in-place write
@@ -229,6 +245,7 @@ def test_check_loss_passes_on_correct_losses():
     check_loss(EntropyBonusLoss())
     check_loss(GoodLoss(), make_train_batch(seed=9, rows=5, length=3), seed=9)
     check_loss(ConstantMetricLoss())  # metrics need not be additive unless asked
+    check_loss(FromHiddenLoss())
 
 
 @pytest.mark.parametrize(
@@ -236,6 +253,7 @@ def test_check_loss_passes_on_correct_losses():
     [
         (InPlaceLoss(), r"loss InPlaceLoss: input modified in place: tensor advantages"),
         (ReassigningLoss(), r"input modified: advantages was replaced"),
+        (WrongFromHiddenLoss(), r"loss WrongFromHiddenLoss: from_hidden: from_hidden gave loss .* the torch backend"),
         (LocalCountLoss(), r"micro-batch invariance: the loss is .* sums to .* over 2 micro-batches"),
         (NanGradLoss(), r"finite gradient: .*logprobs is nan at row 1"),
         (UnmaskedRatioLoss(), r"masked positions: changing the values at masked positions"),

@@ -610,7 +610,10 @@ def check_loss(loss: Any, batch: TrainBatch | None = None, seed: int = 0, *, add
       gradient and metrics, bit for bit;
     - micro-batch invariance: for ``k`` in 1, 2 and 4 the sum of the losses of ``batch.split(k)``
       (which keeps the global counts) and its gradient equal those of the whole batch (relative
-      tolerance 1e-5). With ``additive_metrics`` the metrics must sum the same way.
+      tolerance 1e-5). With ``additive_metrics`` the metrics must sum the same way;
+    - for a loss that defines ``from_hidden`` (a fused kernel): on random hidden states and output
+      weight, its loss, metrics and gradients w.r.t. both equal those of the ``torch`` logprob backend
+      followed by the loss itself (relative tolerance 1e-4: the backend computes in float32).
 
     Args:
         loss: The loss component (e.g. ``registry.create("loss", "my_loss")``).
@@ -668,6 +671,56 @@ def check_loss(loss: Any, batch: TrainBatch | None = None, seed: int = 0, *, add
         )
 
     _check_micro_batches(loss, batch, logprobs, (out, grad_lp, grad_ent), seed, additive_metrics)
+    if hasattr(loss, "from_hidden"):
+        _check_from_hidden(loss, batch, seed)
+
+
+def _check_from_hidden(loss: Any, batch: TrainBatch, seed: int) -> None:
+    """``loss.from_hidden`` equals the ``torch`` logprob backend followed by ``loss`` (see :func:`check_loss`)."""
+    import torch
+
+    from rlsdk.plugins import get_registry
+
+    rows, length = batch.mask.shape
+    n, h, v, temperature = rows * length, 8, 13, 0.9
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=g)
+    weight = torch.randn(v, h, generator=g)
+    targets = torch.randint(0, v, (n,), generator=g)
+    backend = get_registry().create("logprob_backend", "torch", {})
+    with torch.no_grad():  # old / reference log-probs near the current ones, so ratios are not all clipped
+        current = backend(hidden, weight, targets, temperature=temperature).logprobs.view(rows, length)
+    near = {
+        "old_logprobs": current + 0.2 * torch.randn(rows, length, generator=g),
+        "ref_logprobs": None if batch.ref_logprobs is None else current + 0.2 * torch.randn(rows, length, generator=g),
+    }
+    near = {k: v.to(batch.mask.dtype) if v is not None else None for k, v in near.items()}
+    batch = dataclasses.replace(batch, entropy=None, **near)
+    results = []
+    for fused in (True, False):
+        x, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        if fused:
+            out = loss.from_hidden(x, w, targets, batch, temperature=temperature, backend=backend)[0]
+        else:
+            lp = backend(x, w, targets, temperature=temperature, with_entropy=True)
+            needs_entropy = bool(getattr(loss, "needs_entropy", False))
+            entropy = lp.entropy.view(rows, length) if needs_entropy else None
+            out = loss(lp.logprobs.view(rows, length), dataclasses.replace(batch, entropy=entropy))
+        grads = torch.autograd.grad(out.loss, [x, w], allow_unused=True)
+        results.append((out, *(g if g is not None else torch.zeros_like(t) for g, t in zip(grads, (x, w)))))
+    (fused_out, fx, fw), (out, ux, uw) = results
+    loss_ok = _close(fused_out.loss.detach().double(), out.loss.detach().double(), rtol=1e-4, atol=1e-6)
+    if not (loss_ok and _close(fx, ux, rtol=1e-4, atol=1e-6) and _close(fw, uw, rtol=1e-4, atol=1e-6)):
+        _fail(
+            "loss", loss, "from_hidden",
+            f"from_hidden gave loss {float(fused_out.loss.detach()):.7g}, the torch backend then the loss "
+            f"{float(out.loss.detach()):.7g} (gradient differences: hidden {_max_diff(fx, ux):.3g}, "
+            f"weight {_max_diff(fw, uw):.3g})",
+        )
+    if list(fused_out.metrics) != list(out.metrics) or any(
+        not math.isclose(fused_out.metrics[k], out.metrics[k], rel_tol=1e-4, abs_tol=1e-6) for k in out.metrics
+    ):
+        _fail("loss", loss, "from_hidden", f"metrics {fused_out.metrics} differ from {out.metrics}")
 
 
 # --------------------------------------------------------------------------------------------------
