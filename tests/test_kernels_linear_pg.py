@@ -11,14 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import sys
-from pathlib import Path
 
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 from hypothesis import given, settings
@@ -30,14 +24,9 @@ from rlsdk.errors import ConfigError
 
 pytest.importorskip("triton")
 
-try:
-    import rlsdk_kernels  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
-
-from rlsdk_kernels import pg_loss  # noqa: E402
-from rlsdk_kernels.linear_pg_loss import FusedLossConfig, chunk_size, fused_linear_pg_loss  # noqa: E402
-from rlsdk_kernels.pg_loss import FusedClippedPG  # noqa: E402
+from rlsdk_kernels import pg_loss
+from rlsdk_kernels.linear_pg_loss import FusedLossConfig, chunk_size, fused_linear_pg_loss
+from rlsdk_kernels.pg_loss import FusedClippedPG
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TINY = FusedLossConfig(chunk_tokens=5, block_n=2, block_v=16)

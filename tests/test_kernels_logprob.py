@@ -20,14 +20,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-try:
-    import rlsdk_kernels  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
-
 import rlsdk
 import rlsdk.testing
 from rlsdk_kernels import plugin as kernels_plugin

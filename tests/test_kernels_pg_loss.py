@@ -17,9 +17,6 @@ from pathlib import Path
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
 
 import rlsdk
@@ -28,13 +25,8 @@ import rlsdk.testing
 
 pytest.importorskip("triton")
 
-try:
-    import rlsdk_kernels  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
-
-from rlsdk_kernels import pg_loss  # noqa: E402
-from rlsdk_kernels.pg_loss import FusedClippedPG, fused_pg_loss  # noqa: E402
+from rlsdk_kernels import pg_loss
+from rlsdk_kernels.pg_loss import FusedClippedPG, fused_pg_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rlsdk
-from rlsdk import LossOutput, RolloutBatch
+from rlsdk import LossOutput
 from rlsdk.testing import (
     check_advantage,
     check_logprob_backend,

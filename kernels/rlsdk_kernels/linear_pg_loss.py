@@ -108,7 +108,9 @@ def _kernel() -> Any:
     import triton
     import triton.language as tl
 
-    globals()["pg_token_terms"], globals()["store_pg_stats"] = token_terms()
+    pg_token_terms, store_pg_stats = token_terms()
+    # The interpreter resolves helpers in the module globals, not in closures.
+    globals().update(pg_token_terms=pg_token_terms, store_pg_stats=store_pg_stats)
 
     @triton.jit
     def linear_pg_rows_kernel(

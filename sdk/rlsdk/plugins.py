@@ -20,7 +20,6 @@ import inspect
 import os
 import re
 import sys
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
