@@ -339,8 +339,9 @@ def fused_linear_pg_loss(
     }
     if x2.shape[0] == 0:
         zero = (x2.sum() + weight.sum()) * 0
-        sums = {k: torch.zeros((), dtype=acc) for k in STAT_NAMES[2:] if k != "w_ent"}
-        return zero.to(acc), sums, torch.zeros(shape, dtype=acc), torch.zeros(shape, dtype=acc)
+        like = {"dtype": acc, "device": hidden.device}
+        sums = {k: torch.zeros((), **like) for k in STAT_NAMES[2:] if k != "w_ent"}
+        return zero.to(acc), sums, torch.zeros(shape, **like), torch.zeros(shape, **like)
     loss, stats, logp, ent = _LinearPGFunction.apply(  # forward() runs without grad mode: tell it the caller's
         x2, weight, y1.contiguous(), tokens, opts, float(temperature), config, torch.is_grad_enabled()
     )
