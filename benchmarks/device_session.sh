@@ -219,7 +219,7 @@ done
   grep -A 4 '^| block_n' "$OUT/tune.log" 2>/dev/null | tail -n +3
   for shape in a b; do
     echo "shape $shape:"
-    grep -E 'matmul|floor|^\|' "$OUT/bench_$shape.log" 2>/dev/null | grep -vE '^\|(---|.* method \|| GRPO loss, fwd)'
+    grep -E 'matmul|floor|^\||^- ' "$OUT/bench_$shape.log" 2>/dev/null | grep -vE '^\|(---|.* method \|| GRPO loss, fwd)'
   done
   echo "total: ${SECONDS} s"
 } >>"$SUMMARY"

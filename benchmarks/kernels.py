@@ -43,7 +43,7 @@ CPU_QUICK = {"cpu-quick": (64, 32, 1001)}
 SEQ_LEN, MASKED_TAIL = 1024, 100
 GRPO = {"eps_low": 0.2, "eps_high": 0.28, "kl_coef": 0.04, "kl_estimator": "k3", "agg": "token-mean"}
 
-Step = Callable[[], Tensor]
+Step = Callable[[], None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,7 +258,52 @@ def grpo_methods(cuda: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor,
 # Driver
 
 
-def run_shape(name: str, shape: tuple[int, int, int], cuda: bool, reps: int) -> None:
+def run_table(methods: dict[str, Callable[[], Any]], make_step: Callable[[Any], Step], error: Callable[[Any], float],
+              cuda: bool, reps: int, error_format: str) -> dict[str, tuple[float, float | None]]:
+    """Print one row per method (a failing or missing method gets a row saying so); ``{label: (ms, GiB)}``."""
+    results: dict[str, tuple[float, float | None]] = {}
+    for label, build in methods.items():
+        try:
+            method = build()
+            ms, peak = measure(make_step(method), cuda, reps)
+            with torch.no_grad():
+                err = error(method)
+        except ImportError as exc:
+            print(f"| {label} | skipped: not installed ({exc.name or exc}) | | |")
+            continue
+        except Exception as exc:  # a peer failing must not hide the other rows
+            print(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:80]} | | |")
+            continue
+        results[label] = (ms, peak)
+        peak_text = f"{peak:.3f}" if peak is not None else "n/a (CPU)"
+        print(f"| {label} | {ms:.1f} | {peak_text} | {err:{error_format}} |")
+    return results
+
+
+def check_goals(logprob: dict[str, tuple[float, float | None]], grpo: dict[str, tuple[float, float | None]],
+                floor8_ms: float) -> None:
+    """Print each of the issue's goals for each of our rows as met or missed (GPU runs only)."""
+    print("\nGoals (issue 4), against the peers of this run:\n")
+    low_memory = {k: v for k, v in logprob.items() if k.startswith(("Liger", "Cut-Cross"))}
+    for label, (ms, peak) in logprob.items():
+        if "(ours" not in label:
+            continue
+        beaten = [k.split(" ")[0] for k, (peer_ms, _) in low_memory.items() if ms < peer_ms]
+        print(f"- {label}: faster than {len(beaten)} of {len(low_memory)} low-memory peers "
+              f"({', '.join(beaten) or 'none'}); {ms / floor8_ms:.2f}x the 8THV floor (goal <= 1.15): "
+              f"{'met' if ms <= 1.15 * floor8_ms else 'missed'}; extra peak {peak:.3f} GiB (goal <= 0.25): "
+              f"{'met' if peak is not None and peak <= 0.25 else 'missed'}")
+    compiled = grpo.get("`torch.compile`")
+    for label, (ms, peak) in grpo.items():
+        if "6THV" not in label:
+            continue
+        speed = f"{ms / compiled[0]:.2f}x torch.compile's time (goal <= 1)" if compiled else "torch.compile: no row"
+        met = compiled is not None and ms <= compiled[0]
+        print(f"- {label}: {speed}: {'met' if met else 'missed'}; extra peak {peak:.3f} GiB (goal <= 0.5): "
+              f"{'met' if peak is not None and peak <= 0.5 else 'missed'}")
+
+
+def run_shape(name: str, shape: tuple[int, int, int], cuda: bool, reps: int, tflops: float) -> None:
     n, h, v = shape
     device = "cuda" if cuda else "cpu"
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -269,56 +314,43 @@ def run_shape(name: str, shape: tuple[int, int, int], cuda: bool, reps: int) -> 
     upstream = torch.randn(n, generator=g).to(device)
     ref = reference_logprobs(hidden, weight, targets)
 
+    def logprob_step(method: Any) -> Step:
+        def step() -> None:
+            hidden.grad = weight.grad = None
+            (method(hidden, weight, targets) * upstream).sum().backward()
+
+        return step
+
     print(f"\n### shape {name}: N={n}, H={h}, V={v}, {str(dtype).removeprefix('torch.')}, fwd+bwd\n")
     print("| method | ms | extra peak GiB | max abs logp error |")
     print("|---|---|---|---|")
-    for label, build in logprob_methods(cuda).items():
-        try:
-            method = build()
-
-            def step() -> None:
-                hidden.grad = weight.grad = None
-                (method(hidden, weight, targets) * upstream).sum().backward()
-
-            ms, peak = measure(step, cuda, reps)
-            with torch.no_grad():
-                err = float((method(hidden, weight, targets).float() - ref).abs().max())
-        except ImportError as exc:
-            print(f"| {label} | skipped: not installed ({exc.name or exc}) | | |")
-            continue
-        except Exception as exc:  # a peer failing must not hide the other rows
-            print(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:80]} | | |")
-            continue
-        peak_text = f"{peak:.3f}" if peak is not None else "n/a (CPU)"
-        print(f"| {label} | {ms:.1f} | {peak_text} | {err:.4f} |")
+    logprob = run_table(
+        logprob_methods(cuda), logprob_step,
+        lambda method: float((method(hidden, weight, targets).float() - ref).abs().max()), cuda, reps, ".4f",
+    )  # fmt: skip
 
     batch = grpo_batch(ref)
     rows, length = batch.mask.shape
     used = rows * length
     hs, ts = hidden[:used], targets[:used]
     ref_loss = float(rlsdk.create("loss", "clipped_pg", **GRPO)(ref[:used].view(rows, length), batch).loss)
+
+    def grpo_step(method: Any) -> Step:
+        def step() -> None:
+            hidden.grad = weight.grad = None
+            method(hs, weight, ts, batch).backward()
+
+        return step
+
     print(f"\nGRPO loss from hidden states, B={rows} x L={length} (last {masked_tail(length)} masked), token-mean, k3 KL\n")
     print("| GRPO loss, fwd+bwd | ms | extra peak GiB | abs loss error |")
     print("|---|---|---|---|")
-    for label, build in grpo_methods(cuda).items():
-        try:
-            method = build()
-
-            def grpo_step() -> None:
-                hidden.grad = weight.grad = None
-                method(hs, weight, ts, batch).backward()
-
-            ms, peak = measure(grpo_step, cuda, reps)
-            with torch.no_grad():
-                err = abs(float(method(hs, weight, ts, batch)) - ref_loss)
-        except ImportError as exc:
-            print(f"| {label} | skipped: not installed ({exc.name or exc}) | | |")
-            continue
-        except Exception as exc:
-            print(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:80]} | | |")
-            continue
-        peak_text = f"{peak:.3f}" if peak is not None else "n/a (CPU)"
-        print(f"| {label} | {ms:.1f} | {peak_text} | {err:.2e} |")
+    grpo = run_table(
+        grpo_methods(cuda), grpo_step, lambda method: abs(float(method(hs, weight, ts, batch)) - ref_loss),
+        cuda, reps, ".2e",
+    )  # fmt: skip
+    if cuda:
+        check_goals(logprob, grpo, 8 * n * h * v / tflops / 1e9)
 
 
 def main() -> None:
@@ -345,7 +377,7 @@ def main() -> None:
         floor6, floor8 = 6 * n * h * v / tflops / 1e9, 8 * n * h * v / tflops / 1e9
         print(f"shape {name}: 6THV floor {floor6:.2f} ms, 8THV floor {floor8:.2f} ms")
     for name, shape in shapes.items():
-        run_shape(name, shape, cuda, reps)
+        run_shape(name, shape, cuda, reps, tflops)
 
 
 if __name__ == "__main__":
