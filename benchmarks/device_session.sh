@@ -5,18 +5,20 @@
 # through the device tool's `run` verb, from the repo root, in two calls that together fit a
 # 15-minute device budget (the second finds the machine warm):
 #
-#     command: bash benchmarks/device_session.sh tests bench_a   carry: [".whl"]   timeout_s: 570
-#     command: bash benchmarks/device_session.sh bench_b tune    carry: [".whl"]   timeout_s: 420
+#     command: bash benchmarks/device_session.sh tests bench_a             carry: [".whl"]  timeout_s: 570
+#     command: bash benchmarks/device_session.sh bench_b tune tests_all    carry: [".whl"]  timeout_s: 420
 #
-# With no step named it runs all four in that order (tests, bench_a, bench_b, tune).
+# Steps: tests (the real-size checks of tests/test_kernels_gpu.py), bench_a and bench_b
+# (benchmarks/kernels.py at each shape), tune (benchmarks/tune_kernels.py) and tests_all (the other
+# tests/test_kernels_*.py files, interpreter-tested on the CPU, compiled for the GPU). With no step
+# named it runs all five in that order.
 #
 # It stops by itself within DEADLINE seconds (540: every step has a `timeout`, so a hang or a slow
-# peer only cuts its own step short). Steps, each logged to a file under $OUT (6 files come back):
+# peer only cuts its own step short). Steps, each logged to a file under $OUT (at most 7 files):
 #
 #     setup.log      nvidia-smi, python/torch/triton versions, installs, import and plugin check
-#     gpu_tests.log  pytest tests/test_kernels_*.py on the GPU (TRITON_INTERPRET unset): the
-#                    real-size checks of tests/test_kernels_gpu.py and every interpreter-tested
-#                    kernel file (logprob, pg_loss, linear_pg at present) compiled for the GPU
+#     gpu_tests.log  pytest tests/test_kernels_gpu.py on the GPU (TRITON_INTERPRET unset)
+#     all_tests.log  pytest of the other tests/test_kernels_*.py files, compiled for the GPU
 #     tune.log       benchmarks/tune_kernels.py (tile sweep, shape a)
 #     bench_a.log    benchmarks/kernels.py --shapes a   (N=8192, H=4096, V=128256)
 #     bench_b.log    benchmarks/kernels.py --shapes b   (N=16384, H=2048, V=151936)
@@ -47,9 +49,12 @@ OUT=${OUT:-$(mktemp -d /tmp/device_session.XXXXXX)}
 SETUP_ONLY=0
 STEPS=("$@")
 [[ ${1:-} == --setup-only ]] && SETUP_ONLY=1 && STEPS=()
-((${#STEPS[@]})) || STEPS=(tests bench_a bench_b tune)
+((${#STEPS[@]})) || STEPS=(tests bench_a bench_b tune tests_all)
 for step in "${STEPS[@]}"; do
-  [[ $step =~ ^(tests|bench_a|bench_b|tune)$ ]] || { echo "unknown step $step: use tests, bench_a, bench_b, tune"; exit 2; }
+  [[ $step =~ ^(tests|tests_all|bench_a|bench_b|tune)$ ]] || {
+    echo "unknown step $step: use tests, tests_all, bench_a, bench_b, tune"
+    exit 2
+  }
 done
 
 mkdir -p "$OUT" "$SITE"
@@ -198,13 +203,14 @@ if ((${PYTEST_WORKERS:-4} > 0)) && "$PY" -c "import xdist" 2>/dev/null; then
   workers=(-n "${PYTEST_WORKERS:-4}" --dist loadfile)
   "$PY" -c "import pytest_benchmark" 2>/dev/null && workers+=(-p no:benchmark)
 fi
-tests=(tests/test_kernels_gpu.py)  # first: the real-size checks
+others=()  # the interpreter-tested files, compiled for the GPU this time
 for file in tests/test_kernels_*.py; do
-  [[ $file == tests/test_kernels_gpu.py ]] || tests+=("$file")
+  [[ $file == tests/test_kernels_gpu.py ]] || others+=("$file")
 done
 for step in "${STEPS[@]}"; do
   case $step in
-    tests) run_step gpu_tests 240 "$PY" -m pytest -q -p no:cacheprovider "${workers[@]}" -rfEsP --durations=15 "${tests[@]}" ;;
+    tests) run_step gpu_tests 180 "$PY" -m pytest -q -p no:cacheprovider -rfEsP --durations=10 tests/test_kernels_gpu.py ;;
+    tests_all) run_step all_tests 240 "$PY" -m pytest -q -p no:cacheprovider "${workers[@]}" -rfEs "${others[@]}" ;;
     bench_a) run_step bench_a 600 "$PY" benchmarks/kernels.py --shapes a ;;
     bench_b) run_step bench_b 600 "$PY" benchmarks/kernels.py --shapes b ;;
     tune) run_step tune 130 "$PY" benchmarks/tune_kernels.py ;;
@@ -213,8 +219,11 @@ done
 
 {
   echo
-  echo "tests: $(grep -E '^=*.*[0-9]+ (passed|failed|error)' "$OUT/gpu_tests.log" 2>/dev/null | tail -n 1)"
-  grep -E '^(FAILED|ERROR) ' "$OUT/gpu_tests.log" 2>/dev/null | head -n 20
+  for log in gpu_tests all_tests; do
+    [[ -f $OUT/$log.log ]] || continue
+    echo "$log: $(grep -E '^=*.*[0-9]+ (passed|failed|error)' "$OUT/$log.log" | tail -n 1)"
+    grep -E '^(FAILED|ERROR) ' "$OUT/$log.log" | head -n 20
+  done
   echo "fastest tiles:"
   grep -A 4 '^| block_n' "$OUT/tune.log" 2>/dev/null | tail -n +3
   for shape in a b; do
