@@ -48,6 +48,7 @@ from rlsdk import TrainBatch
 from rlsdk.validation import check_logprob_inputs
 from rlsdk_kernels._buffers import empty, rows_within
 from rlsdk_kernels._gemm import add_mm, gemm_operands
+from rlsdk_kernels.linear_logprob import _compute_dtype
 from rlsdk_kernels.pg_loss import _row_scale, _tl_dtype, term_options, token_terms
 
 __all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
@@ -213,9 +214,8 @@ def _compute(
 
     n, _ = hidden.shape
     vocab = weight.shape[0]
-    gemm = torch.promote_types(hidden.dtype, weight.dtype)
-    acc = torch.float64 if gemm == torch.float64 else torch.float32
     x, w = gemm_operands(hidden, weight)
+    gemm, acc = x.dtype, _compute_dtype(hidden, weight)
     params, flags = term_options(opts, tokens["ref"] is not None, acc, hidden.device)
     chunk = chunk_size(n, vocab, gemm, config)
     programs = [triton.cdiv(min(chunk, n - start), config.block_n) for start in range(0, n, chunk)]
@@ -327,7 +327,7 @@ def fused_linear_pg_loss(
     check_logprob_inputs(x2, weight, y1, temperature, backend="fused linear pg loss")
     if config is None:
         config = FusedLossConfig() if hidden.is_cuda else CPU_CONFIG
-    acc = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype) else torch.float32
+    acc = _compute_dtype(hidden, weight)
     mask = batch.mask.reshape(-1).contiguous()
     scale = _row_scale(batch.mask, batch, opts["agg"], acc)
     tokens = {

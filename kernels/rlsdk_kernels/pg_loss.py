@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 from typing import Any
 
 import torch
@@ -49,6 +48,7 @@ from rlsdk.errors import ConfigError
 from rlsdk.functional import AGGREGATION_MODES, aggregate
 from rlsdk_plugins.policy_gradient import ClippedPG
 from rlsdk_kernels._buffers import empty
+from rlsdk_kernels.linear_logprob import interpreting, triton_available
 
 __all__ = ["FusedClippedPG", "fused_pg_loss", "supports", "triton_available", "KL_KINDS", "NUM_STATS"]
 
@@ -59,20 +59,6 @@ NUM_STATS = 8
 #: Tokens per program (a power of two).
 BLOCK_T = 1024
 _INTERPRET_BLOCK_T = 16
-
-
-@functools.lru_cache(maxsize=1)
-def triton_available() -> bool:
-    """True when ``import triton`` works (imported lazily: the plugin loads without triton)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def supports(device: torch.device | str) -> bool:
@@ -88,7 +74,7 @@ def supports(device: torch.device | str) -> bool:
     if kind == "cuda":
         return triton_available() and torch.cuda.is_available()
     if kind == "cpu":
-        return _interpreting() and triton_available()
+        return interpreting() and triton_available()
     return False
 
 
