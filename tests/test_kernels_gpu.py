@@ -7,7 +7,7 @@ of real models (``shared/reference/kernels.md`` section 6):
 - ``fused_linear_logprobs`` forward and backward with entropy, temperature 0.7, random per-token
   upstream gradients for log-probs and entropies, ignored rows and a few peaked rows, at
   N=4099, H=4096, V=128256 (Llama 3) and N=1937, H=3584, V=152064 (Qwen 2.5; verl's test shape):
-  ``V`` and ``N`` are multiples of no tile size. bf16 inputs follow CCE's rule
+  ``V`` and ``N`` are multiples of no tile size. bf16 and fp16 inputs follow CCE's rule
   ``|kernel - fp32 truth| <= |PyTorch in bf16 - fp32 truth| + 1e-2 max(1, |truth|)`` (maximum errors); fp32 inputs
   are held to small absolute tolerances (2e-5 of each output's largest magnitude) against the truth.
 - the same calls with ``RLSDK_KERNELS_POISON=1`` (every output buffer starts as NaN): every output
@@ -55,6 +55,8 @@ DEVICE = torch.device("cuda")
 #: (N, H, V): Llama-3-8B's head with an odd token count, and verl's Qwen-2.5-7B test shape.
 SHAPES = {"llama3": (4099, 4096, 128256), "qwen2.5": (1937, 3584, 152064)}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+#: The log-prob kernel's accuracy test also covers fp16 inputs (held to the same rule as bf16).
+ALL_DTYPES = {**DTYPES, "fp16": torch.float16}
 TEMPERATURE = 0.7
 IGNORE = -100
 #: Reference rows per chunk: [CHUNK, V] fp32 logits and their autograd buffers stay a few GiB.
@@ -194,12 +196,13 @@ def ieee_fp32() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("matmul", MATMULS)
-@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("dtype", ALL_DTYPES.values(), ids=ALL_DTYPES.keys())
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 def test_logprobs_and_gradients_at_real_sizes(
     shape: tuple[int, int, int], dtype: torch.dtype, matmul: str, ieee_fp32: None
 ) -> None:
-    """Log-probs, entropies, dX and dW against the fp32 truth (bf16: no worse than PyTorch in bf16 + 1e-2)."""
+    """Log-probs, entropies, dX and dW against the fp32 truth (bf16, fp16: no worse than PyTorch in the
+    same dtype + 1e-2)."""
     case = make_case(shape, dtype)
     ours = kernel_with_grads(case, matmul)
     lp, ent, gx, gw = ours
