@@ -3,18 +3,26 @@
 #
 # How to call it: first, here (a machine that reaches PyPI), `bash benchmarks/fetch_wheels.sh`; then
 # through the device tool's `run` verb, from the repo root, in two calls that together fit a
-# 15-minute device budget (the second finds the machine warm):
+# 15-minute (900 s) device budget, of which the first start takes one to two minutes:
 #
-#     command: bash benchmarks/device_session.sh tests bench_a             carry: [".whl"]  timeout_s: 570
-#     command: bash benchmarks/device_session.sh bench_b tune tests_all    carry: [".whl"]  timeout_s: 420
+#     command: DEADLINE=560 bash benchmarks/device_session.sh tests bench_a bench_b   carry: [".whl"]  timeout_s: 590
+#
+# then at once, on the warm machine, with B = lease.budget_left_s of that reply and the steps that
+# call 1 left unfinished (its summary says which were skipped or timed out) first:
+#
+#     command: DEADLINE=$((B - 40)) bash benchmarks/device_session.sh [unfinished] tune tests_all
+#                                                                     carry: [".whl"]  timeout_s: B - 20
+#
+# and give the machine back. DEADLINE must stay below timeout_s: then the script ends by itself and
+# its summary comes back (a command killed at the tool's limit returns only the logs written so far).
 #
 # Steps: tests (the real-size checks of tests/test_kernels_gpu.py), bench_a and bench_b
 # (benchmarks/kernels.py at each shape), tune (benchmarks/tune_kernels.py) and tests_all (the other
 # tests/test_kernels_*.py files, interpreter-tested on the CPU, compiled for the GPU). With no step
 # named it runs all five in that order.
 #
-# It stops by itself within DEADLINE seconds (540: every step has a `timeout`, so a hang or a slow
-# peer only cuts its own step short). Steps, each logged to a file under $OUT (at most 7 files):
+# It stops by itself within DEADLINE seconds (default 540: every step has a `timeout`, so a hang or a
+# slow peer only cuts its own step short; a step that would get under 15 s is skipped). Steps, each logged to a file under $OUT (at most 7 files):
 #
 #     setup.log      nvidia-smi, python/torch/triton versions, installs, import and plugin check
 #     gpu_tests.log  pytest tests/test_kernels_gpu.py on the GPU (TRITON_INTERPRET unset)
