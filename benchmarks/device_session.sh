@@ -27,7 +27,7 @@
 #     setup.log      nvidia-smi, python/torch/triton versions, installs, import and plugin check
 #     gpu_tests.log  pytest tests/test_kernels_gpu.py on the GPU (TRITON_INTERPRET unset)
 #     all_tests.log  pytest of the other tests/test_kernels_*.py files, compiled for the GPU
-#     tune.log       benchmarks/tune_kernels.py (tile sweep, shape a)
+#     tune.log       benchmarks/tune_kernels.py (logprob and fused-loss sweeps, shape a)
 #     bench_a.log    benchmarks/kernels.py --shapes a   (N=8192, H=4096, V=128256)
 #     bench_b.log    benchmarks/kernels.py --shapes b   (N=16384, H=2048, V=151936)
 #     summary.txt    each step's exit status and time, the test tally, the headline rows
@@ -221,7 +221,7 @@ for step in "${STEPS[@]}"; do
     tests_all) run_step all_tests 240 "$PY" -m pytest -q -p no:cacheprovider "${workers[@]}" -rfEs "${others[@]}" ;;
     bench_a) run_step bench_a 600 "$PY" benchmarks/kernels.py --shapes a ;;
     bench_b) run_step bench_b 600 "$PY" benchmarks/kernels.py --shapes b ;;
-    tune) run_step tune 130 "$PY" benchmarks/tune_kernels.py ;;
+    tune) run_step tune 150 "$PY" benchmarks/tune_kernels.py ;;
   esac
 done
 
@@ -232,8 +232,8 @@ done
     echo "$log: $(grep -E '^=*.*[0-9]+ (passed|failed|error)' "$OUT/$log.log" | tail -n 1)"
     grep -E '^(FAILED|ERROR) ' "$OUT/$log.log" | head -n 20
   done
-  echo "fastest tiles:"
-  grep -A 4 '^| block_n' "$OUT/tune.log" 2>/dev/null | tail -n +3
+  echo "fastest configurations (logprob, fused loss):"
+  grep -A 4 -E '^\| (matmul|chunk MiB) ' "$OUT/tune.log" 2>/dev/null | grep -vE '^(\|---|--$)'
   for shape in a b; do
     echo "shape $shape:"
     grep -E 'matmul|floor|^\||^- ' "$OUT/bench_$shape.log" 2>/dev/null | grep -vE '^\|(---|.* method \|| GRPO loss, fwd)'

@@ -1,28 +1,37 @@
-"""A short tile sweep of the ``triton`` logprob backend on one GPU (about two minutes at most).
+"""A short sweep of the Triton kernels' tiles and buffer budgets on one GPU (about two minutes at most).
 
-For a handful of :class:`rlsdk_kernels.linear_logprob.KernelConfig` choices (both ``matmul`` paths:
-reduction tiles and buffer budgets of the cuBLAS path, ``tl.dot`` tiles of the Triton path, 4 or 8
-warps) it times, with ``triton.testing.do_bench`` (medians), the forward alone
-(log-probs without the autograd graph, as for the old and reference policies) and forward + backward
-with a random per-token upstream gradient, on bf16 inputs at
+Two sweeps, on bf16 inputs at shape ``a`` (default: N=8192, H=4096, V=128256) or ``b`` (N=16384,
+H=2048, V=151936):
 
-- shape ``a`` (default): N=8192, H=4096, V=128256
-- shape ``b``: N=16384, H=2048, V=151936
+1. the ``triton`` logprob backend: a handful of :class:`rlsdk_kernels.linear_logprob.KernelConfig`
+   choices (both ``matmul`` paths: reduction tiles and buffer budgets of the cuBLAS path, ``tl.dot``
+   tiles of the Triton path, 4 or 8 warps). Timed: the forward alone (log-probs without the
+   autograd graph, as for the old and reference policies) and forward + backward with a random
+   per-token upstream gradient. TFLOP/s counts 2NHV for the forward and 8NHV for forward + backward
+   (its logits are recomputed);
+2. the fused hidden states -> GRPO loss op (``fused_linear_pg_loss``, 6NHV): a handful of
+   :class:`rlsdk_kernels.linear_pg_loss.FusedLossConfig` choices (chunk budget, row-kernel tiles
+   and warps), forward + backward of the loss of ``benchmarks/kernels.py`` (token-mean, k3 KL,
+   eps 0.2 / 0.28, B = N / 1024 sequences with the last 100 tokens masked).
 
-and prints a markdown table sorted by the forward + backward time, with the TFLOP/s each reaches
-(2NHV for the forward, 8NHV for forward + backward with its recomputed logits), the extra peak memory
-of a step and max |logp - fp32 reference| as a sanity check. A configuration that fails (for example
-out of shared memory) gets a row saying so. The sweep stops early once ``--budget`` seconds are used.
+Each sweep prints a markdown table sorted by the forward + backward time (medians, by
+``benchmarks/kernels.py``'s ``measure``), with the extra peak memory of a step and the error against
+the fp32 reference as a sanity check. A configuration that fails (for example out of shared memory)
+gets a row saying so. Each sweep stops early once its ``--budget`` seconds are used.
 
     python benchmarks/tune_kernels.py             # shape a
     python benchmarks/tune_kernels.py --shape b
+    python benchmarks/tune_kernels.py --shape tiny  # without a GPU: every candidate at N=64, H=32,
+                                                    # V=1001, fp32, Triton interpreted (times mean nothing)
 
-Without CUDA it prints that it needs a GPU and exits 0.
+Without CUDA and without ``--shape tiny`` it prints that it needs a GPU and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,14 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-SHAPES = {"a": (8192, 4096, 128256), "b": (16384, 2048, 151936)}
+HERE = Path(__file__).resolve().parent
+SHAPES = {"a": (8192, 4096, 128256), "b": (16384, 2048, 151936), "tiny": (64, 32, 1001)}
 
-#: KernelConfig options of each candidate, over the CUDA default of its ``matmul`` path: the default
-#: first, then the ``matmul="torch"`` variants (reduction tiles, buffer budgets), then ``matmul="triton"``
-#: tiles (the sweep may stop early). All build for sm_90 without register spills in bf16
-#: (``benchmarks/kernel_resources.py``).
+#: KernelConfig options of each logprob candidate, over the CUDA default of its ``matmul`` path: the
+#: default first, then the ``matmul="torch"`` variants (reduction tiles, buffer budgets), then
+#: ``matmul="triton"`` tiles (the sweep may stop early). All build for sm_90 without register spills
+#: in bf16 (``benchmarks/kernel_resources.py``).
 CANDIDATES: list[dict[str, Any]] = [
     {},
     {"block_v": 128},
@@ -54,6 +63,29 @@ CANDIDATES: list[dict[str, Any]] = [
     {"matmul": "triton", "block_n": 64, "block_v": 64, "block_h": 64},
 ]
 
+#: FusedLossConfig options of each fused-loss candidate, over its default: the chunk budget (fewer,
+#: larger chunks read and write ``dW`` fewer times; 480 MiB is about the 0.5 GiB goal), then the row
+#: kernel's tiles and warps. All build for sm_90 without register spills in bf16 (64 to 223 registers).
+FUSED_CANDIDATES: list[dict[str, Any]] = [
+    {},
+    {"chunk_mib": 256.0},
+    {"chunk_mib": 480.0},
+    {"block_v": 1024, "num_warps": 4},
+    {"block_n": 1, "num_warps": 4},
+    {"block_n": 4},
+    {"block_v": 4096},
+    {"block_n": 1, "block_v": 4096},
+]
+
+
+def _bench_module() -> Any:
+    """``benchmarks/kernels.py`` (its ``measure``, reference and GRPO batch), loaded by path."""
+    spec = importlib.util.spec_from_file_location("rlsdk_bench_kernels", HERE / "kernels.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 @dataclass
 class Row:
@@ -67,133 +99,161 @@ class Row:
     failure: str | None = None
 
 
-def reference_logprobs(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int = 2048) -> Tensor:
-    """fp32 matmul and log-softmax in token chunks (never the whole ``[N, V]`` fp32 logits)."""
-    w = weight.float()
-    out = []
-    with torch.no_grad():
-        for start in range(0, hidden.shape[0], chunk):
-            logits = hidden[start : start + chunk].float() @ w.T
-            y = targets[start : start + chunk, None]
-            out.append(torch.log_softmax(logits, dim=-1).gather(-1, y).squeeze(-1))
-    return torch.cat(out)
-
-
-def bench(fn: Callable[[], Any]) -> float:
-    """Median ms of ``fn`` (already warmed up) by ``triton.testing.do_bench``."""
-    import triton.testing
-
-    return float(triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median"))
-
-
-def measure(config: Any, hidden: Tensor, weight: Tensor, targets: Tensor, upstream: Tensor, ref: Tensor) -> Row:
-    """Time the forward alone and forward + backward of one configuration."""
-    from rlsdk_kernels.linear_logprob import fused_linear_logprobs
-
-    row = Row(config)
+def _run(row: Row, body: Callable[[Row], None], cuda: bool) -> Row:
+    """``body(row)``; an exception becomes the row's failure (one configuration must not end the sweep)."""
     try:
+        body(row)
+    except Exception as exc:  # noqa: BLE001
+        row.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"
+    finally:
+        if cuda:
+            torch.cuda.empty_cache()
+    return row
+
+
+def sweep(
+    configs: list[Any], body: Callable[[Row], None], budget: float, cuda: bool, describe: Callable[[Any], str]
+) -> list[Row]:
+    """Measure each configuration with ``body`` until ``budget`` seconds are used; print a line each."""
+    started = time.monotonic()
+    rows: list[Row] = []
+    for config in configs:
+        if time.monotonic() - started > budget:
+            print(f"budget reached: {len(configs) - len(rows)} configurations not run")
+            break
+        t0 = time.monotonic()
+        row = _run(Row(config), body, cuda)
+        rows.append(row)
+        fwd = f"fwd {row.fwd_ms:.1f} ms, " if row.fwd_ms is not None else ""
+        result = row.failure or f"{fwd}fwd+bwd {row.step_ms:.1f} ms, err {row.error:.2e}"
+        print(f"  {describe(config)}: {result} ({time.monotonic() - t0:.1f} s)")
+    return rows
+
+
+def table(rows: list[Row], columns: list[str], head: Callable[[Any], list[str]], flop: dict[str, float]) -> str:
+    """Markdown table of ``rows``, fastest forward + backward first, failures last.
+
+    ``head(config)`` gives the leading cells; ``flop`` the FLOP of the forward (key ``fwd``, optional)
+    and of forward + backward (``step``), for the TFLOP/s columns.
+    """
+    timed = [("fwd", "fwd")] if "fwd" in flop else []
+    timed.append(("fwd+bwd", "step"))
+    names = columns + [c for label, _ in timed for c in (f"{label} ms", f"{label} TFLOP/s")]
+    names += ["vs default", "extra peak GiB", "max abs error"]
+    base = rows[0].step_ms if rows else None  # the default is always the first candidate
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for r in sorted(rows, key=lambda r: (r.step_ms is None, r.step_ms or 0.0)):
+        cells = head(r.config)
+        if r.failure:
+            lines.append("| " + " | ".join(cells) + f" | failed: {r.failure} |" + " |" * (len(names) - len(cells) - 1))
+            continue
+        for _, key in timed:
+            ms = r.fwd_ms if key == "fwd" else r.step_ms
+            cells += [f"{ms:.1f}", f"{flop[key] / ms / 1e9:.0f}"] if ms else ["-", "-"]
+        cells.append(f"{base / r.step_ms:.2f}x" if base and r.step_ms else "-")
+        cells.append(f"{r.peak_gib:.3f}" if r.peak_gib is not None else "n/a (CPU)")
+        cells.append(f"{r.error:.2e}" if r.error is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both sweeps; 0 also when there is no GPU (nothing to tune)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", choices=list(SHAPES), default="a",
+                        help="a: 8192x4096x128256 (default), b: 16384x2048x151936, tiny: a CPU check")
+    parser.add_argument("--budget", type=float, default=80.0, help="logprob sweep: no configuration after this many s")
+    parser.add_argument("--fused-budget", type=float, default=40.0, help="the same for the fused-loss sweep")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and args.shape != "tiny":
+        print("tune_kernels.py needs a CUDA GPU (the sweep times compiled Triton kernels); "
+              "--shape tiny runs every candidate interpreted instead.")
+        return 0
+    if not cuda:
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels import triton
+    sys.path.insert(0, str(HERE.parent / "kernels"))  # when rlsdk is not installed
+    bench = _bench_module()
+    import rlsdk
+    from rlsdk_kernels.linear_logprob import CUDA_TILES, KernelConfig, fused_linear_logprobs
+    from rlsdk_kernels.linear_pg_loss import FusedLossConfig, fused_linear_pg_loss
+    from rlsdk_kernels.pg_loss import FusedClippedPG
+
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    reps = 10 if cuda else 1
+    n, h, v = SHAPES[args.shape]
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(n, h, generator=g).to(device, dtype)
+    weight = (torch.randn(v, h, generator=g) / h**0.5).to(device, dtype)
+    targets = torch.randint(0, v, (n,), generator=g).to(device)
+    upstream = torch.randn(n, generator=g).to(device)
+    ref = bench.reference_logprobs(hidden, weight, targets)
+    hx, wx = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    where = f"{torch.cuda.get_device_name()}" if cuda else "CPU, Triton interpreted: a check that it runs"
+    print(f"device: {where}, torch {torch.__version__}")
+    print(f"shape {args.shape}: N={n}, H={h}, V={v}, {str(dtype)[6:]}, temperature 1\n")
+
+    def logprob_body(row: Row) -> None:
+        config = row.config
         with torch.no_grad():
-            lp, _ = fused_linear_logprobs(hidden, weight, targets, 1.0, False, config=config)  # compiles
+            lp, _ = fused_linear_logprobs(hidden, weight, targets, 1.0, False, config=config)
             row.error = float((lp - ref).abs().max())
-
-            def forward() -> None:
-                fused_linear_logprobs(hidden, weight, targets, 1.0, False, config=config)
-
-            row.fwd_ms = bench(forward)
-        hx = hidden.detach().requires_grad_(True)
-        wx = weight.detach().requires_grad_(True)
+            row.fwd_ms, _ = bench.measure(
+                lambda: fused_linear_logprobs(hidden, weight, targets, 1.0, False, config=config), cuda, reps
+            )
 
         def step() -> None:
             hx.grad = wx.grad = None
             lp, _ = fused_linear_logprobs(hx, wx, targets, 1.0, False, config=config)
             (lp * upstream).sum().backward()
 
-        step()  # compiles the backward kernel
-        torch.cuda.synchronize()
-        hx.grad = wx.grad = None
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        row.peak_gib = (torch.cuda.max_memory_allocated() - base) / 2**30
-        row.step_ms = bench(step)
-    except Exception as exc:  # noqa: BLE001 - one configuration failing must not end the sweep
-        row.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"
-    finally:
-        torch.cuda.empty_cache()
-    return row
+        row.step_ms, row.peak_gib = bench.measure(step, cuda, reps)
 
+    start = time.monotonic()
+    print("logprob backend (no entropy):")
+    configs = [KernelConfig(**{**CUDA_TILES[c.get("matmul", "torch")], **c}) for c in CANDIDATES]
+    rows = sweep(configs, logprob_body, args.budget, cuda,
+                 lambda c: f"{c.matmul} {c.block_n}/{c.block_v}/{c.block_h} w{c.num_warps} "
+                           f"{c.forward_mib:g}/{c.backward_mib:g} MiB")  # fmt: skip
+    print(f"\n### triton logprob backend sweep, shape {args.shape} (N={n}, H={h}, V={v}, {str(dtype)[6:]})\n")
+    print(table(
+        rows, ["matmul", "block_n", "block_v", "block_h", "warps", "fwd / bwd MiB"],
+        lambda c: [c.matmul, str(c.block_n), str(c.block_v), str(c.block_h), str(c.num_warps),
+                   f"{c.forward_mib:g} / {c.backward_mib:g}"],
+        {"fwd": 2 * n * h * v, "step": 8 * n * h * v},
+    ))  # fmt: skip
 
-def table(rows: list[Row], shape: tuple[int, int, int], default: Any) -> str:
-    """Markdown table of ``rows``, fastest forward + backward first, failures last."""
-    n, h, v = shape
-    base = next((r.step_ms for r in rows if r.config == default and r.step_ms), None)
-    columns = (
-        "matmul", "block_n", "block_v", "block_h", "warps", "fwd / bwd MiB", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms",
-        "fwd+bwd TFLOP/s", "vs default", "extra peak GiB", "max abs logp error",
-    )
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in sorted(rows, key=lambda r: (r.step_ms is None, r.step_ms or 0.0, r.fwd_ms or 0.0)):
-        c = r.config
-        head = (
-            f"| {c.matmul} | {c.block_n} | {c.block_v} | {c.block_h} | {c.num_warps} | "
-            f"{c.forward_mib:g} / {c.backward_mib:g} |"
-        )
-        if r.failure:
-            lines.append(f"{head} failed: {r.failure} | | | | | | |")
-            continue
-        fwd = f"{r.fwd_ms:.1f} | {2 * n * h * v / r.fwd_ms / 1e9:.0f}" if r.fwd_ms else "- | -"
-        step = f"{r.step_ms:.1f} | {8 * n * h * v / r.step_ms / 1e9:.0f}" if r.step_ms else "- | -"
-        speed = f"{base / r.step_ms:.2f}x" if base and r.step_ms else "-"
-        peak = f"{r.peak_gib:.3f}" if r.peak_gib is not None else "-"
-        err = f"{r.error:.4f}" if r.error is not None else "-"
-        lines.append(f"{head} {fwd} | {step} | {speed} | {peak} | {err} |")
-    return "\n".join(lines)
+    batch = bench.grpo_batch(ref)
+    used = batch.mask.numel()
+    ref_loss = float(rlsdk.create("loss", "clipped_pg", **bench.GRPO)(ref[:used].view(batch.mask.shape), batch).loss)
+    fused_loss = FusedClippedPG(**bench.GRPO)
+    loss_opts = {**fused_loss.opts, "entropy_coef": fused_loss.entropy_coef}
+    h_used, w_used = hx[:used].detach().requires_grad_(True), wx
 
+    def fused_body(row: Row) -> None:
+        def step() -> float:
+            h_used.grad = w_used.grad = None
+            loss, _, _, _ = fused_linear_pg_loss(
+                h_used, w_used, targets[:used], batch, temperature=1.0, config=row.config, **loss_opts
+            )
+            value = float(loss.detach())
+            loss.backward()
+            return value
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the sweep; 0 also when there is no GPU (nothing to tune)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--shape", choices=sorted(SHAPES), default="a", help="a: 8192x4096x128256 (default), b: 16384x2048x151936"
-    )
-    parser.add_argument("--budget", type=float, default=90.0, help="start no configuration after this many seconds")
-    parser.add_argument("--limit", type=int, default=len(CANDIDATES), help="try only the first LIMIT configurations")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("tune_kernels.py needs a CUDA GPU (the tile sweep times compiled Triton kernels); nothing to do here.")
-        return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))  # when rlsdk is not installed
-    from rlsdk_kernels.linear_logprob import CUDA_TILES, KernelConfig
+        row.error = abs(step() - ref_loss)
+        row.step_ms, row.peak_gib = bench.measure(step, cuda, reps)
 
-    started = time.monotonic()
-    n, h, v = SHAPES[args.shape]
-    g = torch.Generator(device="cuda").manual_seed(0)
-    hidden = torch.randn(n, h, generator=g, device="cuda").to(torch.bfloat16)
-    weight = (torch.randn(v, h, generator=g, device="cuda") / h**0.5).to(torch.bfloat16)
-    targets = torch.randint(0, v, (n,), generator=g, device="cuda")
-    upstream = torch.randn(n, generator=g, device="cuda")
-    ref = reference_logprobs(hidden, weight, targets)
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print(f"shape {args.shape}: N={n}, H={h}, V={v}, bf16, temperature 1, no entropy; budget {args.budget:.0f} s\n")
-
-    configs = [
-        KernelConfig(**{**CUDA_TILES[options.get("matmul", "torch")], **options}) for options in CANDIDATES[: args.limit]
-    ]
-    rows: list[Row] = []
-    for config in configs:
-        if time.monotonic() - started > args.budget:
-            print(f"budget reached: {len(configs) - len(rows)} configurations not run")
-            break
-        t0 = time.monotonic()
-        row = measure(config, hidden, weight, targets, upstream, ref)
-        rows.append(row)
-        result = row.failure or f"fwd {row.fwd_ms:.1f} ms, fwd+bwd {row.step_ms:.1f} ms, err {row.error:.4f}"
-        print(f"  {config.matmul} {config.block_n}/{config.block_v}/{config.block_h} w{config.num_warps} "
-              f"{config.forward_mib:g}/{config.backward_mib:g} MiB: {result} ({time.monotonic() - t0:.1f} s)")
-    print(f"\n### triton logprob backend tile sweep, shape {args.shape} (N={n}, H={h}, V={v}, bf16)\n")
-    print(table(rows, (n, h, v), configs[0]))
-    print(f"\nsweep took {time.monotonic() - started:.0f} s")
+    print(f"\nfused hidden -> GRPO loss, B={batch.mask.shape[0]} x L={batch.mask.shape[1]}:")
+    fused_configs = [FusedLossConfig(**c) for c in FUSED_CANDIDATES]
+    fused_rows = sweep(fused_configs, fused_body, args.fused_budget, cuda,
+                       lambda c: f"{c.chunk_mib:g} MiB {c.block_n}/{c.block_v} w{c.num_warps}")  # fmt: skip
+    print(f"\n### fused hidden -> GRPO loss sweep, shape {args.shape} ({used} tokens, {str(dtype)[6:]})\n")
+    print(table(
+        fused_rows, ["chunk MiB", "block_n", "block_v", "warps"],
+        lambda c: [f"{c.chunk_mib:g}", str(c.block_n), str(c.block_v), str(c.num_warps)],
+        {"step": 6 * used * h * v},
+    ))  # fmt: skip
+    print(f"\nsweeps took {time.monotonic() - start:.0f} s")
     return 0
 
 

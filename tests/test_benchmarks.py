@@ -1,7 +1,8 @@
-"""``benchmarks/kernels.py`` runs without a GPU: its CPU table, and (slow) every GPU row interpreted.
+"""The kernel benchmarks run without a GPU: ``benchmarks/kernels.py``'s CPU table, and (slow) every
+GPU row of it and every candidate of ``benchmarks/tune_kernels.py``, Triton interpreted.
 
-The GPU rows are what a rare, 15-minute GPU session spends its time on, so a row that fails to build
-or a goal check that crashes must show up here first, in CI.
+They are what a rare, 15-minute GPU session spends its time on, so a row that fails to build, a
+candidate that is not a valid configuration or a goal check that crashes must show up here first, in CI.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU modes of the benchmark")
 
 
-def _run(*args: str, timeout: int) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the script sets it itself
+def _run(script: str, *args: str, timeout: int) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the scripts set it themselves
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "--quick", *args],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,13 +37,13 @@ def _rows(out: str) -> dict[str, list[str]]:
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and cells[1] not in ("ms", "---"):
+        if line.startswith("| ") and cells[1] not in ("ms", "---") and not cells[1].startswith("block_n"):
             rows[cells[0]] = cells[1:]
     return rows
 
 
 def test_cpu_table() -> None:
-    out = _run(timeout=120)
+    out = _run("kernels.py", "--quick", timeout=120)
     assert "no GPU" in out
     rows = _rows(out)
     for name in ("rlsdk `torch` backend", "rlsdk `chunked` backend", "rlsdk `chunked` backend + `clipped_pg`"):
@@ -54,7 +55,7 @@ def test_cpu_table() -> None:
 
 @pytest.mark.slow
 def test_every_gpu_row_runs_interpreted() -> None:
-    out = _run("--all-methods", timeout=600)
+    out = _run("kernels.py", "--quick", "--all-methods", timeout=600)
     rows = _rows(out)
     ours = [name for name in rows if "(ours" in name]
     assert len(ours) == 5, ours  # two logprob paths, the fused loss on the backend, the 6THV op twice
@@ -68,3 +69,22 @@ def test_every_gpu_row_runs_interpreted() -> None:
     for name in ours:
         if "8THV)" not in name:  # the fused loss on the backend has no goal of its own
             assert re.search(rf"- {re.escape(name)}: .*goal", goals), name
+
+
+@pytest.mark.slow
+def test_every_tuning_candidate_runs_interpreted() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import tune_kernels
+    finally:
+        sys.path.pop(0)
+    out = _run("tune_kernels.py", "--shape", "tiny", timeout=600)
+    assert "failed" not in out and "budget reached" not in out, out
+    for title, count in (("triton logprob backend sweep", len(tune_kernels.CANDIDATES)),
+                         ("fused hidden -> GRPO loss sweep", len(tune_kernels.FUSED_CANDIDATES))):  # fmt: skip
+        section = out[out.index(title) :].split("\n\n")[1]  # the table after the heading
+        rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # after the header
+        assert len(rows) == count, section
+        for row in rows:
+            error = float(row.strip(" |").split("|")[-1])
+            assert error < 1e-4, row  # every candidate computes the same values

@@ -100,9 +100,17 @@ def compile_for_gpu(
     )
 
 
-def default_launches(dtype: torch.dtype = torch.bfloat16) -> list[tuple[str, Any, dict, dict, int]]:
-    """``(name, kernel, args, constexprs, num_warps)`` of each kernel at its default CUDA configuration,
-    for inputs of ``dtype`` at N=8192, H=4096, V=128256 (the scalars' values do not matter)."""
+def default_launches(
+    dtype: torch.dtype = torch.bfloat16, logprob_configs: list[Any] | None = None, fused_configs: list[Any] | None = None
+) -> list[tuple[str, Any, dict, dict, int]]:
+    """``(name, kernel, args, constexprs, num_warps)`` of each kernel, for inputs of ``dtype`` at
+    N=8192, H=4096, V=128256 (the scalars' values do not matter).
+
+    By default each kernel at its default CUDA configuration (the logprob kernels once per
+    ``matmul`` path); ``logprob_configs`` (``KernelConfig``) and ``fused_configs``
+    (``FusedLossConfig``) replace those of the logprob and fused-loss kernels, and their names then
+    say which configuration each is.
+    """
     import triton.language as tl
 
     from rlsdk_kernels import linear_logprob, linear_pg_loss, pg_loss
@@ -113,8 +121,14 @@ def default_launches(dtype: torch.dtype = torch.bfloat16) -> list[tuple[str, Any
     low = dtype in (torch.bfloat16, torch.float16)
     kernels = linear_logprob._kernels()
     launches: list[tuple[str, Any, dict, dict, int]] = []
-    for matmul, tiles in CUDA_TILES.items():
-        config = KernelConfig(**tiles, matmul=matmul)
+    named = logprob_configs is not None
+    if logprob_configs is None:
+        logprob_configs = [KernelConfig(**tiles, matmul=matmul) for matmul, tiles in CUDA_TILES.items()]
+    for config in logprob_configs:
+        matmul = config.matmul
+        label = f"matmul={matmul}"
+        if named:
+            label += f" {config.block_n}/{config.block_v}/{config.block_h} w{config.num_warps}"
         tile = {"BLOCK_N": config.block_n, "BLOCK_V": config.block_v, "BLOCK_H": config.block_h}
         common = {"H": 4096, "ACC": acc, "UPCAST": not low, "PRECISION": None if low else "ieee",
                   "FROM_LOGITS": matmul == "torch", **tile}  # fmt: skip
@@ -124,7 +138,7 @@ def default_launches(dtype: torch.dtype = torch.bfloat16) -> list[tuple[str, Any
             "N": 8192, "V": 128256, "stride_zn": 128256, "stride_part": 8192, "inv_temp": 1.0, **strides,
         }  # fmt: skip
         launches.append((
-            f"logprob forward, matmul={matmul}", kernels["forward"], forward_args,
+            f"logprob forward, {label}", kernels["forward"], forward_args,
             {**common, "BLOCKS_PER_SPLIT": 64, "WITH_ENTROPY": True}, config.num_warps,
         ))  # fmt: skip
         grad_args = {
@@ -133,23 +147,25 @@ def default_launches(dtype: torch.dtype = torch.bfloat16) -> list[tuple[str, Any
             **strides,
         }  # fmt: skip
         launches.append((
-            f"logprob backward dz, matmul={matmul}", kernels["grad_logits"], grad_args,
+            f"logprob backward dz, {label}", kernels["grad_logits"], grad_args,
             {**common, "HAS_G_LP": True, "HAS_G_ENT": True}, config.num_warps,
         ))  # fmt: skip
     flags = {"HAS_REF": True, "USE_KL": True, "KL_KIND": 3, "KL_STRAIGHT": False, "HAS_DUAL": True,
              "HAS_DELTA": True, "HAS_LR_CLAMP": True, "HAS_IN_CLAMP": True, "HAS_OUT_CLAMP": True}  # fmt: skip
-    fused = linear_pg_loss.FusedLossConfig()
     rows_args = {
         "Z": dtype, "stride_z": 128256, "Y": i64, "OLD": f32, "REF": f32, "ADV": f32, "MASK": f32, "WTOK": f32,
         "PARAM": f32, "LP_OUT": f32, "ENT_OUT": f32, "STATS": f32, "n_rows": 1536, "inv_temp": 1.0,
         "entropy_coef": 0.01,
     }  # fmt: skip
-    launches.append((
-        "fused hidden -> loss rows", linear_pg_loss._kernel(), rows_args,
-        {"V": 128256, **flags, "WRITE_GRAD": True, "COMPUTE": acc, "NSTAT": linear_pg_loss.NUM_STATS,
-         "BLOCK_N": fused.block_n, "BLOCK_V": fused.block_v},
-        fused.num_warps,
-    ))  # fmt: skip
+    named = fused_configs is not None
+    for fused in fused_configs or [linear_pg_loss.FusedLossConfig()]:
+        label = f" {fused.block_n}/{fused.block_v} w{fused.num_warps}" if named else ""
+        launches.append((
+            f"fused hidden -> loss rows{label}", linear_pg_loss._kernel(), rows_args,
+            {"V": 128256, **flags, "WRITE_GRAD": True, "COMPUTE": acc, "NSTAT": linear_pg_loss.NUM_STATS,
+             "BLOCK_N": fused.block_n, "BLOCK_V": fused.block_v},
+            fused.num_warps,
+        ))  # fmt: skip
     pg_args = {
         "lp_ptr": f32, "old_ptr": f32, "ref_ptr": f32, "adv_ptr": f32, "mask_ptr": f32, "scale_ptr": f32,
         "param_ptr": f32, "grad_ptr": f32, "stats_ptr": f32, "T": 1024, "n_blocks": 1,
@@ -158,4 +174,5 @@ def default_launches(dtype: torch.dtype = torch.bfloat16) -> list[tuple[str, Any
         "clipped pg loss", pg_loss._kernel(), pg_args,
         {**flags, "COMPUTE": tl.float32, "NSTAT": pg_loss.NUM_STATS, "BLOCK": pg_loss.BLOCK_T}, 4,
     ))  # fmt: skip
-    return launches
+    unique = {launch[0]: launch for launch in launches}  # configurations that differ in buffers alone build once
+    return list(unique.values())
