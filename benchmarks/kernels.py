@@ -8,8 +8,9 @@ against an fp32 reference (fp32 matmul, fp32 log-softmax): max |logp - ref|. Tim
 allocated before the step. Also printed: the measured bf16 matmul TFLOP/s and the 6THV / 8THV floors
 (``shared/reference/kernels.md`` section 1), and the GRPO loss from hidden states (B = N / 1024
 sequences of 1024 tokens, the last 100 masked, token-mean, k3 KL with beta = 0.04, eps 0.2 / 0.28),
-including rlsdk's fused hidden-states -> loss op (``FusedClippedPG.from_hidden``, 6THV) with both
-``grad_accum`` settings.
+including rlsdk's fused hidden-states -> loss ops (6THV): the ``triton`` backend's
+``loss_from_hidden`` (any loss, here ``clipped_pg``) and ``FusedClippedPG.from_hidden`` (one Triton
+kernel for log-probs and loss) with both ``grad_accum`` settings.
 
 Peers run only when installed (``pip install liger-kernel cut-cross-entropy``; PyTorch's own chunked
 ``linear_cross_entropy`` from torch 2.13 on); the rlsdk triton backend and fused loss run when
@@ -233,6 +234,12 @@ def grpo_methods(every: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor
 
         return build
 
+    def any_loss() -> Callable[..., Tensor]:
+        from rlsdk_kernels.linear_logprob import TritonLogprobBackend
+
+        backend = TritonLogprobBackend()
+        return lambda h, w, t, b: backend.loss_from_hidden(h, w, t, b, clipped, temperature=1.0)[0].loss
+
     if not every:
         return {
             "rlsdk `torch` backend + `clipped_pg`": lambda: with_backend(lambda: _rlsdk_backend("torch"), clipped),
@@ -266,6 +273,7 @@ def grpo_methods(every: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor
         "Liger `LigerFusedLinearGRPOLoss` (chunked)": liger,
         "rlsdk `chunked` backend + `clipped_pg`": lambda: with_backend(lambda: _rlsdk_backend("chunked"), clipped),
         "rlsdk `triton` backend + `fused_clipped_pg` (ours, 8THV)": lambda: with_backend(_triton_backend, fused()),
+        "rlsdk `triton` backend `loss_from_hidden`, any loss, here `clipped_pg` (ours, 6THV)": any_loss,
         "rlsdk fused hidden -> loss, dW accumulated in bf16 (ours, 6THV)": from_hidden("weight"),
         "rlsdk fused hidden -> loss, dW accumulated in fp32 (ours, 6THV)": from_hidden("float32"),
     }

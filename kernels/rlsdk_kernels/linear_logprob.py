@@ -67,6 +67,7 @@ from rlsdk_kernels._gemm import add_mm, gemm_operands
 __all__ = [
     "CPU_TILES",
     "CUDA_TILES",
+    "GRAD_ACCUM",
     "KernelConfig",
     "TritonLogprobBackend",
     "fused_linear_logprobs",
@@ -85,6 +86,8 @@ CPU_TILES = {"block_n": 16, "block_v": 32, "block_h": 16}
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 #: Values of :attr:`KernelConfig.matmul`.
 MATMULS = ("torch", "triton")
+#: How ``dW`` may accumulate across token chunks: in the weight's dtype, or in fp32.
+GRAD_ACCUM = ("weight", "float32")
 
 
 def triton_available() -> bool:
@@ -296,7 +299,7 @@ def _kernels() -> dict[str, Any]:
             g_ent = tl.where(valid, tl.load(G_ENT + rows, mask=row_ok, other=0.0).to(ACC), 0.0)
             ent = tl.load(ENT + rows, mask=row_ok, other=0.0)
             ds -= g_ent[:, None] * (p * (log_p + ent[:, None]))
-        dz = ds * inv_temp
+        dz = tl.where(valid[:, None], ds * inv_temp, 0.0)  # ignored rows: 0 even where their logits are not finite
         tl.store(ptr, dz.to(DZ.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
     _KERNELS.update(forward=_forward_kernel, grad_logits=_grad_logits_kernel, tl=tl, triton=triton)
@@ -341,48 +344,37 @@ def _vocab_splits(n_token_blocks: int, n_vocab_blocks: int, device: torch.device
     return max(1, min(n_vocab_blocks, math.ceil(2 * sms / n_token_blocks)))
 
 
-def _forward(
-    hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, with_entropy: bool, ignore_index: int,
-    config: KernelConfig,
+def reduce_rows(
+    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, temperature: float, with_entropy: bool,
+    ignore_index: int, config: KernelConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(logprobs, entropy, lse, raw_entropy)`` in the compute dtype; see the module docstring.
+    """``(logprobs, entropy, lse, raw_entropy)`` of the tokens of ``hidden`` [n, H], in the compute dtype.
 
-    With ``matmul="torch"`` the tokens are taken in chunks: a cuBLAS GEMM writes the chunk's logits,
-    the kernel reduces them; with ``"triton"`` one launch forms the logit tiles itself.
+    One launch of the forward kernel. Its logit tiles are read from ``logits`` [n, V] (rows
+    contiguous) when given, else formed from ``hidden`` and ``weight`` with ``tl.dot``. The per-split
+    partials are then merged (see the module docstring).
     """
     k = _kernels()
     triton = k["triton"]
     n, h = hidden.shape
     vocab = weight.shape[0]
     acc = _compute_dtype(hidden, weight)
-    opts = _launch_options(hidden, weight, config)
-    from_logits = config.matmul == "torch"
-    if from_logits:
-        x, w = gemm_operands(hidden, weight)
-        chunk = config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n)
-        chunk = min(chunk, n)
-        buf = torch.empty(chunk, vocab, dtype=x.dtype, device=hidden.device)
-    else:
-        chunk, buf = n, hidden  # one launch; ``buf`` is an unused pointer
-    n_blocks = triton.cdiv(chunk, config.block_n)
+    from_logits = logits is not None
+    z = logits if logits is not None else hidden  # an unused pointer without logits
+    n_blocks = triton.cdiv(n, config.block_n)
     v_blocks = triton.cdiv(vocab, config.block_v)
     splits = _vocab_splits(n_blocks, v_blocks, hidden.device, config)
     per_split = triton.cdiv(v_blocks, splits)
     splits = triton.cdiv(v_blocks, per_split)  # every split starts at a valid column
     parts = empty(4, splits, n, dtype=acc, device=hidden.device)
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        if from_logits:
-            torch.mm(x[start:stop], w.T, out=buf[: stop - start])
-        k["forward"][(triton.cdiv(stop - start, config.block_n), splits)](
-            hidden[start:], weight, buf, targets[start:],
-            parts[0, :, start:], parts[1, :, start:], parts[2, :, start:], parts[3, :, start:],
-            stop - start, vocab, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-            buf.stride(0), n, 1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
-            BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-            WITH_ENTROPY=with_entropy, FROM_LOGITS=from_logits, **opts, **extra,
-        )
+    k["forward"][(n_blocks, splits)](
+        hidden, weight, z, targets, parts[0], parts[1], parts[2], parts[3],
+        n, vocab, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        z.stride(0), n, 1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
+        BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+        WITH_ENTROPY=with_entropy, FROM_LOGITS=from_logits, **_launch_options(hidden, weight, config), **extra,
+    )
     m, s, p, t = parts
     top = m.max(dim=0).values
     scale = torch.exp(m - top)
@@ -400,6 +392,61 @@ def _forward(
     return logprobs, entropy, lse, raw_entropy
 
 
+def logits_to_grad(
+    hidden: Tensor, weight: Tensor, dz: Tensor, v_start: int, targets: Tensor, lse: Tensor, entropy: Tensor,
+    grad_logprobs: Tensor | None, grad_entropy: Tensor | None, temperature: float, ignore_index: int,
+    config: KernelConfig, from_logits: bool,
+) -> None:
+    """Write ``dz`` [n, width]: the gradient w.r.t. the logits of columns ``v_start ...`` (one launch).
+
+    With ``from_logits`` ``dz`` holds those logits already (a cuBLAS GEMM wrote them) and is
+    overwritten in place; else the kernel forms them from ``hidden`` and ``weight`` with ``tl.dot``.
+    Tokens whose target is ``ignore_index`` get zero rows, whatever their logits.
+    """
+    k = _kernels()
+    triton = k["triton"]
+    n, h = hidden.shape
+    width = dz.shape[1]
+    g_lp = grad_logprobs.contiguous() if grad_logprobs is not None else lse  # dummy pointer when absent
+    g_ent = grad_entropy.contiguous() if grad_entropy is not None else lse
+    extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
+    grid = (triton.cdiv(n, config.block_n), triton.cdiv(width, config.block_v))
+    k["grad_logits"][grid](
+        hidden, weight, targets, lse, entropy, g_lp, g_ent, dz,
+        n, v_start, v_start + width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        dz.stride(0), 1.0 / temperature, ignore_index,
+        H=h, BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+        HAS_G_LP=grad_logprobs is not None, HAS_G_ENT=grad_entropy is not None, FROM_LOGITS=from_logits,
+        **_launch_options(hidden, weight, config), **extra,
+    )
+
+
+def _forward(
+    hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, with_entropy: bool, ignore_index: int,
+    config: KernelConfig,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(logprobs, entropy, lse, raw_entropy)`` in the compute dtype; see the module docstring.
+
+    With ``matmul="torch"`` the tokens are taken in chunks: a cuBLAS GEMM writes the chunk's logits,
+    the kernel reduces them; with ``"triton"`` one launch forms the logit tiles itself.
+    """
+    args = (temperature, with_entropy, ignore_index, config)
+    if config.matmul == "triton":
+        return reduce_rows(hidden, weight, None, targets, *args)
+    n, vocab = hidden.shape[0], weight.shape[0]
+    x, w = gemm_operands(hidden, weight)
+    chunk = min(config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n), n)
+    buf = torch.empty(chunk, vocab, dtype=x.dtype, device=hidden.device)
+    outputs = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        logits = torch.mm(x[start:stop], w.T, out=buf[: stop - start])
+        outputs.append(reduce_rows(hidden[start:stop], weight, logits, targets[start:stop], *args))
+    if len(outputs) == 1:
+        return outputs[0]
+    return tuple(torch.cat(column) for column in zip(*outputs))  # type: ignore[return-value]
+
+
 def _backward(
     hidden: Tensor, weight: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor,
     grad_logprobs: Tensor | None, grad_entropy: Tensor | None, temperature: float, ignore_index: int,
@@ -410,39 +457,28 @@ def _backward(
     With ``matmul="torch"`` a cuBLAS GEMM first writes the slice's logits into the dz buffer and the
     kernel turns them into dz in place; with ``"triton"`` the kernel forms the logit tiles itself.
     """
-    k = _kernels()
-    triton = k["triton"]
-    n, h = hidden.shape
+    n = hidden.shape[0]
     vocab = weight.shape[0]
     acc = _compute_dtype(hidden, weight)
-    opts = _launch_options(hidden, weight, config)
     from_logits = config.matmul == "torch"
     if from_logits:
         x, w = gemm_operands(hidden, weight)
     else:
-        gemm_dtype = acc if opts["UPCAST"] else hidden.dtype
+        gemm_dtype = acc if _launch_options(hidden, weight, config)["UPCAST"] else hidden.dtype
         x, w = hidden.to(gemm_dtype), weight
     grad_x = None
     grad_w = empty(*weight.shape, dtype=weight.dtype, device=weight.device) if need_weight else None
-    g_lp = grad_logprobs.contiguous() if grad_logprobs is not None else lse  # dummy pointer when absent
-    g_ent = grad_entropy.contiguous() if grad_entropy is not None else lse
     width = min(config.backward_slice or rows_within(config.backward_mib, n, x.dtype, vocab), vocab)
     dz_flat = empty(n * width, dtype=x.dtype, device=hidden.device)
-    extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
     for start in range(0, vocab, width):
         stop = min(start + width, vocab)
         dz_s = dz_flat[: n * (stop - start)].view(n, stop - start)  # contiguous, also for the last slice
         w_s = w[start:stop].to(x.dtype)
         if from_logits:
             torch.mm(x, w_s.T, out=dz_s)
-        grid = (triton.cdiv(n, config.block_n), triton.cdiv(stop - start, config.block_v))
-        k["grad_logits"][grid](
-            hidden, weight, targets, lse, entropy, g_lp, g_ent, dz_s,
-            n, start, stop, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-            dz_s.stride(0), 1.0 / temperature, ignore_index,
-            H=h, BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-            HAS_G_LP=grad_logprobs is not None, HAS_G_ENT=grad_entropy is not None, FROM_LOGITS=from_logits,
-            **opts, **extra,
+        logits_to_grad(
+            hidden, weight, dz_s, start, targets, lse, entropy, grad_logprobs, grad_entropy, temperature,
+            ignore_index, config, from_logits,
         )
         if need_hidden:
             grad_x = add_mm(grad_x, dz_s, w_s, acc)  # accumulated across slices in fp32
@@ -557,8 +593,16 @@ class TritonLogprobBackend:
     :class:`KernelConfig` (for the tiles and warps, None keeps the device default: :data:`CUDA_TILES`
     of the ``matmul`` path on CUDA, :data:`CPU_TILES` under the interpreter).
 
+    For the policy update it also offers the capability :meth:`loss_from_hidden`: any loss straight
+    from hidden states, its gradients formed while each chunk's logits are at hand (6THV instead of
+    8THV; :mod:`rlsdk_kernels.linear_loss`).
+
     Args:
         ignore_index: Target id whose tokens get log-prob 0, entropy 0 and no gradient.
+        fuse_loss: Offer :meth:`loss_from_hidden` (False: the trainer uses this backend, then the loss).
+        fuse_loss_mib: Memory budget of one chunk of logits in :meth:`loss_from_hidden`, in MiB.
+        grad_accum: ``dW`` accumulation across the chunks of :meth:`loss_from_hidden`: ``"weight"``
+            (in the weight's dtype) or ``"float32"`` (exact, ``4 V H`` more bytes).
     """
 
     @property
@@ -582,10 +626,22 @@ class TritonLogprobBackend:
         num_warps: int | None = None,
         allow_tf32: bool = False,
         ignore_index: int = -100,
+        fuse_loss: bool = True,
+        fuse_loss_mib: float = 384.0,
+        grad_accum: str = "weight",
     ):
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
             raise ValueError(f"triton logprob backend: ignore_index must be an integer; got {ignore_index!r}")
+        if not isinstance(fuse_loss, bool):
+            raise ValueError(f"triton logprob backend: fuse_loss must be true or false; got {fuse_loss!r}")
+        if isinstance(fuse_loss_mib, bool) or not isinstance(fuse_loss_mib, (int, float)) or not fuse_loss_mib > 0:
+            raise ValueError(f"triton logprob backend: fuse_loss_mib must be a number > 0; got {fuse_loss_mib!r}")
+        if grad_accum not in GRAD_ACCUM:
+            raise ValueError(
+                f"triton logprob backend: grad_accum must be one of {', '.join(GRAD_ACCUM)}; got {grad_accum!r}"
+            )
         self.ignore_index = ignore_index
+        self.fuse_loss, self.fuse_loss_mib, self.grad_accum = fuse_loss, float(fuse_loss_mib), grad_accum
         tiles = {k: v for k, v in (("block_n", block_n), ("block_v", block_v), ("block_h", block_h)) if v is not None}
         if num_warps is not None:
             tiles["num_warps"] = num_warps
@@ -633,3 +689,32 @@ class TritonLogprobBackend:
             hidden, weight, targets, temperature, with_entropy, self.ignore_index, config
         )
         return LogprobOutput(logprobs=logprobs.float(), entropy=entropy.float() if entropy is not None else None)
+
+    def loss_from_hidden(
+        self, hidden: Tensor, weight: Tensor, targets: Tensor, batch: Any, loss: Any, *, temperature: float = 1.0
+    ) -> tuple[Any, Tensor, Tensor] | None:
+        """``loss`` of a micro-batch straight from hidden states, fused (see :mod:`rlsdk_kernels.linear_loss`).
+
+        Args:
+            hidden: ``[B * T, H]`` hidden states predicting the completion tokens of ``batch``.
+            weight: ``[V, H]`` output-layer weight.
+            targets: ``[B * T]`` completion token ids.
+            batch: The micro-batch (``rlsdk.TrainBatch``, with the global batch's counts).
+            loss: The configured loss (any rlsdk loss).
+            temperature: Divides the logits (the sampling temperature).
+
+        Returns:
+            ``(LossOutput, logprobs [B, T], entropy [B, T])`` (detached log-probs and entropies), or
+            None where the fused path does not apply (``fuse_loss`` off, a device this backend does
+            not support, a row whose logits alone exceed ``fuse_loss_mib``): the caller then uses this
+            backend and the loss.
+        """
+        if not self.fuse_loss or not self.supports(hidden.device):
+            return None
+        from rlsdk_kernels.linear_loss import fused_linear_loss
+
+        return fused_linear_loss(
+            hidden, weight, targets, batch, loss, temperature=temperature,
+            config=self.cuda_config if hidden.is_cuda else self.cpu_config,
+            chunk_mib=self.fuse_loss_mib, grad_accum=self.grad_accum,
+        )  # fmt: skip

@@ -48,13 +48,11 @@ from rlsdk import TrainBatch
 from rlsdk.validation import check_logprob_inputs
 from rlsdk_kernels._buffers import empty, rows_within
 from rlsdk_kernels._gemm import add_mm, gemm_operands
-from rlsdk_kernels.linear_logprob import _compute_dtype
+from rlsdk_kernels.linear_logprob import GRAD_ACCUM, _compute_dtype
 from rlsdk_kernels.pg_loss import _row_scale, _tl_dtype, term_options, token_terms
 
 __all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
 
-#: Accumulation of ``dW`` across token chunks.
-GRAD_ACCUM = ("weight", "float32")
 #: Number of per-program statistics: those of ``rlsdk_kernels.pg_loss`` (sums of w*L, w*KL, m*L, m*KL,
 #: m*clip, m*rho, m*dual, m), then the sums of w*Ent and m*Ent.
 NUM_STATS = 10

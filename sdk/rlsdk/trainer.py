@@ -226,19 +226,30 @@ def micro_batch_loss(
 ) -> tuple[LossOutput, Tensor]:
     """``(loss output, entropy [B, T])`` of one micro-batch under the current policy (with gradient).
 
-    A loss that defines ``from_hidden(hidden, weight, targets, batch, *, temperature, backend)`` gets the
-    hidden states and computes the log-probs itself (a fused kernel); any other loss gets the log-probs
-    of the configured backend, and ``batch.entropy`` when it ``needs_entropy``.
+    Two optional capabilities let a fused kernel see the hidden states, in this order:
+
+    - a loss that defines ``from_hidden(hidden, weight, targets, batch, *, temperature, backend)``
+      computes the log-probs itself;
+    - a logprob backend that defines ``loss_from_hidden(hidden, weight, targets, batch, loss, *,
+      temperature)`` computes the log-probs and calls the loss itself (it returns None where it
+      cannot).
+
+    Otherwise the loss gets the log-probs of the configured backend, and ``batch.entropy`` when it
+    ``needs_entropy``.
     """
     hidden, targets = completion_states(run.policy, micro.sequences, micro.attention_mask, completion_length)
     temperature = _logit_temperature(temperature)
+    weight = run.policy.output_weight()
     from_hidden = getattr(run.loss, "from_hidden", None)
     if from_hidden is not None:
-        out, _, entropy = from_hidden(
-            hidden, run.policy.output_weight(), targets, micro, temperature=temperature, backend=run.backend
-        )
+        out, _, entropy = from_hidden(hidden, weight, targets, micro, temperature=temperature, backend=run.backend)
         return out, entropy
-    lp = run.backend(hidden, run.policy.output_weight(), targets, temperature=temperature, with_entropy=True)
+    loss_from_hidden = getattr(run.backend, "loss_from_hidden", None)
+    fused = loss_from_hidden(hidden, weight, targets, micro, run.loss, temperature=temperature) if loss_from_hidden else None
+    if fused is not None:
+        out, _, entropy = fused
+        return out, entropy
+    lp = run.backend(hidden, weight, targets, temperature=temperature, with_entropy=True)
     logprobs, entropy = lp.logprobs.view(micro.mask.shape), lp.entropy.view(micro.mask.shape)
     micro.entropy = entropy if getattr(run.loss, "needs_entropy", False) else None
     return run.loss(logprobs, micro), entropy

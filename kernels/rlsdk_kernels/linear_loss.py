@@ -1,0 +1,190 @@
+"""Any rlsdk loss straight from hidden states, gradients formed in the forward (6THV).
+
+rlsdk losses add up over rows: a loss of a micro-batch is normalised by the global batch's counts,
+so the losses of the micro-batches sum to the loss of the whole batch, and so do their gradients
+and metrics (:class:`rlsdk.LossOutput`; ``rlsdk.testing.check_loss`` checks it for every loss). So
+the rows of a micro-batch can be taken in chunks of whole sequences, and the loss of each chunk
+differentiated while its logits are at hand::
+
+    for each chunk c of whole rows (its [rows_c * T, V] logits fit ``chunk_mib``):
+        Z_c             = X_c W^T                       one cuBLAS GEMM, in the input dtype
+        logp_c, Ent_c   = reduce(Z_c)                   Triton, as the ``triton`` backend's forward
+        out_c           = loss(logp_c, batch_c)         the loss's own PyTorch code, on [rows_c, T]
+        g_lp, g_ent     = d out_c.loss / d(logp_c, Ent_c)   autograd, on the small leaves
+        Z_c            <- dz(Z_c; g_lp, g_ent)           Triton, in place (the backend's dz kernel)
+        dX_c            = Z_c W;   dW += Z_c^T X_c        two GEMMs
+
+``batch_c`` is ``batch.select(rows of c)`` (it keeps the global counts); ``Ent_c`` is given to the
+loss as ``batch_c.entropy`` when it ``needs_entropy``. The loss is ``sum_c out_c.loss`` and each
+metric the sum over chunks, as the trainer sums them over micro-batches. Each logit is computed once
+(2THV) and its gradient formed at once (4THV): 6THV, against 8THV for the backend followed by the
+loss, whose backward must recompute the logits. Memory: one chunk of logits plus ``O(N)``.
+
+Chunks never split a row, so sequence-level losses (a sequence-level ratio, say) are exact; a row
+whose ``[T, V]`` logits alone exceed ``chunk_mib`` makes :func:`fused_linear_loss` return None (the
+caller then uses the backend and the loss). Masked tokens are given ``ignore_index`` as target, so
+their log-prob and entropy are 0 and their gradient rows 0 whatever their logits. ``dW`` accumulates
+across chunks in the weight's dtype (``grad_accum="weight"``) or in fp32 (``"float32"``), as in
+:mod:`rlsdk_kernels.linear_pg_loss`. The backward only scales the gradients formed in the forward;
+under ``no_grad`` none are formed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from rlsdk import LossOutput, TrainBatch
+from rlsdk.validation import check_logprob_inputs
+from rlsdk_kernels._gemm import add_mm, gemm_operands
+from rlsdk_kernels.linear_logprob import KernelConfig, _compute_dtype, logits_to_grad, reduce_rows
+
+__all__ = ["fused_linear_loss", "rows_per_chunk"]
+
+#: The target given to masked tokens (any value outside [0, V) would do).
+_MASKED = -1
+
+
+def rows_per_chunk(length: int, vocab: int, dtype: torch.dtype, chunk_mib: float) -> int:
+    """Whole rows of ``length`` tokens whose ``[rows * length, V]`` logits in ``dtype`` fit ``chunk_mib``
+    (0 when one row alone does not)."""
+    row_bytes = max(length, 1) * vocab * torch.empty((), dtype=dtype).element_size()
+    return int(chunk_mib * 2**20 // row_bytes)
+
+
+def _chunk_loss(loss: Any, logp: Tensor, ent: Tensor, batch: TrainBatch, need_grad: bool) -> tuple[LossOutput, Tensor, Tensor | None]:
+    """``(out, d out.loss / d logp, d out.loss / d Ent or None)`` of one chunk (``logp``, ``ent`` [rows, T])."""
+    needs_entropy = bool(getattr(loss, "needs_entropy", False))
+    lp = logp.detach().requires_grad_(need_grad)
+    en = ent.detach().requires_grad_(need_grad and needs_entropy) if needs_entropy else None
+    with torch.enable_grad() if need_grad else torch.no_grad():
+        out = loss(lp, TrainBatch(**{**vars(batch), "entropy": en}))
+        if not need_grad:
+            return out, torch.zeros_like(lp), None
+        leaves = [lp] + ([en] if en is not None else [])
+        if not out.loss.requires_grad:  # e.g. every token of the chunk masked
+            return out, torch.zeros_like(lp), None
+        grads = torch.autograd.grad(out.loss, leaves, allow_unused=True)
+    g_lp = grads[0] if grads[0] is not None else torch.zeros_like(lp)
+    g_ent = grads[1] if len(grads) > 1 else None
+    return out, g_lp, g_ent
+
+
+class _LinearLossFunction(torch.autograd.Function):
+    """``(loss, logp, Ent) = f(hidden, weight)``; the metrics travel in ``holder``."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, hidden: Tensor, weight: Tensor, targets: Tensor, batch: TrainBatch, loss: Any,
+        temperature: float, rows: int, config: KernelConfig, grad_accum: str, grad_enabled: bool, holder: dict,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
+        shape = batch.mask.shape
+        length, vocab = shape[1], weight.shape[0]
+        x, w = gemm_operands(hidden, weight)
+        acc = _compute_dtype(hidden, weight)
+        buf = torch.empty(min(rows, shape[0]) * length, vocab, dtype=x.dtype, device=hidden.device)
+        logp, ent = torch.empty(shape, dtype=acc, device=hidden.device), torch.empty(shape, dtype=acc, device=hidden.device)
+        grad_x = torch.empty_like(hidden) if need_x else None
+        grad_w: Tensor | None = None
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        metrics: dict[str, float] = {}
+        for r0 in range(0, shape[0], rows):
+            r1 = min(r0 + rows, shape[0])
+            t0, t1 = r0 * length, r1 * length
+            z = torch.mm(x[t0:t1], w.T, out=buf[: t1 - t0])
+            lp_c, ent_c, lse, raw_ent = reduce_rows(x[t0:t1], w, z, targets[t0:t1], temperature, True, _MASKED, config)
+            logp[r0:r1], ent[r0:r1] = lp_c.view(r1 - r0, length), ent_c.view(r1 - r0, length)
+            out, g_lp, g_ent = _chunk_loss(loss, logp[r0:r1], ent[r0:r1], batch.select(slice(r0, r1)), need_x or need_w)
+            total = total + out.loss.detach().to(acc)
+            for key, value in out.metrics.items():
+                metrics[key] = metrics.get(key, 0.0) + float(value)
+            if not (need_x or need_w):
+                continue
+            logits_to_grad(
+                x[t0:t1], w, z, 0, targets[t0:t1], lse, raw_ent, g_lp.reshape(-1).to(acc),
+                None if g_ent is None else g_ent.reshape(-1).to(acc), temperature, _MASKED, config, True,
+            )
+            if grad_x is not None and grad_x.dtype == z.dtype:
+                torch.mm(z, w, out=grad_x[t0:t1])
+            elif grad_x is not None:
+                grad_x[t0:t1] = torch.mm(z, w).to(grad_x.dtype)
+            if need_w:
+                grad_w = add_mm(grad_w, z.T, x[t0:t1], acc if grad_accum == "float32" else x.dtype)
+        if grad_w is not None and grad_w.dtype != weight.dtype:
+            grad_w = grad_w.to(weight.dtype)
+        if need_w and grad_w is None:
+            grad_w = torch.zeros_like(weight)
+        holder["metrics"] = metrics
+        ctx.grads = (grad_x, grad_w)  # not saved tensors: released as soon as the backward returns them
+        ctx.mark_non_differentiable(logp, ent)
+        return total, logp, ent
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_loss: Tensor, *_: Any) -> tuple[Any, ...]:
+        if ctx.grads is None:
+            raise RuntimeError(
+                "fused linear loss: backward ran twice through one forward; its gradients are formed in the "
+                "forward and handed over (not copied) by the first backward, so retain_graph=True is not supported"
+            )
+        grad_x, grad_w = ctx.grads
+        ctx.grads = None
+        if not bool(grad_loss == 1):
+            grad_x = grad_x.mul_(grad_loss.to(grad_x.dtype)) if grad_x is not None else None
+            grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype)) if grad_w is not None else None
+        return (grad_x, grad_w) + (None,) * 9
+
+
+def fused_linear_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    batch: TrainBatch,
+    loss: Any,
+    *,
+    temperature: float = 1.0,
+    config: KernelConfig,
+    chunk_mib: float = 384.0,
+    grad_accum: str = "weight",
+) -> tuple[LossOutput, Tensor, Tensor] | None:
+    """``loss`` of the micro-batch straight from hidden states (see the module docstring), or None
+    where one row's logits alone exceed ``chunk_mib``.
+
+    Args:
+        hidden: ``[B * T, H]`` hidden states predicting each completion token.
+        weight: ``[V, H]`` output-layer weight.
+        targets: ``[B * T]`` sampled token ids in ``[0, V)``.
+        batch: The micro-batch (``[B, T]`` fields, the global batch's counts).
+        loss: Any rlsdk loss: ``loss(logprobs [B, T], batch) -> LossOutput``, additive over rows.
+        temperature: Divides the logits, exactly once (match the sampler).
+        config: Reduction tiles and warps of the Triton kernels (``KernelConfig``; its ``matmul`` and
+            buffer budgets are not used: the logits always come from cuBLAS here).
+        chunk_mib: Memory budget of one chunk's logits, in MiB.
+        grad_accum: ``"weight"`` (``dW`` accumulated across chunks in the weight's dtype) or
+            ``"float32"``.
+
+    Returns:
+        ``(LossOutput, logprobs [B, T], entropy [B, T])`` (log-probs and entropies detached, 0 at masked
+        tokens), or None.
+    """
+    shape = tuple(batch.mask.shape)
+    if hidden.shape[0] != batch.mask.numel() or targets.numel() != batch.mask.numel():
+        raise ValueError(
+            f"fused linear loss: hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} must hold one "
+            f"row per token of mask {shape} ({batch.mask.numel()} tokens)"
+        )
+    check_logprob_inputs(hidden, weight, targets, temperature, backend="fused linear loss")
+    rows = rows_per_chunk(shape[1], weight.shape[0], torch.promote_types(hidden.dtype, weight.dtype), chunk_mib)
+    if rows == 0 or hidden.shape[0] == 0:
+        return None
+    masked_targets = torch.where(batch.mask.reshape(-1) > 0, targets, _MASKED).contiguous()
+    holder: dict = {}
+    total, logp, ent = _LinearLossFunction.apply(  # forward() runs without grad mode: tell it the caller's
+        hidden, weight, masked_targets, batch, loss, float(temperature), rows, config, grad_accum,
+        torch.is_grad_enabled(), holder,
+    )
+    return LossOutput(loss=total, metrics=holder["metrics"]), logp, ent
