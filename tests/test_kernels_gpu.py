@@ -14,9 +14,10 @@ of real models (``shared/reference/kernels.md`` section 6):
   must be finite, so every element was written.
 - ``FusedClippedPG`` against the PyTorch ``clipped_pg`` at B=64 rows x T=4099 tokens, all four
   aggregations, float32 and float64, with poisoned buffers.
-- the fused hidden-states -> clipped-PG loss op at N=4100, H=4096, V=128256 in 4 chunks, both
+- the fused hidden-states -> clipped-PG loss ops at N=4100, H=4096, V=128256 in 4 chunks
+  (``FusedClippedPG.from_hidden`` and the ``triton`` backend's ``loss_from_hidden``), both
   ``grad_accum`` settings, bf16 and fp32, against the PyTorch path, with poisoned buffers; and the
-  in-place ``addmm(out_dtype=float32)`` its GEMMs rely on.
+  in-place ``addmm(out_dtype=float32)`` their GEMMs rely on.
 
 References are computed in token chunks of ``CHUNK`` rows (autograd per chunk, ``dW`` summed in
 fp32), so no ``[N, V]`` tensor is held. The module takes well under a minute on an H100.
@@ -43,7 +44,7 @@ import torch
 from rlsdk.functional import AGGREGATION_MODES
 from rlsdk_kernels import _buffers
 from rlsdk_kernels._gemm import add_mm
-from rlsdk_kernels.linear_logprob import CUDA_TILES, MATMULS, KernelConfig, fused_linear_logprobs
+from rlsdk_kernels.linear_logprob import CUDA_TILES, MATMULS, KernelConfig, TritonLogprobBackend, fused_linear_logprobs
 from rlsdk_kernels.pg_loss import FusedClippedPG
 from rlsdk_plugins.policy_gradient import ClippedPG
 from torch import Tensor
@@ -329,13 +330,15 @@ def test_add_mm_accumulates_bf16_products_in_fp32_in_place() -> None:
     assert max_error(got, expected) <= 1e-3 * float(expected.abs().max())
 
 
+@pytest.mark.parametrize("path", ["fused_clipped_pg", "loss_from_hidden"])
 @pytest.mark.parametrize("grad_accum", ["weight", "float32"])
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_fused_linear_pg_loss_at_real_size(
-    dtype: torch.dtype, grad_accum: str, ieee_fp32: None, monkeypatch: pytest.MonkeyPatch
+    dtype: torch.dtype, grad_accum: str, path: str, ieee_fp32: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Loss, dX and dW of the fused op against the fp32 truth (bf16: no worse than PyTorch in bf16 +
-    1e-2 of each output's largest magnitude), several chunks, poisoned buffers."""
+    """Loss, dX and dW of the fused ops against the fp32 truth (bf16: no worse than PyTorch in bf16 +
+    1e-2 of each output's largest magnitude), 4 chunks, poisoned buffers: ``FusedClippedPG.from_hidden``
+    and the ``triton`` backend's ``loss_from_hidden`` with ``ClippedPG`` (one row per chunk)."""
     monkeypatch.setenv(_buffers.POISON_ENV, "1")
     rows, length, (_, h, v) = FUSED_ROWS, FUSED_LENGTH, SHAPES["llama3"]
     case = make_case((rows * length, h, v), dtype, seed=5)
@@ -369,8 +372,13 @@ def test_fused_linear_pg_loss_at_real_size(
 
     hx = case.hidden.detach().clone().requires_grad_(True)
     wx = case.weight.detach().clone().requires_grad_(True)
-    fused = FusedClippedPG(**opts, **FUSED_CHUNKS, grad_accum=grad_accum)
-    out, _, _ = fused.from_hidden(hx, wx, targets, batch, temperature=TEMPERATURE, backend=None)
+    if path == "fused_clipped_pg":
+        fused = FusedClippedPG(**opts, **FUSED_CHUNKS, grad_accum=grad_accum)
+        out, _, _ = fused.from_hidden(hx, wx, targets, batch, temperature=TEMPERATURE, backend=None)
+    else:
+        row_mib = length * v * torch.empty((), dtype=dtype).element_size() / 2**20
+        backend = TritonLogprobBackend(fuse_loss_mib=1.5 * row_mib, grad_accum=grad_accum)
+        out, _, _ = backend.loss_from_hidden(hx, wx, targets, batch, loss_fn, temperature=TEMPERATURE)
     loss = out.loss
     loss.backward()
     assert_finite((loss.detach()[None], torch.tensor([out.metrics["entropy"]]), hx.grad, wx.grad))
@@ -386,5 +394,5 @@ def test_fused_linear_pg_loss_at_real_size(
     assert abs(ours[0] - truth[0]) <= abs(same[0] - truth[0]) + BF16_TOL * max(abs(truth[0]), 1e-3)
     for name, mine, torch_same, ref in zip(("dX", "dW"), ours[1:], same[1:], truth[1:], strict=True):
         err_ours, err_torch = max_error(mine, ref), max_error(torch_same, ref)
-        print(f"fused pg loss {grad_accum} {name}: |ours - truth| {err_ours:.3g}, |torch bf16 - truth| {err_torch:.3g}")
+        print(f"{path} {grad_accum} {name}: |ours - truth| {err_ours:.3g}, |torch bf16 - truth| {err_torch:.3g}")
         assert err_ours <= err_torch + BF16_TOL * float(ref.abs().max()), (name, err_ours, err_torch)
