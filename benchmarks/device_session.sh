@@ -233,7 +233,7 @@ done
     grep -E '^(FAILED|ERROR) ' "$OUT/$log.log" | head -n 20
   done
   echo "fastest configurations (logprob, fused loss):"
-  grep -A 4 -E '^\| (matmul|chunk MiB) ' "$OUT/tune.log" 2>/dev/null | grep -vE '^(\|---|--$)'
+  grep -A 4 -E '^\| (matmul|op) ' "$OUT/tune.log" 2>/dev/null | grep -vE '^(\|---|--$)'
   for shape in a b; do
     echo "shape $shape:"
     grep -E 'matmul|floor|^\||^- ' "$OUT/bench_$shape.log" 2>/dev/null | grep -vE '^\|(---|.* method \|| GRPO loss, fwd)'

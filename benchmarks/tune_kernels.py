@@ -9,10 +9,12 @@ H=2048, V=151936):
    autograd graph, as for the old and reference policies) and forward + backward with a random
    per-token upstream gradient. TFLOP/s counts 2NHV for the forward and 8NHV for forward + backward
    (its logits are recomputed);
-2. the fused hidden states -> GRPO loss op (``fused_linear_pg_loss``, 6NHV): a handful of
-   :class:`rlsdk_kernels.linear_pg_loss.FusedLossConfig` choices (chunk budget, row-kernel tiles
-   and warps), forward + backward of the loss of ``benchmarks/kernels.py`` (token-mean, k3 KL,
-   eps 0.2 / 0.28, B = N / 1024 sequences with the last 100 tokens masked).
+2. the fused hidden states -> GRPO loss ops (6NHV): a handful of
+   :class:`rlsdk_kernels.linear_pg_loss.FusedLossConfig` choices of ``fused_linear_pg_loss``
+   (chunk budget, row-kernel tiles and warps) and of ``fuse_loss_mib`` for the ``triton`` backend's
+   ``loss_from_hidden`` with ``clipped_pg``; forward + backward of the loss of
+   ``benchmarks/kernels.py`` (token-mean, k3 KL, eps 0.2 / 0.28, B = N / 1024 sequences with the
+   last 100 tokens masked).
 
 Each sweep prints a markdown table sorted by the forward + backward time (medians, by
 ``benchmarks/kernels.py``'s ``measure``), with the extra peak memory of a step and the error against
@@ -63,9 +65,10 @@ CANDIDATES: list[dict[str, Any]] = [
     {"matmul": "triton", "block_n": 64, "block_v": 64, "block_h": 64},
 ]
 
-#: FusedLossConfig options of each fused-loss candidate, over its default: the chunk budget (fewer,
-#: larger chunks read and write ``dW`` fewer times; 480 MiB is about the 0.5 GiB goal), then the row
-#: kernel's tiles and warps. All build for sm_90 without register spills in bf16 (64 to 223 registers).
+#: FusedLossConfig options of each ``fused_clipped_pg`` candidate, over its default: the chunk budget
+#: (fewer, larger chunks read and write ``dW`` fewer times; 480 MiB is about the 0.5 GiB goal), then
+#: the row kernel's tiles and warps. All build for sm_90 without register spills in bf16 (64 to 223
+#: registers).
 FUSED_CANDIDATES: list[dict[str, Any]] = [
     {},
     {"chunk_mib": 256.0},
@@ -76,6 +79,10 @@ FUSED_CANDIDATES: list[dict[str, Any]] = [
     {"block_v": 4096},
     {"block_n": 1, "block_v": 4096},
 ]
+#: ``fuse_loss_mib`` of the ``triton`` backend's ``loss_from_hidden`` candidates (with ``clipped_pg``):
+#: a 1024-token row of bf16 logits takes 250 MiB at V=128256, so these hold 1, 3 and 6 rows a chunk
+#: (the loss runs in Python once per chunk).
+ANY_LOSS_CANDIDATES: list[float] = [384.0, 768.0, 1536.0]
 
 
 def _bench_module() -> Any:
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=list(SHAPES), default="a",
                         help="a: 8192x4096x128256 (default), b: 16384x2048x151936, tiny: a CPU check")
     parser.add_argument("--budget", type=float, default=80.0, help="logprob sweep: no configuration after this many s")
-    parser.add_argument("--fused-budget", type=float, default=40.0, help="the same for the fused-loss sweep")
+    parser.add_argument("--fused-budget", type=float, default=50.0, help="the same for the fused-loss sweep")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and args.shape != "tiny":
@@ -175,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE.parent / "kernels"))  # when rlsdk is not installed
     bench = _bench_module()
     import rlsdk
-    from rlsdk_kernels.linear_logprob import CUDA_TILES, KernelConfig, fused_linear_logprobs
+    from rlsdk_kernels.linear_logprob import CUDA_TILES, KernelConfig, TritonLogprobBackend, fused_linear_logprobs
     from rlsdk_kernels.linear_pg_loss import FusedLossConfig, fused_linear_pg_loss
     from rlsdk_kernels.pg_loss import FusedClippedPG
 
@@ -228,14 +235,25 @@ def main(argv: list[str] | None = None) -> int:
     ref_loss = float(rlsdk.create("loss", "clipped_pg", **bench.GRPO)(ref[:used].view(batch.mask.shape), batch).loss)
     fused_loss = FusedClippedPG(**bench.GRPO)
     loss_opts = {**fused_loss.opts, "entropy_coef": fused_loss.entropy_coef}
+    clipped = rlsdk.create("loss", "clipped_pg", **bench.GRPO)
     h_used, w_used = hx[:used].detach().requires_grad_(True), wx
 
     def fused_body(row: Row) -> None:
+        config = row.config
+
         def step() -> float:
             h_used.grad = w_used.grad = None
-            loss, _, _, _ = fused_linear_pg_loss(
-                h_used, w_used, targets[:used], batch, temperature=1.0, config=row.config, **loss_opts
-            )
+            if isinstance(config, FusedLossConfig):
+                loss, _, _, _ = fused_linear_pg_loss(
+                    h_used, w_used, targets[:used], batch, temperature=1.0, config=config, **loss_opts
+                )
+            else:
+                out = TritonLogprobBackend(fuse_loss_mib=config).loss_from_hidden(
+                    h_used, w_used, targets[:used], batch, clipped, temperature=1.0
+                )
+                if out is None:
+                    raise RuntimeError(f"loss_from_hidden declined: a row exceeds {config:g} MiB")
+                loss = out[0].loss
             value = float(loss.detach())
             loss.backward()
             return value
@@ -243,16 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         row.error = abs(step() - ref_loss)
         row.step_ms, row.peak_gib = bench.measure(step, cuda, reps)
 
+    def head(config: Any) -> list[str]:
+        if isinstance(config, FusedLossConfig):
+            return ["fused_clipped_pg", f"{config.chunk_mib:g}", str(config.block_n), str(config.block_v),
+                    str(config.num_warps)]  # fmt: skip
+        return ["loss_from_hidden", f"{config:g}", "-", "-", "-"]
+
     print(f"\nfused hidden -> GRPO loss, B={batch.mask.shape[0]} x L={batch.mask.shape[1]}:")
-    fused_configs = [FusedLossConfig(**c) for c in FUSED_CANDIDATES]
-    fused_rows = sweep(fused_configs, fused_body, args.fused_budget, cuda,
-                       lambda c: f"{c.chunk_mib:g} MiB {c.block_n}/{c.block_v} w{c.num_warps}")  # fmt: skip
+    fused_configs = [FusedLossConfig(**c) for c in FUSED_CANDIDATES] + ANY_LOSS_CANDIDATES
+    fused_rows = sweep(fused_configs, fused_body, args.fused_budget, cuda, lambda c: " ".join(head(c)))
     print(f"\n### fused hidden -> GRPO loss sweep, shape {args.shape} ({used} tokens, {str(dtype)[6:]})\n")
-    print(table(
-        fused_rows, ["chunk MiB", "block_n", "block_v", "warps"],
-        lambda c: [f"{c.chunk_mib:g}", str(c.block_n), str(c.block_v), str(c.num_warps)],
-        {"step": 6 * used * h * v},
-    ))  # fmt: skip
+    print(table(fused_rows, ["op", "chunk MiB", "block_n", "block_v", "warps"], head, {"step": 6 * used * h * v}))
     print(f"\nsweeps took {time.monotonic() - start:.0f} s")
     return 0
 

@@ -81,7 +81,8 @@ def test_every_tuning_candidate_runs_interpreted() -> None:
     out = _run("tune_kernels.py", "--shape", "tiny", timeout=600)
     assert "failed" not in out and "budget reached" not in out, out
     for title, count in (("triton logprob backend sweep", len(tune_kernels.CANDIDATES)),
-                         ("fused hidden -> GRPO loss sweep", len(tune_kernels.FUSED_CANDIDATES))):  # fmt: skip
+                         ("fused hidden -> GRPO loss sweep",
+                          len(tune_kernels.FUSED_CANDIDATES) + len(tune_kernels.ANY_LOSS_CANDIDATES))):  # fmt: skip
         section = out[out.index(title) :].split("\n\n")[1]  # the table after the heading
         rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # after the header
         assert len(rows) == count, section
