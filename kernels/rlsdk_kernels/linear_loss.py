@@ -39,7 +39,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LossOutput, TrainBatch
 from rlsdk.validation import check_logprob_inputs
-from rlsdk_kernels._gemm import add_mm, gemm_operands
+from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
+from rlsdk_kernels._gemm import gemm_operands
 from rlsdk_kernels.linear_logprob import KernelConfig, _compute_dtype, logits_to_grad, reduce_rows
 
 __all__ = ["fused_linear_loss", "rows_per_chunk"]
@@ -108,12 +109,8 @@ class _LinearLossFunction(torch.autograd.Function):
                 x[t0:t1], w, z, 0, targets[t0:t1], lse, raw_ent, g_lp.reshape(-1).to(acc),
                 None if g_ent is None else g_ent.reshape(-1).to(acc), temperature, _MASKED, config, True,
             )
-            if grad_x is not None and grad_x.dtype == z.dtype:
-                torch.mm(z, w, out=grad_x[t0:t1])
-            elif grad_x is not None:
-                grad_x[t0:t1] = torch.mm(z, w).to(grad_x.dtype)
-            if need_w:
-                grad_w = add_mm(grad_w, z.T, x[t0:t1], acc if grad_accum == "float32" else x.dtype)
+            grad_x_c = grad_x[t0:t1] if grad_x is not None else None
+            grad_w = add_chunk_grads(z, x[t0:t1], w, grad_x_c, grad_w, need_w, acc if grad_accum == "float32" else x.dtype)
         if grad_w is not None and grad_w.dtype != weight.dtype:
             grad_w = grad_w.to(weight.dtype)
         if need_w and grad_w is None:
@@ -126,17 +123,7 @@ class _LinearLossFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_loss: Tensor, *_: Any) -> tuple[Any, ...]:
-        if ctx.grads is None:
-            raise RuntimeError(
-                "fused linear loss: backward ran twice through one forward; its gradients are formed in the "
-                "forward and handed over (not copied) by the first backward, so retain_graph=True is not supported"
-            )
-        grad_x, grad_w = ctx.grads
-        ctx.grads = None
-        if not bool(grad_loss == 1):
-            grad_x = grad_x.mul_(grad_loss.to(grad_x.dtype)) if grad_x is not None else None
-            grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype)) if grad_w is not None else None
-        return (grad_x, grad_w) + (None,) * 9
+        return hand_over(ctx, grad_loss, "fused linear loss") + (None,) * 9
 
 
 def fused_linear_loss(

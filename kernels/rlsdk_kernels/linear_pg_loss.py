@@ -47,7 +47,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from rlsdk import TrainBatch
 from rlsdk.validation import check_logprob_inputs
 from rlsdk_kernels._buffers import empty, rows_within
-from rlsdk_kernels._gemm import add_mm, gemm_operands
+from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
+from rlsdk_kernels._gemm import gemm_operands
 from rlsdk_kernels.linear_logprob import GRAD_ACCUM, _compute_dtype
 from rlsdk_kernels.pg_loss import _row_scale, _tl_dtype, term_options, token_terms
 
@@ -240,12 +241,9 @@ def _compute(
             BLOCK_N=config.block_n, BLOCK_V=config.block_v, **extra,
         )
         first += count
-        if grad_x is not None and grad_x.dtype == z.dtype:
-            torch.mm(z, w, out=grad_x[start:stop])
-        elif grad_x is not None:
-            grad_x[start:stop] = torch.mm(z, w).to(grad_x.dtype)
-        if need_w:
-            grad_w = add_mm(grad_w, z.T, x[start:stop], accum)
+        if need_x or need_w:
+            grad_x_c = grad_x[start:stop] if grad_x is not None else None
+            grad_w = add_chunk_grads(z, x[start:stop], w, grad_x_c, grad_w, need_w, accum)
     if grad_w is not None and grad_w.dtype != weight.dtype:
         grad_w = grad_w.to(weight.dtype)
     return stats.sum(0), logp, ent, grad_x, grad_w
@@ -273,17 +271,7 @@ class _LinearPGFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_loss: Tensor, *_: Any) -> tuple[Any, ...]:
-        if ctx.grads is None:
-            raise RuntimeError(
-                "fused linear pg loss: backward ran twice through one forward; its gradients are formed in the "
-                "forward and handed over (not copied) by the first backward, so retain_graph=True is not supported"
-            )
-        grad_x, grad_w = ctx.grads
-        ctx.grads = None
-        if not bool(grad_loss == 1):
-            grad_x = grad_x.mul_(grad_loss.to(grad_x.dtype)) if grad_x is not None else None
-            grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype)) if grad_w is not None else None
-        return grad_x, grad_w, None, None, None, None, None, None
+        return hand_over(ctx, grad_loss, "fused linear pg loss") + (None,) * 6
 
 
 def fused_linear_pg_loss(
