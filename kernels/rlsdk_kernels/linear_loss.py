@@ -56,22 +56,21 @@ def rows_per_chunk(length: int, vocab: int, dtype: torch.dtype, chunk_mib: float
     return int(chunk_mib * 2**20 // row_bytes)
 
 
-def _chunk_loss(loss: Any, logp: Tensor, ent: Tensor, batch: TrainBatch, need_grad: bool) -> tuple[LossOutput, Tensor, Tensor | None]:
-    """``(out, d out.loss / d logp, d out.loss / d Ent or None)`` of one chunk (``logp``, ``ent`` [rows, T])."""
-    needs_entropy = bool(getattr(loss, "needs_entropy", False))
-    lp = logp.detach().requires_grad_(need_grad)
-    en = ent.detach().requires_grad_(need_grad and needs_entropy) if needs_entropy else None
-    with torch.enable_grad() if need_grad else torch.no_grad():
-        out = loss(lp, TrainBatch(**{**vars(batch), "entropy": en}))
-        if not need_grad:
-            return out, torch.zeros_like(lp), None
-        leaves = [lp] + ([en] if en is not None else [])
-        if not out.loss.requires_grad:  # e.g. every token of the chunk masked
-            return out, torch.zeros_like(lp), None
-        grads = torch.autograd.grad(out.loss, leaves, allow_unused=True)
-    g_lp = grads[0] if grads[0] is not None else torch.zeros_like(lp)
-    g_ent = grads[1] if len(grads) > 1 else None
-    return out, g_lp, g_ent
+def _chunk_loss(
+    loss: Any, logp: Tensor, ent: Tensor, batch: TrainBatch, need_grad: bool
+) -> tuple[LossOutput, Tensor | None, Tensor | None]:
+    """``(out, d out.loss / d logp, d out.loss / d Ent or None)`` of one chunk (``logp``, ``ent`` [rows, T]);
+    without ``need_grad`` the gradients are None."""
+    en = ent if getattr(loss, "needs_entropy", False) else None
+    if not need_grad:
+        return loss(logp, TrainBatch(**{**vars(batch), "entropy": en})), None, None
+    leaves = [t.detach().requires_grad_(True) for t in (logp, en) if t is not None]
+    with torch.enable_grad():  # the autograd Function's forward runs without it
+        out = loss(leaves[0], TrainBatch(**{**vars(batch), "entropy": leaves[1] if en is not None else None}))
+        unused = not out.loss.requires_grad  # e.g. every token of the chunk masked
+        grads = [None] * len(leaves) if unused else torch.autograd.grad(out.loss, leaves, allow_unused=True)
+    g_lp = grads[0] if grads[0] is not None else torch.zeros_like(logp)
+    return out, g_lp, (grads[1] if len(grads) > 1 else None)
 
 
 class _LinearLossFunction(torch.autograd.Function):
@@ -113,8 +112,6 @@ class _LinearLossFunction(torch.autograd.Function):
             grad_w = add_chunk_grads(z, x[t0:t1], w, grad_x_c, grad_w, need_w, acc if grad_accum == "float32" else x.dtype)
         if grad_w is not None and grad_w.dtype != weight.dtype:
             grad_w = grad_w.to(weight.dtype)
-        if need_w and grad_w is None:
-            grad_w = torch.zeros_like(weight)
         holder["metrics"] = metrics
         ctx.grads = (grad_x, grad_w)  # not saved tensors: released as soon as the backward returns them
         ctx.mark_non_differentiable(logp, ent)
