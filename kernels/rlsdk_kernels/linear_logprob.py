@@ -344,37 +344,37 @@ def _vocab_splits(n_token_blocks: int, n_vocab_blocks: int, device: torch.device
     return max(1, min(n_vocab_blocks, math.ceil(2 * sms / n_token_blocks)))
 
 
-def reduce_rows(
-    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, temperature: float, with_entropy: bool,
-    ignore_index: int, config: KernelConfig,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(logprobs, entropy, lse, raw_entropy)`` of the tokens of ``hidden`` [n, H], in the compute dtype.
-
-    One launch of the forward kernel. Its logit tiles are read from ``logits`` [n, V] (rows
-    contiguous) when given, else formed from ``hidden`` and ``weight`` with ``tl.dot``. The per-split
-    partials are then merged (see the module docstring).
-    """
-    k = _kernels()
-    triton = k["triton"]
-    n, h = hidden.shape
-    vocab = weight.shape[0]
-    acc = _compute_dtype(hidden, weight)
-    from_logits = logits is not None
-    z = logits if logits is not None else hidden  # an unused pointer without logits
-    n_blocks = triton.cdiv(n, config.block_n)
+def _split_plan(n: int, vocab: int, device: torch.device, config: KernelConfig) -> tuple[int, int]:
+    """``(vocabulary splits, blocks per split)`` of the forward grid for ``n`` rows."""
+    triton = _kernels()["triton"]
     v_blocks = triton.cdiv(vocab, config.block_v)
-    splits = _vocab_splits(n_blocks, v_blocks, hidden.device, config)
+    splits = _vocab_splits(triton.cdiv(n, config.block_n), v_blocks, device, config)
     per_split = triton.cdiv(v_blocks, splits)
-    splits = triton.cdiv(v_blocks, per_split)  # every split starts at a valid column
-    parts = empty(4, splits, n, dtype=acc, device=hidden.device)
+    return triton.cdiv(v_blocks, per_split), per_split  # every split starts at a valid column
+
+
+def _launch_forward(
+    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, parts: Tensor, per_split: int,
+    temperature: float, with_entropy: bool, config: KernelConfig,
+) -> None:
+    """One launch of the forward kernel: the ``(m, S, P, s_y)`` partials of the rows of ``hidden``
+    into ``parts`` [4, splits, n] (a view; its rows may be a slice of a larger buffer)."""
+    k = _kernels()
+    n, h = hidden.shape
+    z = logits if logits is not None else hidden  # an unused pointer without logits
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
-    k["forward"][(n_blocks, splits)](
+    k["forward"][(k["triton"].cdiv(n, config.block_n), parts.shape[1])](
         hidden, weight, z, targets, parts[0], parts[1], parts[2], parts[3],
-        n, vocab, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        z.stride(0), n, 1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
+        n, weight.shape[0], hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        z.stride(0), parts.stride(1), 1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
         BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-        WITH_ENTROPY=with_entropy, FROM_LOGITS=from_logits, **_launch_options(hidden, weight, config), **extra,
+        WITH_ENTROPY=with_entropy, FROM_LOGITS=logits is not None, **_launch_options(hidden, weight, config),
+        **extra,
     )
+
+
+def _merge(parts: Tensor, targets: Tensor, ignore_index: int, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(logprobs, entropy, lse, raw_entropy)`` from the per-split partials (see the module docstring)."""
     m, s, p, t = parts
     top = m.max(dim=0).values
     scale = torch.exp(m - top)
@@ -390,6 +390,23 @@ def reduce_rows(
     else:
         raw_entropy = entropy = torch.zeros_like(lse)
     return logprobs, entropy, lse, raw_entropy
+
+
+def reduce_rows(
+    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, temperature: float, with_entropy: bool,
+    ignore_index: int, config: KernelConfig,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(logprobs, entropy, lse, raw_entropy)`` of the tokens of ``hidden`` [n, H], in the compute dtype.
+
+    One launch of the forward kernel. Its logit tiles are read from ``logits`` [n, V] (rows
+    contiguous) when given, else formed from ``hidden`` and ``weight`` with ``tl.dot``. The per-split
+    partials are then merged (see the module docstring).
+    """
+    n = hidden.shape[0]
+    splits, per_split = _split_plan(n, weight.shape[0], hidden.device, config)
+    parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
+    _launch_forward(hidden, weight, logits, targets, parts, per_split, temperature, with_entropy, config)
+    return _merge(parts, targets, ignore_index, with_entropy)
 
 
 def logits_to_grad(
@@ -430,21 +447,22 @@ def _forward(
     With ``matmul="torch"`` the tokens are taken in chunks: a cuBLAS GEMM writes the chunk's logits,
     the kernel reduces them; with ``"triton"`` one launch forms the logit tiles itself.
     """
-    args = (temperature, with_entropy, ignore_index, config)
     if config.matmul == "triton":
-        return reduce_rows(hidden, weight, None, targets, *args)
+        return reduce_rows(hidden, weight, None, targets, temperature, with_entropy, ignore_index, config)
     n, vocab = hidden.shape[0], weight.shape[0]
     x, w = gemm_operands(hidden, weight)
     chunk = min(config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n), n)
     buf = torch.empty(chunk, vocab, dtype=x.dtype, device=hidden.device)
-    outputs = []
+    splits, per_split = _split_plan(chunk, vocab, hidden.device, config)
+    parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         logits = torch.mm(x[start:stop], w.T, out=buf[: stop - start])
-        outputs.append(reduce_rows(hidden[start:stop], weight, logits, targets[start:stop], *args))
-    if len(outputs) == 1:
-        return outputs[0]
-    return tuple(torch.cat(column) for column in zip(*outputs))  # type: ignore[return-value]
+        _launch_forward(
+            hidden[start:stop], weight, logits, targets[start:stop], parts[:, :, start:stop], per_split,
+            temperature, with_entropy, config,
+        )
+    return _merge(parts, targets, ignore_index, with_entropy)  # once, for all chunks
 
 
 def _backward(
