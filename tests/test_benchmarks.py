@@ -37,7 +37,7 @@ def _rows(out: str) -> dict[str, list[str]]:
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and cells[1] not in ("ms", "---") and not cells[1].startswith("block_n"):
+        if line.startswith("| ") and cells[1] not in ("ms", "---"):
             rows[cells[0]] = cells[1:]
     return rows
 
