@@ -218,3 +218,61 @@ def test_learning_rate_schedule():
     values = [learning_rate(cfg, s) for s in range(3, 14)]
     assert all(a >= b for a, b in zip(values, values[1:]))
     assert learning_rate({**cfg, "lr_schedule": "constant"}, 13) == 1.0
+
+
+def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
+    """The loss's ``from_hidden`` first, then the backend's ``loss_from_hidden`` (None: declined),
+    then backend -> loss with ``batch.entropy`` only for a loss that ``needs_entropy``."""
+    from types import SimpleNamespace
+
+    from rlsdk import trainer
+
+    hidden, targets = torch.randn(6, 4), torch.randint(0, 5, (6,))
+    monkeypatch.setattr(trainer, "completion_states", lambda *a: (hidden, targets))
+    micro = rlsdk.testing.make_train_batch(0, rows=2, length=3, group_size=1)
+    calls = []
+
+    def result(tag):
+        return rlsdk.LossOutput(loss=torch.tensor(float(len(tag))), metrics={}), None, torch.full((2, 3), float(len(tag)))
+
+    class Backend:
+        def __init__(self, fused):
+            self.fused = fused
+
+        def __call__(self, h, w, t, *, temperature, with_entropy):
+            calls.append(("backend", temperature, with_entropy))
+            return rlsdk.LogprobOutput(logprobs=torch.zeros(6), entropy=torch.ones(6))
+
+        def loss_from_hidden(self, h, w, t, batch, loss, *, temperature):
+            calls.append(("loss_from_hidden", loss.name))
+            return result("backend") if self.fused else None
+
+    class Loss:
+        name, needs_entropy = "plain", True
+
+        def __call__(self, logprobs, batch):
+            calls.append(("loss", batch.entropy is not None))
+            return rlsdk.LossOutput(loss=logprobs.sum(), metrics={})
+
+    class LossWithFromHidden(Loss):
+        name = "own"
+
+        def from_hidden(self, h, w, t, batch, *, temperature, backend):
+            calls.append(("from_hidden", temperature))
+            return result("own")
+
+    policy = SimpleNamespace(output_weight=lambda: torch.randn(5, 4))
+
+    def run(loss, backend):
+        calls.clear()
+        out, entropy = trainer.micro_batch_loss(SimpleNamespace(policy=policy, loss=loss, backend=backend), micro, 3, 0.7)
+        return calls[:], float(out.loss), float(entropy[0, 0])
+
+    assert run(LossWithFromHidden(), Backend(True)) == ([("from_hidden", 0.7)], 3.0, 3.0)
+    assert run(Loss(), Backend(True)) == ([("loss_from_hidden", "plain")], 7.0, 7.0)
+    assert run(Loss(), Backend(False)) == ([("loss_from_hidden", "plain"), ("backend", 0.7, True), ("loss", True)], 0.0, 1.0)
+    no_entropy = Loss()
+    no_entropy.needs_entropy = False
+    backend = Backend(False)
+    del Backend.loss_from_hidden  # a backend without the capability
+    assert run(no_entropy, backend) == ([("backend", 0.7, True), ("loss", False)], 0.0, 1.0)
