@@ -258,12 +258,13 @@ def test_backend_capability_and_its_options():
     off = rlsdk.create("logprob_backend", "triton", fuse_loss=False)
     assert off.loss_from_hidden(x, w, y, batch, loss, temperature=TEMPERATURE) is None
     for option, value, message in (
-        ("fuse_loss", "yes", "fuse_loss must be true or false; got 'yes'"),
-        ("fuse_loss_mib", 0, "fuse_loss_mib must be a number > 0; got 0"),
-        ("grad_accum", "bf16", "grad_accum must be one of weight, float32; got 'bf16'"),
+        ("fuse_loss", "yes", "logprob.fuse_loss must be true or false, got 'yes'"),
+        ("fuse_loss_mib", 0, "logprob.fuse_loss_mib must be a finite number > 0, got 0"),
+        ("grad_accum", "bf16", "logprob.grad_accum must be one of 'weight', 'float32', got 'bf16'"),
     ):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(rlsdk.ConfigError) as info:
             TritonLogprobBackend(**{option: value})
+        assert message in str(info.value)
 
 
 def test_bad_shapes_are_refused():

@@ -275,13 +275,13 @@ def test_chunk_size_fits_the_budget(n, vocab, mib, dtype):
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"grad_accum": "fp8"}, "grad_accum must be one of weight, float32; got 'fp8'"),
-        ({"chunk_tokens": 0}, "chunk_tokens must be None or a positive integer; got 0"),
-        ({"chunk_mib": -1}, "chunk_mib must be a number > 0; got -1"),
+        ({"grad_accum": "fp8"}, "loss.grad_accum must be one of 'weight', 'float32', got 'fp8'"),
+        ({"chunk_tokens": 0}, "loss.chunk_tokens must be None or a positive integer, got 0"),
+        ({"chunk_mib": -1}, "loss.chunk_mib must be a finite number > 0, got -1"),
     ],
 )
 def test_bad_kernel_options_are_config_errors(options, needle):
-    with pytest.raises(ConfigError, match="fused_clipped_pg") as info:
+    with pytest.raises(ConfigError) as info:
         rlsdk.create("loss", "fused_clipped_pg", **options)
     assert needle in str(info.value)
     with pytest.raises(ConfigError, match="chunk_tokens"):  # option checking knows the kernel options

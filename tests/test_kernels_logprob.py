@@ -352,7 +352,8 @@ def test_auto_applies_options_to_the_backend_it_picks():
      {"ignore_index": 1.5}],
 )
 def test_invalid_options_are_refused(options):
-    with pytest.raises(ValueError, match=next(iter(options))):
+    """A config error (the CLI shows it without a traceback) naming the option."""
+    with pytest.raises(rlsdk.ConfigError, match=next(iter(options))):
         TritonLogprobBackend(**options)
 
 

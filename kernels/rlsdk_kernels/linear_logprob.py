@@ -59,8 +59,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from rlsdk import LogprobOutput
-from rlsdk.validation import check_logprob_inputs
+from rlsdk import ConfigError, LogprobOutput
+from rlsdk.validation import check_bool, check_choice, check_int, check_logprob_inputs, check_number
 from rlsdk_kernels._buffers import empty, rows_within
 from rlsdk_kernels._gemm import add_mm, gemm_operands
 
@@ -145,30 +145,31 @@ class KernelConfig:
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_v", "block_h"):
-            value = getattr(self, name)
-            if not _power_of_two(value) or value < 16:
-                raise ValueError(f"triton logprob backend: {name} must be a power of two >= 16; got {value!r}")
-        if self.vocab_splits is not None and not (
-            isinstance(self.vocab_splits, int) and not isinstance(self.vocab_splits, bool) and self.vocab_splits >= 1
-        ):
-            raise ValueError(
-                "triton logprob backend: vocab_splits must be None (auto) or an integer >= 1; "
-                f"got {self.vocab_splits!r}"
-            )
-        if self.matmul not in MATMULS:
-            raise ValueError(f"triton logprob backend: matmul must be one of {', '.join(MATMULS)}; got {self.matmul!r}")
+            check_power_of_two(getattr(self, name), f"logprob.{name}", low=16)
+        if self.vocab_splits is not None:
+            _check_optional_int(self.vocab_splits, "logprob.vocab_splits", "None (auto)")
+        check_choice(self.matmul, "logprob.matmul", MATMULS)
         for name in ("forward_chunk", "backward_slice"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"triton logprob backend: {name} must be None or a positive integer; got {value!r}")
+            if getattr(self, name) is not None:
+                _check_optional_int(getattr(self, name), f"logprob.{name}", "None (from the MiB budget)")
         for name in ("forward_mib", "backward_mib"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"triton logprob backend: {name} must be a number > 0; got {value!r}")
-        if not _power_of_two(self.num_warps) or self.num_warps > 32:
-            raise ValueError(
-                f"triton logprob backend: num_warps must be one of 1, 2, 4, 8, 16, 32; got {self.num_warps!r}"
-            )
+            check_number(getattr(self, name), f"logprob.{name}", low=0.0, low_open=True)
+        check_power_of_two(self.num_warps, "logprob.num_warps", low=1, high=32)
+        check_bool(self.allow_tf32, "logprob.allow_tf32")
+
+
+def check_power_of_two(value: Any, option: str, low: int, high: int | None = None) -> int:
+    """Return ``value`` if it is a power of two in ``[low, high]``; else a :class:`rlsdk.ConfigError`
+    naming ``option`` (a tile size or a warp count)."""
+    if not _power_of_two(value) or value < low or (high is not None and value > high):
+        bound = f" <= {high}" if high is not None else ""
+        raise ConfigError(f"{option} must be a power of two >= {low}{bound}, got {value!r}")
+    return value
+
+
+def _check_optional_int(value: Any, option: str, none_means: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{option} must be {none_means} or an integer >= 1, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -649,18 +650,10 @@ class TritonLogprobBackend:
         fuse_loss_mib: float = 384.0,
         grad_accum: str = "weight",
     ):
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise ValueError(f"triton logprob backend: ignore_index must be an integer; got {ignore_index!r}")
-        if not isinstance(fuse_loss, bool):
-            raise ValueError(f"triton logprob backend: fuse_loss must be true or false; got {fuse_loss!r}")
-        if isinstance(fuse_loss_mib, bool) or not isinstance(fuse_loss_mib, (int, float)) or not fuse_loss_mib > 0:
-            raise ValueError(f"triton logprob backend: fuse_loss_mib must be a number > 0; got {fuse_loss_mib!r}")
-        if grad_accum not in GRAD_ACCUM:
-            raise ValueError(
-                f"triton logprob backend: grad_accum must be one of {', '.join(GRAD_ACCUM)}; got {grad_accum!r}"
-            )
-        self.ignore_index = ignore_index
-        self.fuse_loss, self.fuse_loss_mib, self.grad_accum = fuse_loss, float(fuse_loss_mib), grad_accum
+        self.ignore_index = check_int(ignore_index, "logprob.ignore_index")
+        self.fuse_loss = check_bool(fuse_loss, "logprob.fuse_loss")
+        self.fuse_loss_mib = check_number(fuse_loss_mib, "logprob.fuse_loss_mib", low=0.0, low_open=True)
+        self.grad_accum = check_choice(grad_accum, "logprob.grad_accum", GRAD_ACCUM)
         tiles = {k: v for k, v in (("block_n", block_n), ("block_v", block_v), ("block_h", block_h)) if v is not None}
         if num_warps is not None:
             tiles["num_warps"] = num_warps
@@ -668,8 +661,7 @@ class TritonLogprobBackend:
             "vocab_splits": vocab_splits, "matmul": matmul, "forward_chunk": forward_chunk, "forward_mib": forward_mib,
             "backward_slice": backward_slice, "backward_mib": backward_mib, "allow_tf32": allow_tf32,
         }  # fmt: skip
-        if matmul not in MATMULS:
-            raise ValueError(f"triton logprob backend: matmul must be one of {', '.join(MATMULS)}; got {matmul!r}")
+        check_choice(matmul, "logprob.matmul", MATMULS)
         # Built (and so validated) now, not at the first call.
         self.cuda_config = KernelConfig(**{**CUDA_TILES[matmul], **tiles}, **common)
         self.cpu_config = KernelConfig(**{**CPU_TILES, **tiles}, **common)

@@ -44,12 +44,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from rlsdk import TrainBatch
-from rlsdk.validation import check_logprob_inputs
+from rlsdk import ConfigError, TrainBatch
+from rlsdk.validation import check_choice, check_logprob_inputs, check_number
 from rlsdk_kernels._buffers import empty, rows_within
 from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
 from rlsdk_kernels._gemm import gemm_operands
-from rlsdk_kernels.linear_logprob import GRAD_ACCUM, _compute_dtype
+from rlsdk_kernels.linear_logprob import GRAD_ACCUM, _compute_dtype, check_power_of_two
 from rlsdk_kernels.pg_loss import _row_scale, _tl_dtype, term_options, token_terms
 
 __all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
@@ -83,19 +83,14 @@ class FusedLossConfig:
     num_warps: int = 8
 
     def __post_init__(self) -> None:
-        where = "fused linear pg loss"
         if self.chunk_tokens is not None and (
             isinstance(self.chunk_tokens, bool) or not isinstance(self.chunk_tokens, int) or self.chunk_tokens < 1
         ):
-            raise ValueError(f"{where}: chunk_tokens must be None or a positive integer; got {self.chunk_tokens!r}")
-        if isinstance(self.chunk_mib, bool) or not isinstance(self.chunk_mib, (int, float)) or not self.chunk_mib > 0:
-            raise ValueError(f"{where}: chunk_mib must be a number > 0; got {self.chunk_mib!r}")
-        if self.grad_accum not in GRAD_ACCUM:
-            raise ValueError(f"{where}: grad_accum must be one of {', '.join(GRAD_ACCUM)}; got {self.grad_accum!r}")
+            raise ConfigError(f"loss.chunk_tokens must be None or a positive integer, got {self.chunk_tokens!r}")
+        check_number(self.chunk_mib, "loss.chunk_mib", low=0.0, low_open=True)
+        check_choice(self.grad_accum, "loss.grad_accum", GRAD_ACCUM)
         for name, low in (("block_n", 1), ("block_v", 16), ("num_warps", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low or value & (value - 1):
-                raise ValueError(f"{where}: {name} must be a power of two >= {low}; got {value!r}")
+            check_power_of_two(getattr(self, name), f"loss.{name}", low=low)
 
 
 #: Under the interpreter (CPU tensors) wider row tiles are faster: numpy runs each program in turn.

@@ -44,7 +44,6 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LossOutput, TrainBatch
-from rlsdk.errors import ConfigError
 from rlsdk.functional import AGGREGATION_MODES, aggregate
 from rlsdk_plugins.policy_gradient import ClippedPG
 from rlsdk_kernels._buffers import empty
@@ -390,10 +389,7 @@ class FusedClippedPG(ClippedPG):
         from rlsdk_kernels.linear_pg_loss import FusedLossConfig
 
         super().__init__(**options)
-        try:
-            self.kernel_config = FusedLossConfig(chunk_tokens=chunk_tokens, chunk_mib=chunk_mib, grad_accum=grad_accum)
-        except ValueError as exc:
-            raise ConfigError(f"loss {self.name}: {exc}") from None
+        self.kernel_config = FusedLossConfig(chunk_tokens=chunk_tokens, chunk_mib=chunk_mib, grad_accum=grad_accum)
 
     @property
     def opts(self) -> dict[str, Any]:
