@@ -22,7 +22,8 @@
 # named it runs all five in that order.
 #
 # It stops by itself within DEADLINE seconds (default 540: every step has a `timeout`, so a hang or a
-# slow peer only cuts its own step short; a step that would get under 15 s is skipped). Steps, each logged to a file under $OUT (at most 7 files):
+# slow peer only cuts its own step short; a step that would get under 15 s is skipped). Steps, each
+# logged to a file under $OUT (at most 7 files):
 #
 #     setup.log      nvidia-smi, python/torch/triton versions, installs, import and plugin check
 #     gpu_tests.log  pytest tests/test_kernels_gpu.py on the GPU (TRITON_INTERPRET unset)
