@@ -3,6 +3,7 @@ cache) kept out of the home directory."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -27,3 +28,41 @@ def cookiecutter_home(tmp_path_factory):
         mp.setenv("COOKIECUTTER_CONFIG", str(config))
         mp.delenv(TEMPLATE_ENV, raising=False)
         yield home
+
+
+#: Two steps of a tiny policy: enough for the update to change the second step's metrics.
+TINY_RUN = [
+    "train.steps=2", "train.prompts_per_step=2", "sampler.n=2", "policy.d_model=16", "policy.n_layers=1",
+    "policy.n_heads=2", "run.plot=false", "run.progress=false",
+]  # fmt: skip
+
+
+@pytest.fixture
+def same_training(tmp_path):
+    """``run(variants, registry=None) -> (rows, compared)``: trains each variant (a label and its
+    config overrides, on top of :data:`TINY_RUN`) and asserts that every numeric metric of every step,
+    timings aside, equals the first variant's to rel 1e-4, abs 1e-5. ``rows`` maps each label to its
+    ``metrics.jsonl`` rows; ``compared`` counts the metrics compared."""
+    from rlsdk.config import load_config
+    from rlsdk.plugins import get_registry
+    from rlsdk.trainer import train
+
+    def run(variants: dict[str, list[str]], registry=None):
+        reg = registry or get_registry(refresh=True)
+        rows = {}
+        for label, overrides in variants.items():
+            train(load_config(reg, overrides=[*TINY_RUN, *overrides]), reg, run_dir=tmp_path / label)
+            rows[label] = [json.loads(line) for line in (tmp_path / label / "metrics.jsonl").read_text().splitlines()]
+        first, *others = rows.values()
+        compared = 0
+        for other in others:
+            for a, b in zip(first, other, strict=True):
+                for key, value in a.items():
+                    if key in {"wall_time", "tokens_per_s", "step_time"} or key.startswith("time"):
+                        continue
+                    if isinstance(value, (int, float)):
+                        assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+                        compared += 1
+        return rows, compared
+
+    return run

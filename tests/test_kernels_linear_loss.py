@@ -10,7 +10,6 @@ split a row. On a machine without CUDA the Triton kernels run under the interpre
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import torch
@@ -275,33 +274,15 @@ def test_bad_shapes_are_refused():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run is the interpreter check")
 @pytest.mark.parametrize("loss_name", ["reinforce", "clipped_pg"])
-def test_training_through_the_fused_path_matches_torch(loss_name, tmp_path, monkeypatch):
+def test_training_through_the_fused_path_matches_torch(loss_name, same_training, monkeypatch):
     """Two steps, two micro-batches, ``logprob.backend=triton``: the update goes through
     ``loss_from_hidden`` and the metrics equal those of ``logprob.backend=torch``."""
-    from rlsdk.config import load_config
-    from rlsdk.trainer import train
     from rlsdk_kernels import linear_loss
 
     calls = []
     original = linear_loss.fused_linear_loss
     monkeypatch.setattr(linear_loss, "fused_linear_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
-    reg = rlsdk.get_registry(refresh=True)
-    overrides = [
-        "train.steps=2", "train.prompts_per_step=2", "sampler.n=2", "policy.d_model=16", "policy.n_layers=1",
-        "policy.n_heads=2", "run.plot=false", "run.progress=false", "train.micro_batches=2", "train.lr=1e-5",
-        f"loss.name={loss_name}", "loss.entropy_coef=0.03",
-    ]  # fmt: skip
-    rows = {}
-    for backend in ("torch", "triton"):
-        config = load_config(reg, overrides=[*overrides, f"logprob.backend={backend}"])
-        train(config, reg, run_dir=tmp_path / backend)
-        rows[backend] = [json.loads(line) for line in (tmp_path / backend / "metrics.jsonl").read_text().splitlines()]
-    compared = 0
-    for a, b in zip(rows["torch"], rows["triton"], strict=True):
-        for key, value in a.items():
-            if key in {"wall_time", "tokens_per_s", "step_time"} or key.startswith("time") or not isinstance(value, (int, float)):
-                continue
-            assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
-            compared += 1
+    common = ["train.micro_batches=2", "train.lr=1e-5", f"loss.name={loss_name}", "loss.entropy_coef=0.03"]
+    rows, compared = same_training({backend: [*common, f"logprob.backend={backend}"] for backend in ("torch", "triton")})
     assert compared > 10 and math.isfinite(rows["triton"][-1]["loss"])
     assert len(calls) == 4  # 2 steps x 2 micro-batches went through the fused path

@@ -9,7 +9,6 @@ tiles, chunks of 5 or 7 tokens cut rows of the batch apart, and the last chunk i
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import torch
@@ -361,37 +360,19 @@ def test_from_hidden_falls_back_without_the_interpreter(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run is the interpreter check")
-def test_training_with_the_fused_loss_matches_clipped_pg(tmp_path, monkeypatch):
+def test_training_with_the_fused_loss_matches_clipped_pg(same_training, monkeypatch):
     """Two steps, two micro-batches: the same metrics as ``clipped_pg`` after the ``torch`` backend.
 
     The learning rate is small because AdamW's first step moves every parameter by about ``lr``
     whatever the size of its gradient, so rounding-level gradient differences would otherwise
     become visible in the second step's metrics.
     """
-    from rlsdk.config import load_config
-    from rlsdk.trainer import train
     from rlsdk_kernels import linear_pg_loss
 
     calls = []
     compute = linear_pg_loss._compute
     monkeypatch.setattr(linear_pg_loss, "_compute", lambda *a, **k: calls.append(1) or compute(*a, **k))
-
-    reg = rlsdk.get_registry(refresh=True)
-    overrides = [
-        "train.steps=2", "train.prompts_per_step=2", "sampler.n=2", "policy.d_model=16", "policy.n_layers=1",
-        "policy.n_heads=2", "run.plot=false", "run.progress=false", "train.micro_batches=2", "train.lr=1e-5",
-    ]  # fmt: skip
-    rows = {}
-    for name in ("clipped_pg", "fused_clipped_pg"):
-        config = load_config(reg, overrides=[*overrides, f"loss.name={name}", "loss.entropy_coef=0.03", "loss.kl_coef=0.01"])
-        train(config, reg, run_dir=tmp_path / name)
-        rows[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-    compared = 0
-    for a, b in zip(rows["clipped_pg"], rows["fused_clipped_pg"], strict=True):
-        for key, value in a.items():
-            if key in {"wall_time", "tokens_per_s", "step_time"} or key.startswith("time") or not isinstance(value, (int, float)):
-                continue
-            assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
-            compared += 1
+    common = ["train.micro_batches=2", "train.lr=1e-5", "loss.entropy_coef=0.03", "loss.kl_coef=0.01"]
+    rows, compared = same_training({name: [*common, f"loss.name={name}"] for name in ("clipped_pg", "fused_clipped_pg")})
     assert compared > 10 and "loss/entropy" in rows["fused_clipped_pg"][0]
     assert len(calls) == 4  # 2 steps x 2 micro-batches went through the fused op

@@ -400,29 +400,8 @@ def test_plugin_imports_and_registers_without_triton():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run is the interpreter check")
-def test_training_with_triton_matches_torch(tmp_path):
-    from rlsdk.config import load_config
-    from rlsdk.trainer import train
-
-    reg = registry()
-    overrides = [
-        "train.steps=2", "train.prompts_per_step=2", "sampler.n=2", "policy.d_model=16", "policy.n_layers=1",
-        "policy.n_heads=2", "run.plot=false", "run.progress=false",
-    ]
-    rows = {}
-    for name in ("torch", "triton"):
-        config = load_config(reg, overrides=[*overrides, f"logprob.backend={name}"])
-        train(config, reg, run_dir=tmp_path / name)
-        rows[name] = [
-            __import__("json").loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        ]
-    assert len(rows["torch"]) == len(rows["triton"]) == 2
-    skip = {"wall_time", "tokens_per_s", "time/generate", "step_time"}
-    compared = 0
-    for a, b in zip(rows["torch"], rows["triton"]):
-        for key, value in a.items():
-            if key in skip or key.startswith("time") or not isinstance(value, (int, float)):
-                continue
-            assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
-            compared += 1
-    assert compared > 5
+def test_training_with_triton_matches_torch(same_training):
+    rows, compared = same_training(
+        {name: [f"logprob.backend={name}"] for name in ("torch", "triton")}, registry=registry()
+    )
+    assert len(rows["triton"]) == 2 and compared > 5
