@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LossOutput, TrainBatch
-from rlsdk.functional import AGGREGATION_MODES, aggregate
+from rlsdk.functional import AGGREGATION_MODES
 from rlsdk_plugins.policy_gradient import ClippedPG
 from rlsdk_kernels._buffers import empty
 from rlsdk_kernels.linear_logprob import interpreting, triton_available
@@ -479,17 +479,7 @@ class FusedClippedPG(ClippedPG):
         self._check_ref(batch)
         loss, sums = fused_pg_loss(logprobs, batch, **self.opts)
         metrics = self._metrics(sums, batch, with_entropy=False)
-        if batch.entropy is not None:
-            valid = batch.mask > 0
-            entropy = torch.where(valid, batch.entropy, torch.zeros((), dtype=batch.entropy.dtype, device=valid.device))
-            metrics["entropy"] = float(aggregate(entropy.detach(), batch, "token-mean"))
-            if self.entropy_coef != 0:
-                loss = loss - self.entropy_coef * aggregate(entropy, batch, self.agg)
-        elif self.needs_entropy:
-            raise ValueError(
-                f"loss {self.name}: loss.entropy_coef = {self.entropy_coef:g} needs batch.entropy, but it is None "
-                "(the trainer fills it when loss.needs_entropy is True; set entropy_coef=0 to drop the bonus)"
-            )
+        loss = loss + self._entropy_term(batch, batch.mask > 0, metrics)  # clipped_pg's own bonus
         order = ("pg_loss", "clip_frac", "ratio_mean", "dual_clip_frac", "kl", "entropy")  # clipped_pg's order
         return LossOutput(loss=loss.to(logprobs.dtype), metrics={k: metrics[k] for k in order if k in metrics})
 

@@ -137,17 +137,20 @@ class PolicyLoss:
                 f"loss {self.name}: loss.kl_coef = {self.kl_coef:g} needs batch.ref_logprobs, but it is None "
                 "(the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
             )
-        if batch.entropy is not None:
-            entropy = _zero_masked(batch.entropy, valid)
-            metrics["entropy"] = _mean(entropy, batch)
-            if self.entropy_coef != 0:
-                total = total - self.entropy_coef * aggregate(entropy, batch, self.agg)
-        elif self.needs_entropy:
-            raise ValueError(
-                f"loss {self.name}: loss.entropy_coef = {self.entropy_coef:g} needs batch.entropy, but it is None "
-                "(the trainer fills it when loss.needs_entropy is True; set entropy_coef=0 to drop the bonus)"
-            )
-        return total
+        return total + self._entropy_term(batch, valid, metrics)
+
+    def _entropy_term(self, batch: TrainBatch, valid: Tensor, metrics: dict[str, float]) -> Tensor | float:
+        """``-entropy_coef * agg(H)`` (0.0 without the bonus); adds ``entropy`` to ``metrics`` when given."""
+        if batch.entropy is None:
+            if self.needs_entropy:
+                raise ValueError(
+                    f"loss {self.name}: loss.entropy_coef = {self.entropy_coef:g} needs batch.entropy, but it is None "
+                    "(the trainer fills it when loss.needs_entropy is True; set entropy_coef=0 to drop the bonus)"
+                )
+            return 0.0
+        entropy = _zero_masked(batch.entropy, valid)
+        metrics["entropy"] = _mean(entropy, batch)
+        return -self.entropy_coef * aggregate(entropy, batch, self.agg) if self.entropy_coef != 0 else 0.0
 
 
 # --------------------------------------------------------------------------------------------------
