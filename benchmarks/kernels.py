@@ -371,7 +371,9 @@ def run_shape(name: str, shape: tuple[int, int, int], cuda: bool, every: bool, r
 
         return step
 
-    print(f"\nGRPO loss from hidden states, B={rows} x L={length} (last {masked_tail(length)} masked), token-mean, k3 KL\n")
+    print(f"\nGRPO loss from hidden states, B={rows} x L={length} (last {masked_tail(length)} masked), token-mean, k3 KL")
+    trained = int(batch.mask.sum())  # rlsdk's rows leave the masked tokens out of the output layer
+    print(f"(rlsdk's rows compute the {trained} trained tokens only ({trained / used:.1%}); the other rows all {used})\n")
     print("| GRPO loss, fwd+bwd | ms | extra peak GiB | abs loss error |")
     print("|---|---|---|---|")
     grpo = run_table(

@@ -32,7 +32,7 @@ from rlsdk_kernels.linear_logprob import (
     reference_logprobs,
     triton_available,
 )
-from rlsdk_kernels.linear_loss import fused_linear_loss, rows_per_chunk
+from rlsdk_kernels.linear_loss import fused_linear_loss, row_chunks, token_budget
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CONFIG = KernelConfig(**(CUDA_TILES["torch"] if DEVICE == "cuda" else CPU_TILES))
@@ -117,7 +117,7 @@ def fused(loss, x, w, y, batch, chunk_mib=1e9, **kw):
 
 
 def mib_for_rows(rows: int, length: int, vocab: int, dtype=torch.float64) -> float:
-    """A ``chunk_mib`` that holds exactly ``rows`` rows."""
+    """A ``chunk_mib`` that holds ``rows * length`` tokens (so each chunk has at least ``rows`` rows)."""
     return (rows + 0.5) * length * vocab * torch.empty((), dtype=dtype).element_size() / 2**20
 
 
@@ -127,7 +127,7 @@ def assert_same(got, want, rel=1e-9, abs_=1e-12):
     assert loss == pytest.approx(r_loss, rel=rel, abs=abs_)
     assert list(metrics) == list(r_metrics)
     for key, value in r_metrics.items():
-        assert metrics[key] == pytest.approx(value, rel=max(rel, 1e-6), abs=max(abs_, 1e-7)), key
+        assert float(metrics[key]) == pytest.approx(float(value), rel=max(rel, 1e-6), abs=max(abs_, 1e-7)), key
     for mine, ref in ((gx, r_gx), (gw, r_gw)):
         assert mine.dtype == ref.dtype and mine.shape == ref.shape
         assert float((mine - ref).abs().max()) <= abs_ + rel * float(ref.abs().max()) * 10
@@ -141,6 +141,44 @@ def test_equals_backend_then_loss_in_float64(name, rows_per):
     want = reference(loss, x, w, y, batch)
     got = fused(loss, x, w, y, batch, chunk_mib=mib_for_rows(rows_per, 7, 37))
     assert_same(got, want)
+
+
+def count_host_reads(monkeypatch) -> list[str]:
+    """Record every read of a tensor's value by Python (each one waits for the GPU when on CUDA)."""
+    reads: list[str] = []
+    for method in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        original = getattr(torch.Tensor, method)
+
+        def spy(self, *args, _original=original, _method=method):
+            reads.append(_method)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, method, spy)
+    return reads
+
+
+@pytest.mark.parametrize("name", ["clipped_pg+kl+entropy", "fused_clipped_pg on log-probs", "sequence ratio"])
+def test_no_host_read_per_chunk_unless_the_loss_makes_one(name, monkeypatch):
+    """The chunk loop never waits for the device; only a loss whose metrics are Python floats does,
+    once per chunk. The built-in losses return tensor metrics."""
+    x, w, y, batch = make(rows=4, seed=8)
+    loss = LOSSES[name]()
+    counts = []
+    for rows_per in (4, 1):
+        reads = count_host_reads(monkeypatch)
+        hx, wx = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        out, _, _ = fused_linear_loss(
+            hx, wx, y, batch, loss, temperature=TEMPERATURE, config=CONFIG, chunk_mib=mib_for_rows(rows_per, 7, 37)
+        )
+        counts.append(len(reads))
+        monkeypatch.undo()
+        assert all(isinstance(v, torch.Tensor) for v in out.metrics.values()) == (name != "sequence ratio")
+    chunks = row_chunks(batch.mask.sum(-1).int().tolist(), token_budget(37, torch.float64, mib_for_rows(1, 7, 37)))
+    assert len(chunks) > 1
+    if name == "sequence ratio":  # one float(...) per chunk
+        assert counts[1] == counts[0] + len(chunks) - 1
+    else:
+        assert counts[1] == counts[0]
 
 
 def test_logprobs_and_entropies_are_returned_zero_where_masked():
@@ -161,7 +199,8 @@ def test_non_finite_logits_at_masked_tokens_do_not_leak():
     masked = (batch.mask.reshape(-1) == 0).nonzero().flatten()
     assert masked.numel() > 3
     huge = x.clone()
-    huge[masked[:3]] = 1e200
+    huge[masked[:2]] = 1e200
+    huge[masked[2]] = float("nan")  # not even 0 * NaN in dW: masked tokens never reach the GEMMs
     clean = x.clone()
     clean[masked] = 0.0  # masked tokens do not change the loss: the truth is the clean input's
     loss = LOSSES["clipped_pg+kl+entropy"]()
@@ -169,6 +208,41 @@ def test_non_finite_logits_at_masked_tokens_do_not_leak():
     assert all(bool(torch.isfinite(g).all()) for g in got[2:4])
     assert bool((got[2][masked] == 0).all())
     assert_same(got, reference(loss, clean, w, y, batch))
+
+
+def test_only_trained_tokens_reach_the_kernels(monkeypatch):
+    """The GEMMs and kernels see the trained tokens only, so a row padded beyond the budget still fits."""
+    import rlsdk_kernels.linear_loss as module
+
+    x, w, y, batch = make(rows=6, length=9, seed=12)
+    mask = batch.mask.clone()
+    mask[:, 7:] = 0  # no row uses its last two positions
+    batch = dataclasses.replace(batch, mask=mask)
+    lengths = batch.mask.sum(-1).int()
+    assert int(lengths.max()) == 7
+    seen = []
+    real = module.reduce_rows
+    monkeypatch.setattr(module, "reduce_rows", lambda x_c, *a: seen.append(x_c.shape[0]) or real(x_c, *a))
+    loss = LOSSES["clipped_pg+kl+entropy"]()
+    budget_mib = mib_for_rows(1, 8, 37) / 1.5 * 1.01  # 8 tokens' logits: less than a row of 9 tokens
+    assert token_budget(37, torch.float64, budget_mib) == 8
+    assert_same(fused(loss, x, w, y, batch, chunk_mib=budget_mib), reference(loss, x, w, y, batch))
+    assert sum(seen) == int(lengths.sum()) and len(seen) > 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(0, 12), max_size=12), budget=st.integers(0, 30))
+def test_row_chunks_cover_the_rows_within_the_budget(counts, budget):
+    chunks = row_chunks(counts, budget)
+    if any(c > budget for c in counts):
+        assert chunks is None
+        return
+    assert [r for r0, r1 in chunks for r in range(r0, r1)] == list(range(len(counts)))
+    assert all(r1 > r0 for r0, r1 in chunks)
+    sums = [sum(counts[r0:r1]) for r0, r1 in chunks]
+    assert all(total <= budget for total in sums)
+    # greedy: no chunk could have taken the next chunk's first row
+    assert all(total + counts[r1] > budget for total, (_, r1) in zip(sums, chunks[:-1]))
 
 
 def test_backward_scales_by_the_upstream_gradient_and_refuses_a_second_pass():
@@ -211,7 +285,7 @@ def test_weight_only_and_hidden_only_gradients():
 
 def test_a_row_too_long_for_the_budget_is_declined():
     x, w, y, batch = make(seed=9)
-    assert rows_per_chunk(7, 37, torch.float64, mib_for_rows(1, 7, 37) * 0.5) == 0
+    assert token_budget(37, torch.float64, mib_for_rows(1, 7, 37) * 0.5) < int(batch.mask.sum(-1).max())
     result = fused_linear_loss(x, w, y, batch, LOSSES["clipped_pg"](), config=CONFIG, chunk_mib=mib_for_rows(1, 7, 37) * 0.5)
     assert result is None
 

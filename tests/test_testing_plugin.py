@@ -214,10 +214,29 @@ class CountingLoss(GoodLoss):
         return LossOutput(out.loss * (1.0 + 1e-3 * self.calls), out.metrics)
 
 
-class TensorMetricLoss(GoodLoss):
+class TensorMetricLoss(GoodLoss):  # a tensor metric must be detached
     def __call__(self, logprobs, batch):
         out = super().__call__(logprobs, batch)
-        return LossOutput(out.loss, {"pg": out.loss.detach()})
+        return LossOutput(out.loss, {"pg": out.loss})
+
+
+class VectorMetricLoss(GoodLoss):
+    def __call__(self, logprobs, batch):
+        out = super().__call__(logprobs, batch)
+        return LossOutput(out.loss, {"pg": logprobs.detach().sum(-1)})
+
+
+class StringMetricLoss(GoodLoss):
+    def __call__(self, logprobs, batch):
+        return LossOutput(super().__call__(logprobs, batch).loss, {"pg": "low"})
+
+
+class DeviceMetricLoss(GoodLoss):
+    """GoodLoss with its metric left a detached 0-dim tensor (what a loss on a GPU should return)."""
+
+    def __call__(self, logprobs, batch):
+        out = super().__call__(logprobs, batch)
+        return LossOutput(out.loss, {"pg": rlsdk.aggregate((-batch.advantages * logprobs).detach(), batch)})
 
 
 class ConstantMetricLoss(GoodLoss):
@@ -242,6 +261,7 @@ class EntropyBonusLoss(GoodLoss):
 
 def test_check_loss_passes_on_correct_losses():
     check_loss(GoodLoss(), additive_metrics=True)
+    check_loss(DeviceMetricLoss(), additive_metrics=True)
     check_loss(EntropyBonusLoss())
     check_loss(GoodLoss(), make_train_batch(seed=9, rows=5, length=3), seed=9)
     check_loss(ConstantMetricLoss())  # metrics need not be additive unless asked
@@ -260,7 +280,9 @@ def test_check_loss_passes_on_correct_losses():
         (UnmaskedPenaltyLoss(), r"masked positions: the gradient w.r.t. logprobs is .* at masked row 1, position 0"),
         (TupleLoss(), r"return type: returned tuple"),
         (CountingLoss(), r"deterministic: two calls"),
-        (TensorMetricLoss(), r"metrics: metric 'pg' is a Tensor"),
+        (TensorMetricLoss(), r"metrics: metric 'pg' is a tensor of shape \(\), .* requires_grad True"),
+        (VectorMetricLoss(), r"metrics: metric 'pg' is a tensor of shape \(\d+,\)"),
+        (StringMetricLoss(), r"metrics: metric 'pg' is a str"),
         (DetachedLoss(), r"gradient: LossOutput.loss does not depend on logprobs"),
     ],
     ids=lambda v: None if isinstance(v, str) else type(v).__name__,

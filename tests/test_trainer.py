@@ -19,7 +19,7 @@ import rlsdk
 from rlsdk.config import load_config
 from rlsdk.plugins import get_registry
 from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
-from rlsdk.trainer import build_run, sequence_logprobs, train, train_step
+from rlsdk.trainer import build_run, sequence_logprobs, train, train_step, trained_logprobs
 
 FAST = ["train.steps=3", "train.prompts_per_step=4", "sampler.n=4", "run.plot=false", "run.progress=false"]
 TIMING = {"wall_time", "tokens_per_s", "time/generate", "step_time"}
@@ -105,6 +105,40 @@ def test_logprobs_match_the_policy_logits(registry):
     ref = torch.log_softmax(logits.double(), -1)[:, 2:4].gather(-1, seq[:, 3:, None]).squeeze(-1)
     torch.testing.assert_close(lp.double(), ref, rtol=1e-5, atol=1e-5)
     assert ent.shape == (2, 2) and bool((ent > 0).all())
+
+
+@pytest.mark.parametrize("trained_rows", ["some", "all", "none"])
+def test_trained_logprobs_give_the_backend_only_trained_tokens(trained_rows):
+    """Log-probs, entropies and gradients at trained tokens equal the backend's on every token;
+    untrained tokens are 0 there and never reach the backend."""
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(12, 6, generator=g, dtype=torch.float64), torch.randn(9, 6, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, 9, (12,), generator=g)
+    mask = {"some": torch.rand(3, 4, generator=g) > 0.4, "all": torch.ones(3, 4), "none": torch.zeros(3, 4)}[trained_rows]
+    backend, seen = rlsdk.create("logprob_backend", "torch"), []
+
+    def spy(h, *args, **kwargs):
+        seen.append(h.shape[0])
+        return backend(h, *args, **kwargs)
+
+    def run(fn, m):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        lp, ent = fn(h, w, targets, m, temperature=0.7, with_entropy=True)
+        ((lp * torch.arange(12.0, dtype=lp.dtype)).sum() + ent.sum()).backward()
+        return lp.detach(), ent.detach(), h.grad, w.grad
+
+    def full(h, w, y, m, **kw):  # the backend on every token, then 0 where untrained
+        out = backend(h, w, y, **kw)
+        keep = m.reshape(-1) > 0
+        return (torch.where(keep, v, torch.zeros((), dtype=v.dtype)) for v in (out.logprobs, out.entropy))
+
+    got = run(lambda *a, **kw: trained_logprobs(spy, *a, **kw), mask)
+    want = run(full, mask)
+    for mine, ref in zip(got, want):
+        torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-12)
+    trained = int((mask > 0).sum())
+    assert seen == [trained if trained else 12]
+    assert bool((got[0][mask.reshape(-1) <= 0] == 0).all())
 
 
 def _strip(rows):
@@ -241,7 +275,7 @@ def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
 
         def __call__(self, h, w, t, *, temperature, with_entropy):
             calls.append(("backend", temperature, with_entropy))
-            return rlsdk.LogprobOutput(logprobs=torch.zeros(6), entropy=torch.ones(6))
+            return rlsdk.LogprobOutput(logprobs=torch.zeros(h.shape[0]), entropy=torch.ones(h.shape[0]))
 
         def loss_from_hidden(self, h, w, t, batch, loss, *, temperature):
             calls.append(("loss_from_hidden", loss.name))

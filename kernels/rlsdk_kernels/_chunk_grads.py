@@ -11,24 +11,25 @@ from rlsdk_kernels._gemm import add_mm
 
 
 def add_chunk_grads(
-    dz: Tensor, x_c: Tensor, w: Tensor, grad_x_c: Tensor | None, grad_w: Tensor | None, need_w: bool,
-    accum: torch.dtype,
+    dz: Tensor, x_c: Tensor, w: Tensor, grad_x: Tensor | None, at: slice | Tensor, grad_w: Tensor | None,
+    need_w: bool, accum: torch.dtype,
 ) -> Tensor | None:
-    """``grad_x_c = dz W`` (exact for the chunk) and ``grad_w += dz^T x_c`` in ``accum``; returns ``grad_w``.
+    """``grad_x[at] = dz W`` (exact for the chunk) and ``grad_w += dz^T x_c`` in ``accum``; returns ``grad_w``.
 
     Args:
         dz: ``[c, V]`` gradient of the chunk's logits, in the GEMM dtype.
         x_c: ``[c, H]`` the chunk's hidden states, in the GEMM dtype.
         w: ``[V, H]`` the weight, in the GEMM dtype.
-        grad_x_c: The ``[c, H]`` rows of ``dX`` to write, or None.
+        grad_x: ``dX`` to write the chunk's rows of, or None.
+        at: Those rows: a slice, or an index tensor of ``c`` rows (the chunk's trained tokens).
         grad_w: ``dW`` so far (None before the first chunk).
         need_w: Whether ``dW`` is wanted.
         accum: The dtype ``dW`` accumulates in across chunks.
     """
-    if grad_x_c is not None and grad_x_c.dtype == dz.dtype:
-        torch.mm(dz, w, out=grad_x_c)
-    elif grad_x_c is not None:
-        grad_x_c.copy_(torch.mm(dz, w))
+    if grad_x is not None and isinstance(at, slice) and grad_x.dtype == dz.dtype:
+        torch.mm(dz, w, out=grad_x[at])
+    elif grad_x is not None:
+        grad_x[at] = torch.mm(dz, w).to(grad_x.dtype)
     return add_mm(grad_w, dz.T, x_c, accum) if need_w else grad_w
 
 

@@ -6,7 +6,8 @@ and metrics (:class:`rlsdk.LossOutput`; ``rlsdk.testing.check_loss`` checks it f
 the rows of a micro-batch can be taken in chunks of whole sequences, and the loss of each chunk
 differentiated while its logits are at hand::
 
-    for each chunk c of whole rows (its [rows_c * T, V] logits fit ``chunk_mib``):
+    for each chunk c of whole rows (the logits of its trained tokens, [n_c, V], fit ``chunk_mib``):
+        X_c             = the hidden states of the chunk's trained tokens (mask > 0)
         Z_c             = X_c W^T                       one cuBLAS GEMM, in the input dtype
         logp_c, Ent_c   = reduce(Z_c)                   Triton, as the ``triton`` backend's forward
         out_c           = loss(logp_c, batch_c)         the loss's own PyTorch code, on [rows_c, T]
@@ -20,10 +21,14 @@ metric the sum over chunks, as the trainer sums them over micro-batches. Each lo
 (2THV) and its gradient formed at once (4THV): 6THV, against 8THV for the backend followed by the
 loss, whose backward must recompute the logits. Memory: one chunk of logits plus ``O(N)``.
 
-Chunks never split a row, so sequence-level losses (a sequence-level ratio, say) are exact; a row
-whose ``[T, V]`` logits alone exceed ``chunk_mib`` makes :func:`fused_linear_loss` return None (the
-caller then uses the backend and the loss). Masked tokens are given ``ignore_index`` as target, so
-their log-prob and entropy are 0 and their gradient rows 0 whatever their logits. ``dW`` accumulates
+Only trained tokens reach the GEMMs and kernels, so padding costs nothing (``T`` above counts trained
+tokens; ``shared/reference/kernels.md`` section 7, rule 5). Where some token is untrained, each
+chunk's hidden states are gathered (an ``[n_c, H]`` copy) and its ``dX`` rows scattered back; the loss
+sees log-prob and entropy 0 at untrained tokens, and their gradient rows are 0 whatever their logits.
+Chunks are filled greedily with whole rows, so sequence-level losses (a sequence-level ratio, say)
+are exact; a row whose trained tokens' logits alone exceed ``chunk_mib`` makes
+:func:`fused_linear_loss` return None (the caller then uses the backend and the loss). Planning the
+chunks reads the mask from the device, once per call. ``dW`` accumulates
 across chunks in the weight's dtype (``grad_accum="weight"``) or in fp32 (``"float32"``), as in
 :mod:`rlsdk_kernels.linear_pg_loss`. The backward only scales the gradients formed in the forward;
 under ``no_grad`` none are formed.
@@ -31,6 +36,8 @@ under ``no_grad`` none are formed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -43,17 +50,31 @@ from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
 from rlsdk_kernels._gemm import gemm_operands
 from rlsdk_kernels.linear_logprob import KernelConfig, _compute_dtype, logits_to_grad, reduce_rows
 
-__all__ = ["fused_linear_loss", "rows_per_chunk"]
+__all__ = ["fused_linear_loss", "row_chunks", "token_budget"]
 
-#: The target given to masked tokens (any value outside [0, V) would do).
+#: The ``ignore_index`` given to the kernels (every token they see is a trained one).
 _MASKED = -1
 
 
-def rows_per_chunk(length: int, vocab: int, dtype: torch.dtype, chunk_mib: float) -> int:
-    """Whole rows of ``length`` tokens whose ``[rows * length, V]`` logits in ``dtype`` fit ``chunk_mib``
-    (0 when one row alone does not)."""
-    row_bytes = max(length, 1) * vocab * torch.empty((), dtype=dtype).element_size()
-    return int(chunk_mib * 2**20 // row_bytes)
+def row_chunks(counts: list[int], budget: int) -> list[tuple[int, int]] | None:
+    """Consecutive row ranges ``[(r0, r1), ...]`` covering all rows, each holding at most ``budget``
+    trained tokens (``counts[r]`` per row), greedily from the first row; None when one row alone
+    holds more. Rows without a trained token join any chunk."""
+    chunks: list[tuple[int, int]] = []
+    first, used = 0, 0
+    for row, count in enumerate(counts):
+        if count > budget:
+            return None
+        if used + count > budget:
+            chunks.append((first, row))
+            first, used = row, 0
+        used += count
+    return chunks + [(first, len(counts))] if counts else chunks
+
+
+def token_budget(vocab: int, dtype: torch.dtype, chunk_mib: float) -> int:
+    """Tokens whose ``[tokens, V]`` logits in ``dtype`` fit ``chunk_mib``."""
+    return int(chunk_mib * 2**20 // (vocab * torch.empty((), dtype=dtype).element_size()))
 
 
 def _chunk_loss(
@@ -73,49 +94,73 @@ def _chunk_loss(
     return out, g_lp, (grads[1] if len(grads) > 1 else None)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Which tokens the kernels see and in which chunks.
+
+    Attributes:
+        index: ``[n]`` flat positions of the trained tokens (``mask > 0``) in the batch, or None when
+            every token is trained (then the position of token ``i`` is ``i``).
+        offsets: ``offsets[r]`` trained tokens lie in rows before ``r`` (``B + 1`` numbers).
+        chunks: Row ranges ``(r0, r1)``; the chunk's tokens are ``offsets[r0]:offsets[r1]`` of ``index``.
+    """
+
+    index: Tensor | None
+    offsets: list[int]
+    chunks: list[tuple[int, int]]
+
+
 class _LinearLossFunction(torch.autograd.Function):
     """``(loss, logp, Ent) = f(hidden, weight)``; the metrics travel in ``holder``."""
 
     @staticmethod
     def forward(
         ctx: FunctionCtx, hidden: Tensor, weight: Tensor, targets: Tensor, batch: TrainBatch, loss: Any,
-        temperature: float, rows: int, config: KernelConfig, grad_accum: str, grad_enabled: bool, holder: dict,
+        temperature: float, plan: _Plan, config: KernelConfig, grad_accum: str, grad_enabled: bool, holder: dict,
     ) -> tuple[Tensor, Tensor, Tensor]:
         need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
-        shape = batch.mask.shape
-        length, vocab = shape[1], weight.shape[0]
+        need = need_x or need_w
+        shape, idx = batch.mask.shape, plan.index
         x, w = gemm_operands(hidden, weight)
         acc = _compute_dtype(hidden, weight)
-        buf = torch.empty(min(rows, shape[0]) * length, vocab, dtype=x.dtype, device=hidden.device)
-        logp, ent = torch.empty(shape, dtype=acc, device=hidden.device), torch.empty(shape, dtype=acc, device=hidden.device)
-        grad_x = torch.empty_like(hidden) if need_x else None
+        widest = max(plan.offsets[r1] - plan.offsets[r0] for r0, r1 in plan.chunks)
+        buf = torch.empty(widest, weight.shape[0], dtype=x.dtype, device=hidden.device)
+        # 0 at untrained tokens, which no kernel sees when some are left out (idx given).
+        new = torch.zeros if idx is not None else torch.empty
+        logp, ent = new(shape.numel(), dtype=acc, device=hidden.device), new(shape.numel(), dtype=acc, device=hidden.device)
+        grad_x = new(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_x else None
         grad_w: Tensor | None = None
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        metrics: dict[str, float] = {}
-        for r0 in range(0, shape[0], rows):
-            r1 = min(r0 + rows, shape[0])
-            t0, t1 = r0 * length, r1 * length
-            z = torch.mm(x[t0:t1], w.T, out=buf[: t1 - t0])
-            lp_c, ent_c, lse, raw_ent = reduce_rows(x[t0:t1], w, z, targets[t0:t1], temperature, True, _MASKED, config)
-            logp[r0:r1], ent[r0:r1] = lp_c.view(r1 - r0, length), ent_c.view(r1 - r0, length)
-            out, g_lp, g_ent = _chunk_loss(loss, logp[r0:r1], ent[r0:r1], batch.select(slice(r0, r1)), need_x or need_w)
-            total = total + out.loss.detach().to(acc)
-            for key, value in out.metrics.items():
-                metrics[key] = metrics.get(key, 0.0) + float(value)
-            if not (need_x or need_w):
-                continue
-            logits_to_grad(
-                x[t0:t1], w, z, 0, targets[t0:t1], lse, raw_ent, g_lp.reshape(-1).to(acc),
-                None if g_ent is None else g_ent.reshape(-1).to(acc), temperature, _MASKED, config, True,
+        metrics: dict[str, float | Tensor] = {}
+        for r0, r1 in plan.chunks:
+            t0, t1 = plan.offsets[r0], plan.offsets[r1]  # the chunk's trained tokens, in idx
+            at = slice(t0, t1) if idx is None else idx[t0:t1]  # ... and where they stand in the batch
+            x_c = x[at] if t1 > t0 else None  # a gathered copy when idx is given
+            if x_c is not None:
+                z = torch.mm(x_c, w.T, out=buf[: t1 - t0])
+                lp_c, ent_c, lse, raw_ent = reduce_rows(x_c, w, z, targets[at], temperature, True, _MASKED, config)
+                logp[at], ent[at] = lp_c, ent_c
+            rows = slice(r0 * shape[1], r1 * shape[1])
+            out, g_lp, g_ent = _chunk_loss(
+                loss, logp[rows].view(r1 - r0, -1), ent[rows].view(r1 - r0, -1), batch.select(slice(r0, r1)), need
             )
-            grad_x_c = grad_x[t0:t1] if grad_x is not None else None
-            grad_w = add_chunk_grads(z, x[t0:t1], w, grad_x_c, grad_w, need_w, acc if grad_accum == "float32" else x.dtype)
+            total = total + out.loss.detach().to(acc)
+            for key, value in out.metrics.items():  # tensors stay on the device: no wait for the GPU here
+                metrics[key] = metrics.get(key, 0.0) + (value.detach() if isinstance(value, Tensor) else value)
+            if x_c is None or not need:
+                continue
+            local = slice(None) if idx is None else idx[t0:t1] - rows.start  # trained tokens within the rows
+            logits_to_grad(
+                x_c, w, z, 0, targets[at], lse, raw_ent, g_lp.reshape(-1)[local].to(acc),
+                None if g_ent is None else g_ent.reshape(-1)[local].to(acc), temperature, _MASKED, config, True,
+            )
+            grad_w = add_chunk_grads(z, x_c, w, grad_x, at, grad_w, need_w, acc if grad_accum == "float32" else x.dtype)
         if grad_w is not None and grad_w.dtype != weight.dtype:
             grad_w = grad_w.to(weight.dtype)
         holder["metrics"] = metrics
         ctx.grads = (grad_x, grad_w)  # not saved tensors: released as soon as the backward returns them
         ctx.mark_non_differentiable(logp, ent)
-        return total, logp, ent
+        return total, logp.view(shape), ent.view(shape)
 
     @staticmethod
     @once_differentiable
@@ -162,13 +207,19 @@ def fused_linear_loss(
             f"row per token of mask {shape} ({batch.mask.numel()} tokens)"
         )
     check_logprob_inputs(hidden, weight, targets, temperature, backend="fused linear loss")
-    rows = rows_per_chunk(shape[1], weight.shape[0], torch.promote_types(hidden.dtype, weight.dtype), chunk_mib)
-    if rows == 0 or hidden.shape[0] == 0:
+    if hidden.shape[0] == 0:
         return None
-    masked_targets = torch.where(batch.mask.reshape(-1) > 0, targets, _MASKED).contiguous()
+    trained = (batch.mask > 0).cpu()  # the one read from the device per call
+    offsets = list(accumulate(trained.sum(-1).tolist(), initial=0))
+    budget = token_budget(weight.shape[0], torch.promote_types(hidden.dtype, weight.dtype), chunk_mib)
+    chunks = row_chunks([b - a for a, b in zip(offsets, offsets[1:])], budget)
+    if chunks is None:
+        return None
+    index = None if offsets[-1] == trained.numel() else trained.reshape(-1).nonzero().squeeze(1).to(hidden.device)
+    plan = _Plan(index=index, offsets=offsets, chunks=chunks)
     holder: dict = {}
     total, logp, ent = _LinearLossFunction.apply(  # forward() runs without grad mode: tell it the caller's
-        hidden, weight, masked_targets, batch, loss, float(temperature), rows, config, grad_accum,
+        hidden, weight, targets.contiguous(), batch, loss, float(temperature), plan, config, grad_accum,
         torch.is_grad_enabled(), holder,
     )
     return LossOutput(loss=total, metrics=holder["metrics"]), logp, ent

@@ -23,7 +23,11 @@ token-mean, and so on, with the batch's global counts), so
     loss = sum w L + kl_coef sum w KL - entropy_coef sum w Ent
 
 equals ``clipped_pg`` on the log-probs and entropies of the ``torch`` backend, with the same
-metrics. Masked tokens (``m = 0``) get a zero gradient row.
+metrics. Only trained tokens (``m > 0``) reach the GEMMs and the row kernel, so padding costs
+nothing (``shared/reference/kernels.md`` section 7, rule 5): where some token is untrained, the
+chunks are taken over the trained tokens, each chunk's hidden states are gathered (an
+``[chunk, H]`` copy) and its ``dX`` rows scattered back; untrained tokens get log-prob, entropy and
+gradient rows 0. Finding them reads the mask from the device once per call.
 
 **Memory.** Beyond the inputs and the gradients themselves: the ``[chunk, V]`` logits buffer
 (``chunk_mib``, 384 MiB by default) plus ``O(N)`` per-token values. ``dW`` accumulates across
@@ -200,13 +204,14 @@ def chunk_size(n: int, vocab: int, dtype: torch.dtype, config: FusedLossConfig) 
 
 
 def _compute(
-    hidden: Tensor, weight: Tensor, targets: Tensor, tokens: dict[str, Tensor], opts: dict[str, Any],
-    temperature: float, need_x: bool, need_w: bool, config: FusedLossConfig,
+    hidden: Tensor, weight: Tensor, index: Tensor | None, targets: Tensor, tokens: dict[str, Tensor],
+    opts: dict[str, Any], temperature: float, need_x: bool, need_w: bool, config: FusedLossConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
-    """``(stats [NSTAT], logp [N], Ent [N], dX or None, dW or None)``; see the module docstring."""
+    """``(stats [NSTAT], logp [n], Ent [n], dX or None, dW or None)`` of the ``n`` tokens at ``index``
+    (all tokens when None; ``targets`` and ``tokens`` hold those ``n``); see the module docstring."""
     import triton
 
-    n, _ = hidden.shape
+    n = hidden.shape[0] if index is None else index.numel()
     vocab = weight.shape[0]
     x, w = gemm_operands(hidden, weight)
     gemm, acc = x.dtype, _compute_dtype(hidden, weight)
@@ -216,7 +221,8 @@ def _compute(
     buf = torch.empty(min(chunk, n), vocab, dtype=gemm, device=hidden.device)
     logp, ent = empty(n, dtype=acc, device=hidden.device), empty(n, dtype=acc, device=hidden.device)
     stats = empty(sum(programs), NUM_STATS, dtype=acc, device=hidden.device)
-    grad_x = empty(n, hidden.shape[1], dtype=hidden.dtype, device=hidden.device) if need_x else None
+    new = empty if index is None else torch.zeros  # dX is 0 at the tokens left out
+    grad_x = new(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_x else None
     accum = acc if config.grad_accum == "float32" else gemm
     grad_w: Tensor | None = None
     extra = {"num_warps": config.num_warps} if hidden.is_cuda else {}
@@ -226,7 +232,9 @@ def _compute(
         stop = min(start + chunk, n)
         rows = stop - start
         z = buf[:rows]
-        torch.mm(x[start:stop], w.T, out=z)
+        at = slice(start, stop) if index is None else index[start:stop]
+        x_c = x[at]  # a gathered copy when index is given
+        torch.mm(x_c, w.T, out=z)
         _kernel()[(count,)](
             z, z.stride(0), targets[start:stop], tokens["old"][start:stop], ref[start:stop],
             tokens["adv"][start:stop], tokens["mask"][start:stop], tokens["w"][start:stop], params,
@@ -237,8 +245,7 @@ def _compute(
         )
         first += count
         if need_x or need_w:
-            grad_x_c = grad_x[start:stop] if grad_x is not None else None
-            grad_w = add_chunk_grads(z, x[start:stop], w, grad_x_c, grad_w, need_w, accum)
+            grad_w = add_chunk_grads(z, x_c, w, grad_x, at, grad_w, need_w, accum)
     if grad_w is not None and grad_w.dtype != weight.dtype:
         grad_w = grad_w.to(weight.dtype)
     return stats.sum(0), logp, ent, grad_x, grad_w
@@ -249,12 +256,13 @@ class _LinearPGFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, hidden: Tensor, weight: Tensor, targets: Tensor, tokens: dict[str, Tensor],
-        opts: dict[str, Any], temperature: float, config: FusedLossConfig, grad_enabled: bool,
+        ctx: FunctionCtx, hidden: Tensor, weight: Tensor, index: Tensor | None, targets: Tensor,
+        tokens: dict[str, Tensor], opts: dict[str, Any], temperature: float, config: FusedLossConfig,
+        grad_enabled: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
         stats, logp, ent, grad_x, grad_w = _compute(
-            hidden, weight, targets, tokens, opts, temperature, need_x, need_w, config
+            hidden, weight, index, targets, tokens, opts, temperature, need_x, need_w, config
         )
         loss = stats[0] - opts["entropy_coef"] * stats[8]
         if tokens["ref"] is not None:
@@ -266,7 +274,7 @@ class _LinearPGFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_loss: Tensor, *_: Any) -> tuple[Any, ...]:
-        return hand_over(ctx, grad_loss, "fused linear pg loss") + (None,) * 6
+        return hand_over(ctx, grad_loss, "fused linear pg loss") + (None,) * 7
 
 
 def fused_linear_pg_loss(
@@ -318,13 +326,21 @@ def fused_linear_pg_loss(
         "adv": batch.advantages.detach().reshape(-1).contiguous(),
         "ref": None if batch.ref_logprobs is None else batch.ref_logprobs.detach().reshape(-1).contiguous(),
     }
-    if x2.shape[0] == 0:
-        zero = (x2.sum() + weight.sum()) * 0
-        like = {"dtype": acc, "device": hidden.device}
+    like = {"dtype": acc, "device": hidden.device}
+    index = (mask > 0).nonzero().squeeze(1)  # the trained tokens; only they reach the GEMMs and the kernel
+    if index.numel() == 0:
+        zero = (x2[:0].sum() + weight[:0].sum()) * 0
         sums = {k: torch.zeros((), **like) for k in STAT_NAMES[2:] if k != "w_ent"}
         return zero.to(acc), sums, torch.zeros(shape, **like), torch.zeros(shape, **like)
+    if index.numel() == mask.numel():
+        index = None
+    else:
+        tokens = {k: None if v is None else v[index] for k, v in tokens.items()}
+        y1 = y1[index]
     loss, stats, logp, ent = _LinearPGFunction.apply(  # forward() runs without grad mode: tell it the caller's
-        x2, weight, y1.contiguous(), tokens, opts, float(temperature), config, torch.is_grad_enabled()
+        x2, weight, index, y1.contiguous(), tokens, opts, float(temperature), config, torch.is_grad_enabled()
     )
+    if index is not None:  # 0 at the tokens left out
+        logp, ent = (torch.zeros(mask.numel(), **like).index_copy_(0, index, v) for v in (logp, ent))
     sums = {k: v for k, v in zip(STAT_NAMES, stats) if k not in ("w_loss", "w_kl", "w_ent")}
     return loss, sums, logp.view(shape), ent.view(shape)

@@ -411,8 +411,8 @@ class FusedClippedPG(ClippedPG):
                 "None (the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
             )
 
-    def _metrics(self, sums: dict[str, Tensor], batch: TrainBatch, with_entropy: bool) -> dict[str, float]:
-        """Token means of the kernel's sums, in ``clipped_pg``'s order (one device sync for all)."""
+    def _metrics(self, sums: dict[str, Tensor], batch: TrainBatch, with_entropy: bool) -> dict[str, Tensor]:
+        """Token means of the kernel's sums, in ``clipped_pg``'s order (0-dim tensors: no device sync)."""
         keys = ["pg_loss", "clip_frac", "ratio_mean"]
         if self.dual_clip_c is not None:
             keys.append("dual_clip_frac")
@@ -421,8 +421,7 @@ class FusedClippedPG(ClippedPG):
         if with_entropy:
             keys.append("entropy")
         n_tok = max(float(batch.num_tokens or 0.0), 1.0)
-        values = torch.stack([sums[k] for k in keys]).tolist()
-        return {k: v / n_tok for k, v in zip(keys, values)}
+        return {k: sums[k].detach() / n_tok for k in keys}
 
     def from_hidden(
         self, hidden: Tensor, weight: Tensor, targets: Tensor, batch: TrainBatch, *, temperature: float, backend: Any

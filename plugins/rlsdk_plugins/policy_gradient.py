@@ -30,9 +30,10 @@ def _zero_masked(values: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, values, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
-def _mean(values: Tensor, batch: TrainBatch) -> float:
-    """A metric: ``sum(m * x) / N_tok`` with the global token count, so it sums over micro-batches."""
-    return float(aggregate(values.detach(), batch, "token-mean"))
+def _mean(values: Tensor, batch: TrainBatch) -> Tensor:
+    """A metric: ``sum(m * x) / N_tok`` with the global token count, so it sums over micro-batches (a
+    detached 0-dim tensor: the trainer reads it once per step, so the loss never waits for the GPU)."""
+    return aggregate(values.detach(), batch, "token-mean")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ class PolicyLoss:
         self.needs_ref_logprobs = self.kl_coef > 0
         self.needs_entropy = self.entropy_coef != 0
 
-    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
         """The per-token policy loss and its own metrics.
 
         Args:
@@ -123,7 +124,7 @@ class PolicyLoss:
         metrics = {"pg_loss": _mean(per_token, batch), **metrics}
         return LossOutput(loss=pg_loss + self._regularisers(lp, batch, valid, metrics), metrics=metrics)
 
-    def _regularisers(self, lp: Tensor, batch: TrainBatch, valid: Tensor, metrics: dict[str, float]) -> Tensor:
+    def _regularisers(self, lp: Tensor, batch: TrainBatch, valid: Tensor, metrics: dict[str, float | Tensor]) -> Tensor:
         """``kl_coef * agg(KL) - entropy_coef * agg(H)``; adds ``kl`` and ``entropy`` to ``metrics``."""
         total = torch.zeros((), dtype=lp.dtype, device=lp.device)
         if batch.ref_logprobs is not None:
@@ -139,7 +140,7 @@ class PolicyLoss:
             )
         return total + self._entropy_term(batch, valid, metrics)
 
-    def _entropy_term(self, batch: TrainBatch, valid: Tensor, metrics: dict[str, float]) -> Tensor | float:
+    def _entropy_term(self, batch: TrainBatch, valid: Tensor, metrics: dict[str, float | Tensor]) -> Tensor | float:
         """``-entropy_coef * agg(H)`` (0.0 without the bonus); adds ``entropy`` to ``metrics`` when given."""
         if batch.entropy is None:
             if self.needs_entropy:
@@ -219,7 +220,7 @@ class ClippedPG(PolicyLoss):
             raise ConfigError(f"loss.delta must be > 1 + eps_high = {1.0 + self.eps_high:g} or None, got {delta!r}")
         self.logratio_clamp = check_number(logratio_clamp, "loss.logratio_clamp", low=0.0, low_open=True, none_ok=True)
 
-    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
         """``L [B, T]`` of the clipped surrogate (see the class docstring) and the clip metrics."""
         adv = _zero_masked(batch.advantages, valid)
         logratio = logprobs - _zero_masked(batch.old_logprobs, valid)  # 0 wherever masked
@@ -258,7 +259,7 @@ class Reinforce(PolicyLoss):
 
     name = "reinforce"
 
-    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
         """``L = -A * lp`` per token; no extra metrics."""
         return -_zero_masked(batch.advantages, valid) * logprobs, {}
 

@@ -8,7 +8,7 @@ conforms and raises ``AssertionError`` naming the component and the property it 
 ===============================  ===================================================================
 check                            what it verifies
 ===============================  ===================================================================
-:func:`check_loss`               ``LossOutput`` with a finite scalar loss and float metrics;
+:func:`check_loss`               ``LossOutput`` with a finite scalar loss and finite metrics;
                                  gradient finite and exactly 0 at masked positions; values at masked
                                  positions ignored; inputs unchanged; deterministic; the same loss
                                  and gradient when the batch is split into 1, 2 or 4 micro-batches
@@ -483,22 +483,39 @@ def _loss_grads(loss: Any, value: Any, lp: Tensor, batch: TrainBatch) -> tuple[T
     return grads[0], grad_ent
 
 
-def _check_loss_output(loss: Any, out: LossOutput, grad_lp: Tensor, grad_ent: Tensor | None, mask: Tensor) -> None:
-    """Metrics are finite python floats; gradients are finite and exactly 0 where ``mask`` is 0."""
+def _metric_floats(loss: Any, metrics: Any) -> dict[str, float]:
+    """``metrics`` as python floats, after checking each is a finite float or a detached 0-dim float tensor."""
     import torch
 
-    if not isinstance(out.metrics, dict):
-        _fail("loss", loss, "metrics", f"LossOutput.metrics must be a dict of floats, got {type(out.metrics).__name__}")
-    for key, value in out.metrics.items():
+    if not isinstance(metrics, dict):
+        _fail("loss", loss, "metrics", f"LossOutput.metrics must be a dict, got {type(metrics).__name__}")
+    values = {}
+    for key, value in metrics.items():
         if not isinstance(key, str):
             _fail("loss", loss, "metrics", f"metric name {key!r} is not a string")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        is_tensor = isinstance(value, torch.Tensor)
+        if is_tensor and (value.dim() != 0 or not value.is_floating_point() or value.requires_grad):
             _fail(
                 "loss", loss, "metrics",
-                f"metric {key!r} is a {type(value).__name__}; metrics are python floats (use float(x))",
+                f"metric {key!r} is a tensor of shape {tuple(value.shape)}, dtype {value.dtype}, requires_grad "
+                f"{value.requires_grad}; a tensor metric must be 0-dim, floating and detached (x.detach())",
             )
-        if not math.isfinite(value):
-            _fail("loss", loss, "metrics", f"metric {key!r} is {value}")
+        if not is_tensor and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            _fail(
+                "loss", loss, "metrics",
+                f"metric {key!r} is a {type(value).__name__}; metrics are python floats or detached 0-dim tensors",
+            )
+        values[key] = float(value)
+        if not math.isfinite(values[key]):
+            _fail("loss", loss, "metrics", f"metric {key!r} is {values[key]}")
+    return values
+
+
+def _check_loss_output(loss: Any, out: LossOutput, grad_lp: Tensor, grad_ent: Tensor | None, mask: Tensor) -> None:
+    """Metrics are finite floats (see :func:`_metric_floats`); gradients are finite and exactly 0 where ``mask`` is 0."""
+    import torch
+
+    _metric_floats(loss, out.metrics)
     masked = mask <= 0
     for name, grad in (("logprobs", grad_lp), ("batch.entropy", grad_ent)):
         if grad is None:
@@ -559,7 +576,7 @@ def _check_micro_batches(
                 part = loss(lp[start:stop], micro)
             total = total + part.loss
             for key, value in part.metrics.items():
-                metrics[key] = metrics.get(key, 0.0) + float(value.detach() if hasattr(value, "detach") else value)
+                metrics[key] = metrics.get(key, 0.0) + float(value)
             start = stop
         g_lp, g_ent = _loss_grads(loss, total, lp, batch)
         hint = "normalise with the batch's global counts (rlsdk.aggregate), never with counts of the micro-batch"
@@ -583,7 +600,7 @@ def _check_micro_batches(
                 f"whole batch and {k} micro-batches; {hint}",
             )
         if additive_metrics:
-            for key, value in out.metrics.items():
+            for key, value in _metric_floats(loss, out.metrics).items():
                 summed = metrics.get(key, 0.0)
                 if abs(summed - value) > 1e-6 + 1e-4 * abs(value):
                     _fail(
@@ -600,7 +617,7 @@ def check_loss(loss: Any, batch: TrainBatch | None = None, seed: int = 0, *, add
     gradient) and checked for:
 
     - the result: a :class:`rlsdk.LossOutput` holding a finite scalar loss with a floating dtype that
-      depends on ``logprobs``, and a dict of finite python floats;
+      depends on ``logprobs``, and a dict of finite metrics (python floats or detached 0-dim tensors);
     - gradients: finite, and exactly 0 at masked positions (w.r.t. ``logprobs`` and, when the batch
       has one with gradient, ``batch.entropy``);
     - masks respected: other values at masked positions of ``logprobs``, ``advantages``,
@@ -645,7 +662,7 @@ def check_loss(loss: Any, batch: TrainBatch | None = None, seed: int = 0, *, add
     # Determinism.
     again, grad_lp2, grad_ent2 = _loss_run(loss, logprobs, batch, seed)
     same = _same(again.loss.detach(), out.loss.detach()) and _same(grad_lp2, grad_lp)
-    if not (same and again.metrics == out.metrics):
+    if not (same and _metric_floats(loss, again.metrics) == _metric_floats(loss, out.metrics)):
         _fail(
             "loss", loss, "deterministic",
             f"two calls on the same inputs gave loss {float(out.loss.detach()):.9g} and "
@@ -717,10 +734,11 @@ def _check_from_hidden(loss: Any, batch: TrainBatch, seed: int) -> None:
             f"{float(out.loss.detach()):.7g} (gradient differences: hidden {_max_diff(fx, ux):.3g}, "
             f"weight {_max_diff(fw, uw):.3g})",
         )
-    if list(fused_out.metrics) != list(out.metrics) or any(
-        not math.isclose(fused_out.metrics[k], out.metrics[k], rel_tol=1e-4, abs_tol=1e-6) for k in out.metrics
+    fused_metrics, metrics = _metric_floats(loss, fused_out.metrics), _metric_floats(loss, out.metrics)
+    if list(fused_metrics) != list(metrics) or any(
+        not math.isclose(fused_metrics[k], metrics[k], rel_tol=1e-4, abs_tol=1e-6) for k in metrics
     ):
-        _fail("loss", loss, "from_hidden", f"metrics {fused_out.metrics} differ from {out.metrics}")
+        _fail("loss", loss, "from_hidden", f"metrics {fused_metrics} differ from {metrics}")
 
 
 # --------------------------------------------------------------------------------------------------

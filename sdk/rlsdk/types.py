@@ -234,11 +234,14 @@ class LossOutput:
     Attributes:
         loss: Scalar tensor to minimise. Normalised by the *global* counts of the batch, so the sum of
             the losses of the micro-batches equals the loss of the whole batch.
-        metrics: Floats to log, normalised the same way (they are summed over micro-batches).
+        metrics: Values to log, normalised the same way (they are summed over micro-batches): Python
+            floats or detached 0-dim tensors. The trainer turns them into floats once per optimiser
+            step, so tensors let a loss on a GPU run without waiting for it; each ``float(x)`` in a
+            loss makes the CPU wait for the GPU, once per call (once per chunk on the fused paths).
     """
 
     loss: Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 @dataclass

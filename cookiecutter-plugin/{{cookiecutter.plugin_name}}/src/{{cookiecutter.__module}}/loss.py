@@ -68,7 +68,7 @@ class ScaledReinforce:
         """
         advantages = batch.advantages.to(logprobs.dtype)
         loss = self.scale * rlsdk.aggregate(-advantages * logprobs, batch, self.agg)
-        metrics = {"advantage": float(rlsdk.aggregate(advantages, batch, self.agg))}
+        metrics = {"advantage": rlsdk.aggregate(advantages, batch, self.agg).detach()}  # a tensor: no GPU wait
         return rlsdk.LossOutput(loss, metrics)
 
     def __repr__(self) -> str:
