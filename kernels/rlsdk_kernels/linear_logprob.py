@@ -197,8 +197,9 @@ def _kernels() -> dict[str, Any]:
         for h0 in range(0, H, BLOCK_H):
             hs = h0 + tl.arange(0, BLOCK_H)
             h_ok = hs < H
-            x_ptr = X + rows[:, None] * stride_xn + hs[None, :] * stride_xh
-            w_ptr = W + cols[:, None] * stride_wv + hs[None, :] * stride_wh
+            # int64 row offsets: V * H passes 2**31 at V=256000, H=8448 and beyond
+            x_ptr = X + rows[:, None].to(tl.int64) * stride_xn + hs[None, :] * stride_xh
+            w_ptr = W + cols[:, None].to(tl.int64) * stride_wv + hs[None, :] * stride_wh
             x = tl.load(x_ptr, mask=row_ok[:, None] & h_ok[None, :], other=0.0)
             w = tl.load(w_ptr, mask=col_ok[:, None] & h_ok[None, :], other=0.0)
             if UPCAST:
