@@ -338,7 +338,8 @@ def test_fused_linear_pg_loss_at_real_size(
 ) -> None:
     """Loss, dX and dW of the fused ops against the fp32 truth (bf16: no worse than PyTorch in bf16 +
     1e-2 of each output's largest magnitude), 4 chunks, poisoned buffers: ``FusedClippedPG.from_hidden``
-    and the ``triton`` backend's ``loss_from_hidden`` with ``ClippedPG`` (one row per chunk)."""
+    and the ``triton`` backend's ``loss_from_hidden`` with ``ClippedPG`` (a budget of 1.5 rows: one or
+    two rows per chunk, as the masked tokens are left out)."""
     monkeypatch.setenv(_buffers.POISON_ENV, "1")
     rows, length, (_, h, v) = FUSED_ROWS, FUSED_LENGTH, SHAPES["llama3"]
     case = make_case((rows * length, h, v), dtype, seed=5)
@@ -381,7 +382,7 @@ def test_fused_linear_pg_loss_at_real_size(
         out, _, _ = backend.loss_from_hidden(hx, wx, targets, batch, loss_fn, temperature=TEMPERATURE)
     loss = out.loss
     loss.backward()
-    assert_finite((loss.detach()[None], torch.tensor([out.metrics["entropy"]]), hx.grad, wx.grad))
+    assert_finite((loss.detach()[None], torch.tensor([float(out.metrics["entropy"])]), hx.grad, wx.grad))
     assert bool((hx.grad[case.ignored] == 0).all())
     truth = torch_path(torch.float32)
     ours = (float(loss.detach()), hx.grad, wx.grad)

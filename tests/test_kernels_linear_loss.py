@@ -230,6 +230,24 @@ def test_only_trained_tokens_reach_the_kernels(monkeypatch):
     assert sum(seen) == int(lengths.sum()) and len(seen) > 1
 
 
+@pytest.mark.parametrize("name", ["clipped_pg+kl+entropy", "sequence ratio"])
+def test_every_token_trained_takes_views_not_copies(name, monkeypatch):
+    """With no padding the chunks are slices of the hidden states (no gather), and the result is exact."""
+    import rlsdk_kernels.linear_loss as module
+
+    x, w, y, batch = make(rows=4, length=6, seed=13)
+    batch = dataclasses.replace(batch, mask=torch.ones_like(batch.mask), num_tokens=24.0, num_seqs=4.0)
+    views = []
+    real = module.reduce_rows
+    monkeypatch.setattr(module, "reduce_rows", lambda x_c, *a: views.append(x_c._is_view()) or real(x_c, *a))
+    loss = LOSSES[name]()
+    assert_same(fused(loss, x, w, y, batch, chunk_mib=mib_for_rows(1, 6, 37)), reference(loss, x, w, y, batch))
+    assert views == [True] * 4  # one row a chunk, each a slice of the hidden states
+    views.clear()
+    fused(loss, *make(rows=4, length=6, seed=13), chunk_mib=mib_for_rows(1, 6, 37))  # with padding: gathered
+    assert views and not any(views)
+
+
 @settings(max_examples=200, deadline=None)
 @given(counts=st.lists(st.integers(0, 12), max_size=12), budget=st.integers(0, 30))
 def test_row_chunks_cover_the_rows_within_the_budget(counts, budget):
