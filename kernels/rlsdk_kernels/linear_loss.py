@@ -127,7 +127,7 @@ class _LinearLossFunction(torch.autograd.Function):
         buf = torch.empty(widest, weight.shape[0], dtype=x.dtype, device=hidden.device)
         # 0 at untrained tokens, which no kernel sees when some are left out (idx given).
         new = torch.zeros if idx is not None else torch.empty
-        logp, ent = new(shape.numel(), dtype=acc, device=hidden.device), new(shape.numel(), dtype=acc, device=hidden.device)
+        logp, ent = (new(shape.numel(), dtype=acc, device=hidden.device) for _ in range(2))
         grad_x = new(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_x else None
         grad_w: Tensor | None = None
         total = torch.zeros((), dtype=acc, device=hidden.device)

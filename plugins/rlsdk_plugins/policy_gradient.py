@@ -90,7 +90,9 @@ class PolicyLoss:
         self.needs_ref_logprobs = self.kl_coef > 0
         self.needs_entropy = self.entropy_coef != 0
 
-    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
+    def policy_terms(
+        self, logprobs: Tensor, batch: TrainBatch, valid: Tensor
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
         """The per-token policy loss and its own metrics.
 
         Args:
@@ -220,7 +222,9 @@ class ClippedPG(PolicyLoss):
             raise ConfigError(f"loss.delta must be > 1 + eps_high = {1.0 + self.eps_high:g} or None, got {delta!r}")
         self.logratio_clamp = check_number(logratio_clamp, "loss.logratio_clamp", low=0.0, low_open=True, none_ok=True)
 
-    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
+    def policy_terms(
+        self, logprobs: Tensor, batch: TrainBatch, valid: Tensor
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
         """``L [B, T]`` of the clipped surrogate (see the class docstring) and the clip metrics."""
         adv = _zero_masked(batch.advantages, valid)
         logratio = logprobs - _zero_masked(batch.old_logprobs, valid)  # 0 wherever masked
@@ -259,7 +263,9 @@ class Reinforce(PolicyLoss):
 
     name = "reinforce"
 
-    def policy_terms(self, logprobs: Tensor, batch: TrainBatch, valid: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
+    def policy_terms(
+        self, logprobs: Tensor, batch: TrainBatch, valid: Tensor
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
         """``L = -A * lp`` per token; no extra metrics."""
         return -_zero_masked(batch.advantages, valid) * logprobs, {}
 

@@ -232,17 +232,18 @@ def trained_logprobs(
     device once.
     """
     options = {"temperature": temperature, "with_entropy": with_entropy}
-    trained = mask.reshape(-1) > 0 if mask is not None else None
-    index = trained.nonzero().squeeze(1) if trained is not None else None
-    if index is None or index.numel() in (0, trained.numel()):
+    if mask is None:
         out = backend(hidden, weight, targets, **options)
-        values = [out.logprobs, out.entropy]
-        if index is not None and index.numel() == 0:  # nothing trained: all 0, still with gradient
-            values = [v if v is None else torch.where(trained, v, v.new_zeros(())) for v in values]
-    else:
+        return out.logprobs, out.entropy
+    trained = mask.reshape(-1) > 0
+    index = trained.nonzero().squeeze(1)
+    if 0 < index.numel() < trained.numel():
         out = backend(hidden[index], weight, targets[index], **options)
-        values = [v if v is None else v.new_zeros(trained.shape).index_copy(0, index, v) for v in (out.logprobs, out.entropy)]
-    return values[0], values[1]
+        spread = lambda v: v.new_zeros(trained.shape).index_copy(0, index, v)  # noqa: E731
+    else:  # every token trained, or none (then all 0, still with gradient)
+        out = backend(hidden, weight, targets, **options)
+        spread = lambda v: v if index.numel() else torch.where(trained, v, v.new_zeros(()))  # noqa: E731
+    return spread(out.logprobs), None if out.entropy is None else spread(out.entropy)
 
 
 def _logit_temperature(temperature: float) -> float:
@@ -277,7 +278,9 @@ def micro_batch_loss(
     if fused is not None:
         out, _, entropy = fused
         return out, entropy
-    lp, ent = trained_logprobs(run.backend, hidden, weight, targets, micro.mask, temperature=temperature, with_entropy=True)
+    lp, ent = trained_logprobs(
+        run.backend, hidden, weight, targets, micro.mask, temperature=temperature, with_entropy=True
+    )
     logprobs, entropy = lp.view(micro.mask.shape), ent.view(micro.mask.shape)
     micro.entropy = entropy if getattr(run.loss, "needs_entropy", False) else None
     return run.loss(logprobs, micro), entropy
