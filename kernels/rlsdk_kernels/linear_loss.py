@@ -209,7 +209,7 @@ def fused_linear_loss(
     check_logprob_inputs(hidden, weight, targets, temperature, backend="fused linear loss")
     if hidden.shape[0] == 0:
         return None
-    trained = (batch.mask > 0).cpu()  # the one read from the device per call
+    trained = (batch.mask > 0).cpu()  # the mask, read from the device once to plan the chunks
     offsets = list(accumulate(trained.sum(-1).tolist(), initial=0))
     budget = token_budget(weight.shape[0], torch.promote_types(hidden.dtype, weight.dtype), chunk_mib)
     chunks = row_chunks([b - a for a, b in zip(offsets, offsets[1:])], budget)

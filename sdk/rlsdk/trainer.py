@@ -9,8 +9,11 @@ One step::
     for epoch, mini-batch (one optimiser step each), micro-batch (gradient accumulation):
         logprobs, entropy = logprob backend on policy (with grad)
         loss(logprobs, micro_batch).loss.backward()                       # global counts: split-invariant
-        (a loss with ``from_hidden`` takes the hidden states instead: fused log-prob + loss)
+        (a loss's ``from_hidden`` or the backend's ``loss_from_hidden`` fuses the two: micro_batch_loss)
     clip grad norm, optimiser step, write metrics, checkpoint
+
+The output layer sees trained tokens only (``mask > 0``, :func:`trained_logprobs`); loss metrics
+stay on the device until the optimiser step.
 
 Everything random comes from named streams of one root seed (:class:`rlsdk.research.SeedTree`),
 and checkpoints carry the generators' states, so a resumed run repeats the uninterrupted one exactly
