@@ -40,6 +40,10 @@ then two GEMMs give ``dX += dz W_slice`` (accumulated across slices in fp32) and
 This is rule 2 of kernels.md section 7 ("simplest fast path"); the dz slice is stored in the GEMM
 dtype.
 
+With ``vocab_group`` (a process group over which ``W`` is sharded by rows) each rank merges its
+partials, the ranks all-gather them (16 bytes per token and rank) and merge them in rank order, and
+the backward sums the fp32 ``dX`` over the group (see :func:`fused_linear_logprobs`).
+
 Tokens whose target equals ``ignore_index`` get ``logp = 0``, ``Ent = 0`` and zero gradient. ``V`` and
 ``N`` need not be multiples of any block: padded columns are masked to ``-inf`` before any exp.
 
@@ -375,18 +379,22 @@ def _launch_forward(
     )
 
 
-def _merge(parts: Tensor, targets: Tensor, ignore_index: int, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(logprobs, entropy, lse, raw_entropy)`` from the per-split partials (see the module docstring)."""
+def _combine(parts: Tensor) -> Tensor:
+    """``[4, k, n]`` partials ``(m, S, P, s_y)`` merged into ``[4, 1, n]`` (the rule of the module docstring)."""
     m, s, p, t = parts
     top = m.max(dim=0).values
     scale = torch.exp(m - top)
-    sum_exp = (s * scale).sum(0)
+    return torch.stack([top, (s * scale).sum(0), ((p + s * (m - top)) * scale).sum(0), t.sum(0)])[:, None]
+
+
+def _merge(parts: Tensor, targets: Tensor, ignore_index: int, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(logprobs, entropy, lse, raw_entropy)`` from the per-split partials (see the module docstring)."""
+    top, sum_exp, sum_ps, target = _combine(parts)[:, 0]
     log_sum_exp = torch.log(sum_exp)
     lse = top + log_sum_exp
     valid = targets != ignore_index
-    logprobs = torch.where(valid, t.sum(0) - lse, torch.zeros_like(lse))
+    logprobs = torch.where(valid, target - lse, torch.zeros_like(lse))
     if with_entropy:
-        sum_ps = ((p + s * (m - top)) * scale).sum(0)
         raw_entropy = log_sum_exp - sum_ps / sum_exp
         entropy = torch.where(valid, raw_entropy, torch.zeros_like(raw_entropy))
     else:
@@ -440,42 +448,101 @@ def logits_to_grad(
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# Vocabulary parallelism: each rank of a process group holds a slice of W's rows (kernels.md section 7,
+# rule 7). The forward gathers every rank's merged (m, S, P, s_y) partials, 16 bytes per token and
+# rank, and merges them in rank order, so every rank gets the same bits; the backward forms dz for
+# the local columns with the global lse and Ent, and sums dX over the ranks (in fp32).
+
+#: Target id, inside a shard's kernels, of ignored tokens, and of tokens whose target lies in another shard.
+_IGNORED, _ELSEWHERE = -1, -2
+
+
+def _vocab_shard(group: Any, hidden: Tensor, weight: Tensor) -> tuple[int, int]:
+    """``(first vocabulary id of this rank's shard, global V)``, from every rank's ``(N, H, V_rank)``.
+
+    Every rank gathers the same numbers, so a mismatch raises the same error on every rank (none is
+    left waiting in a collective).
+    """
+    import torch.distributed as dist
+
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    mine = torch.tensor([hidden.shape[0], hidden.shape[-1], weight.shape[0]], dtype=torch.int64, device=hidden.device)
+    every = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine, group=group)
+    shapes = [tuple(int(v) for v in t.tolist()) for t in every]
+    if len({(n, h) for n, h, _ in shapes}) > 1:
+        raise ValueError(
+            "triton logprob backend (vocab_group): every rank must pass the same hidden states [N, H] and "
+            f"targets; got (N, H) = {[(n, h) for n, h, _ in shapes]} on ranks 0..{world - 1}"
+        )
+    sizes = [v for _, _, v in shapes]
+    return sum(sizes[:rank]), sum(sizes)
+
+
+def _local_targets(targets: Tensor, ignore_index: int, start: int, stop: int) -> Tensor:
+    """Global ``targets`` as ids into the shard ``[start, stop)``: :data:`_IGNORED` for ignored tokens,
+    :data:`_ELSEWHERE` for targets of other shards (no column of this shard matches them)."""
+    inside = (targets >= start) & (targets < stop)
+    local = torch.where(inside, targets - start, torch.full_like(targets, _ELSEWHERE))
+    return torch.where(targets == ignore_index, torch.full_like(targets, _IGNORED), local)
+
+
+def _gather_partials(parts: Tensor, group: Any) -> Tensor:
+    """This rank's ``[4, k, n]`` partials merged to ``[4, 1, n]``, gathered to ``[4, ranks, n]`` in rank order."""
+    import torch.distributed as dist
+
+    local = _combine(parts).contiguous()
+    every = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(every, local, group=group)
+    return torch.cat(every, dim=1)
+
+
 def _forward(
     hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, with_entropy: bool, ignore_index: int,
-    config: KernelConfig,
+    config: KernelConfig, group: Any = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(logprobs, entropy, lse, raw_entropy)`` in the compute dtype; see the module docstring.
 
     With ``matmul="torch"`` the tokens are taken in chunks: a cuBLAS GEMM writes the chunk's logits,
-    the kernel reduces them; with ``"triton"`` one launch forms the logit tiles itself.
+    the kernel reduces them; with ``"triton"`` one launch forms the logit tiles itself. With a
+    ``group`` (vocabulary parallel), ``weight`` is this rank's shard and the partials of every rank
+    are gathered before the merge.
     """
-    if config.matmul == "triton":
-        return reduce_rows(hidden, weight, None, targets, temperature, with_entropy, ignore_index, config)
     n, vocab = hidden.shape[0], weight.shape[0]
-    x, w = gemm_operands(hidden, weight)
-    chunk = min(config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n), n)
-    buf = torch.empty(chunk, vocab, dtype=x.dtype, device=hidden.device)
-    splits, per_split = _split_plan(chunk, vocab, hidden.device, config)
-    parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        logits = torch.mm(x[start:stop], w.T, out=buf[: stop - start])
-        _launch_forward(
-            hidden[start:stop], weight, logits, targets[start:stop], parts[:, :, start:stop], per_split,
-            temperature, with_entropy, config,
-        )
-    return _merge(parts, targets, ignore_index, with_entropy)  # once, for all chunks
+    if config.matmul == "triton":
+        splits, per_split = _split_plan(n, vocab, hidden.device, config)
+        parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
+        _launch_forward(hidden, weight, None, targets, parts, per_split, temperature, with_entropy, config)
+    else:
+        x, w = gemm_operands(hidden, weight)
+        chunk = min(config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n), n)
+        buf = torch.empty(chunk, vocab, dtype=x.dtype, device=hidden.device)
+        splits, per_split = _split_plan(chunk, vocab, hidden.device, config)
+        parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            logits = torch.mm(x[start:stop], w.T, out=buf[: stop - start])
+            _launch_forward(
+                hidden[start:stop], weight, logits, targets[start:stop], parts[:, :, start:stop], per_split,
+                temperature, with_entropy, config,
+            )
+    if group is not None:
+        parts = _gather_partials(parts, group)
+    return _merge(parts, targets, ignore_index, with_entropy)  # once, for all chunks (and ranks)
 
 
 def _backward(
     hidden: Tensor, weight: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor,
     grad_logprobs: Tensor | None, grad_entropy: Tensor | None, temperature: float, ignore_index: int,
-    need_hidden: bool, need_weight: bool, config: KernelConfig,
+    need_hidden: bool, need_weight: bool, config: KernelConfig, group: Any = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """``(dX, dW)`` by vocabulary slices: dz (Triton), then ``dX += dz W_s`` (fp32) and ``dW_s = dz^T X``.
 
     With ``matmul="torch"`` a cuBLAS GEMM first writes the slice's logits into the dz buffer and the
     kernel turns them into dz in place; with ``"triton"`` the kernel forms the logit tiles itself.
+    With a ``group`` (vocabulary parallel) the fp32 ``dX`` is summed over its ranks; ``dW`` is this
+    rank's shard.
     """
     n = hidden.shape[0]
     vocab = weight.shape[0]
@@ -507,6 +574,10 @@ def _backward(
         elif grad_w is not None:
             grad_w[start:stop] = (dz_s.T @ x).to(weight.dtype)
     del dz_flat, dz_s  # free the dz buffer before dX is rounded to the input dtype: a lower peak
+    if group is not None and grad_x is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(grad_x, group=group)  # in fp32, before the rounding
     return (grad_x.to(hidden.dtype) if grad_x is not None else None), grad_w
 
 
@@ -523,15 +594,16 @@ class _FusedLinearLogprob(torch.autograd.Function):
         with_entropy: bool,
         ignore_index: int,
         config: KernelConfig,
+        group: Any,
     ) -> tuple[Tensor, Tensor]:
         logprobs, entropy, lse, raw_entropy = _forward(
-            hidden, weight, targets, temperature, with_entropy, ignore_index, config
+            hidden, weight, targets, temperature, with_entropy, ignore_index, config, group
         )
         if not with_entropy:
             ctx.mark_non_differentiable(entropy)
         ctx.save_for_backward(hidden, weight, targets, lse, raw_entropy)
         ctx.temperature, ctx.with_entropy = temperature, with_entropy
-        ctx.ignore_index, ctx.config = ignore_index, config
+        ctx.ignore_index, ctx.config, ctx.group = ignore_index, config, group
         ctx.set_materialize_grads(False)
         return logprobs, entropy
 
@@ -543,12 +615,12 @@ class _FusedLinearLogprob(torch.autograd.Function):
         if not ctx.with_entropy:
             grad_entropy = None
         if (grad_logprobs is None and grad_entropy is None) or not (need_hidden or need_weight):
-            return None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
         grad_x, grad_w = _backward(
             hidden, weight, targets, lse, entropy, grad_logprobs, grad_entropy, ctx.temperature,
-            ctx.ignore_index, need_hidden, need_weight, ctx.config,
+            ctx.ignore_index, need_hidden, need_weight, ctx.config, ctx.group,
         )
-        return grad_x, grad_w, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None
 
 
 def fused_linear_logprobs(
@@ -559,29 +631,48 @@ def fused_linear_logprobs(
     with_entropy: bool = False,
     ignore_index: int = -100,
     config: KernelConfig | None = None,
+    *,
+    vocab_group: Any = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Differentiable per-token log-probabilities (and entropies) without the ``[N, V]`` logits.
 
     Args:
         hidden: ``[N, H]`` hidden states (bf16, fp16, fp32 or fp64; CUDA, or CPU under ``TRITON_INTERPRET=1``).
-        weight: ``[V, H]`` output-layer weight, same device.
+        weight: ``[V, H]`` output-layer weight, same device; with ``vocab_group``, this rank's shard.
         targets: ``[N]`` integer token ids in ``[0, V)``, or ``ignore_index`` for tokens to skip.
         temperature: Divides the logits, exactly once (``s = x W^T / tau``).
         with_entropy: Also compute the entropy of ``softmax(s)`` (differentiable).
         ignore_index: Target id of skipped tokens: their log-prob and entropy are 0, their gradient 0.
         config: Tile sizes; default :class:`KernelConfig` on CUDA, 16-wide tiles otherwise.
+        vocab_group: A ``torch.distributed`` process group over which the vocabulary is sharded
+            (tensor parallelism of the output layer). Rank ``r`` of the group passes rows
+            ``[V_0 + ... + V_{r-1}, ... + V_r)`` of the full weight (shards may differ in size), and
+            every rank passes the same ``hidden``, ``targets`` and options; ``targets`` are global ids.
+            Every rank gets the same log-probs and entropies and the full ``dX`` (already summed over
+            the group: do not all-reduce it again), and the ``dW`` of its own shard. The
+            communication is two all-gathers in the forward (the shard sizes, then 16 bytes per token)
+            and one all-reduce of the fp32 ``dX`` in the backward.
 
     Returns:
         ``(logprobs [N], entropy [N] or None)`` in fp32 (fp64 for fp64 inputs).
     """
-    check_logprob_inputs(hidden, weight, targets, temperature, ignore_index=ignore_index, backend="triton logprob backend")
+    backend = "triton logprob backend"
+    kernel_targets, kernel_ignore, vocab = targets, ignore_index, None
+    if vocab_group is not None:
+        start, vocab = _vocab_shard(vocab_group, hidden, weight)
+        backend += f" (vocab_group: this rank's shard is ids [{start}, {start + weight.shape[0]}) of {vocab})"
+    check_logprob_inputs(hidden, weight, targets, temperature, ignore_index=ignore_index, vocab=vocab, backend=backend)
+    if vocab_group is not None:
+        kernel_targets = _local_targets(targets, ignore_index, start, start + weight.shape[0])
+        kernel_ignore = _IGNORED
     if config is None:
         config = KernelConfig(**(CUDA_TILES["torch"] if hidden.is_cuda else CPU_TILES))
     if hidden.shape[0] == 0:
         empty = (hidden.sum(-1) + weight.sum() * 0).to(_compute_dtype(hidden, weight))
         return empty, (empty if with_entropy else None)
     logprobs, entropy = _FusedLinearLogprob.apply(
-        hidden, weight, targets.contiguous(), float(temperature), bool(with_entropy), int(ignore_index), config
+        hidden, weight, kernel_targets.contiguous(), float(temperature), bool(with_entropy), int(kernel_ignore),
+        config, vocab_group,
     )
     return logprobs, (entropy if with_entropy else None)
 

@@ -177,12 +177,14 @@ def check_choice(value: Any, option: str, choices: Sequence[str]) -> str:
 
 
 def check_logprob_inputs(
-    hidden: Any, weight: Any, targets: Any, temperature: float, *, ignore_index: int | None = None, backend: str = "logprob backend"
+    hidden: Any, weight: Any, targets: Any, temperature: float, *, ignore_index: int | None = None,
+    vocab: int | None = None, backend: str = "logprob backend",
 ) -> None:
     """Check the arguments of a logprob backend call; raise ``ValueError`` naming what is wrong.
 
     ``hidden [N, H]`` and ``weight [V, H]`` floating point on one device, ``targets [N]`` integer ids in
     ``[0, V)`` (or equal to ``ignore_index`` when given), ``temperature`` a finite number > 0.
+    ``vocab`` overrides ``V`` for the targets' range (a weight that is one shard of the vocabulary).
     Call it at the top of a backend's ``__call__`` with the backend's name for the messages.
     """
     import torch
@@ -201,9 +203,9 @@ def check_logprob_inputs(
         raise ValueError(f"{backend}: expected targets [N={hidden.shape[0]}] of integer ids; got {tuple(targets.shape)} {targets.dtype}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
         raise ValueError(f"{backend}: temperature must be a finite number > 0; got {temperature!r}")
-    vocab = weight.shape[0]
-    if vocab == 0:
+    if weight.shape[0] == 0:
         raise ValueError(f"{backend}: weight has an empty vocabulary (V = 0)")
+    vocab = weight.shape[0] if vocab is None else vocab
     bad = (targets < 0) | (targets >= vocab)
     if ignore_index is not None:
         bad &= targets != ignore_index
