@@ -378,3 +378,17 @@ def test_training_through_the_fused_path_matches_torch(loss_name, same_training,
     rows, compared = same_training({backend: [*common, f"logprob.backend={backend}"] for backend in ("torch", "triton")})
     assert compared > 10 and math.isfinite(rows["triton"][-1]["loss"])
     assert len(calls) == 4  # 2 steps x 2 micro-batches went through the fused path
+
+
+def test_runs_eagerly_inside_torch_compile(same_under_compile):
+    """A compiled step around :func:`fused_linear_loss` (a ``torch.compiler.disable`` region, so a
+    graph break) gives the eager values and gradients."""
+    x, w, y, batch = make()
+    loss = LOSSES["clipped_pg"]()
+
+    def step(h, wt):
+        out = fused_linear_loss(torch.tanh(h), wt, y, batch, loss, temperature=TEMPERATURE, config=CONFIG,
+                                chunk_mib=mib_for_rows(2, batch.mask.shape[1], w.shape[0]))  # fmt: skip
+        return 3 * out[0].loss
+
+    same_under_compile(step, x, w)

@@ -382,3 +382,15 @@ def test_training_with_the_fused_loss_matches_clipped_pg(same_training, monkeypa
     rows, compared = same_training({name: [*common, f"loss.name={name}"] for name in ("clipped_pg", "fused_clipped_pg")})
     assert compared > 10 and "loss/entropy" in rows["fused_clipped_pg"][0]
     assert len(calls) == 4  # 2 steps x 2 micro-batches went through the fused op
+
+
+def test_runs_eagerly_inside_torch_compile(same_under_compile):
+    """A compiled step around :func:`fused_linear_pg_loss` (a ``torch.compiler.disable`` region, so a
+    graph break) gives the eager values and gradients."""
+    hidden, weight, targets, batch = make()
+
+    def step(x, w):
+        loss, _, _, _ = fused_linear_pg_loss(torch.tanh(x), w, targets, batch, temperature=0.7, config=TINY, **BASE)
+        return 3 * loss
+
+    same_under_compile(step, hidden, weight)

@@ -405,3 +405,15 @@ def test_training_with_triton_matches_torch(same_training):
         {name: [f"logprob.backend={name}"] for name in ("torch", "triton")}, registry=registry()
     )
     assert len(rows["triton"]) == 2 and compared > 5
+
+
+def test_runs_eagerly_inside_torch_compile(small, same_under_compile):
+    """A compiled step around :func:`fused_linear_logprobs` (a ``torch.compiler.disable`` region, so a
+    graph break) gives the eager values and gradients."""
+    hidden, weight, targets = make(37, 24, 123, dtype=torch.float64)
+
+    def step(x, w):
+        lp, ent = fused_linear_logprobs(torch.tanh(x), w, targets, 0.7, True, config=small)
+        return (lp * 2 + ent).sum()
+
+    same_under_compile(step, hidden, weight)

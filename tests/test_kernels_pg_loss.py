@@ -260,3 +260,11 @@ def test_real_size_on_gpu() -> None:
     batch = _batch(rows=64, length=4099, seed=21, dtype=torch.float32)
     opts = {"eps_high": 0.28, "kl_coef": 0.04, "dual_clip_c": 3.0, "agg": "seq-mean-token-mean"}
     _assert_matches(opts, batch, _logprobs(batch, spread=0.5), rtol=1e-5)
+
+
+def test_runs_eagerly_inside_torch_compile(same_under_compile) -> None:
+    """``fused_pg_loss`` is a ``torch.compiler.disable`` region: a compiled step around it breaks the
+    graph there and gives the eager values and gradients."""
+    batch = _batch(seed=13)
+    opts = dict(FusedClippedPG(eps_high=0.28, kl_coef=0.1, agg="seq-mean-token-mean").opts)
+    same_under_compile(lambda lp: 2 * fused_pg_loss(lp.clamp_max(0.0), batch, **opts)[0] + 1, _logprobs(batch, seed=14))

@@ -623,6 +623,7 @@ class _FusedLinearLogprob(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None, None
 
 
+@torch.compiler.disable
 def fused_linear_logprobs(
     hidden: Tensor,
     weight: Tensor,

@@ -168,6 +168,7 @@ class _LinearLossFunction(torch.autograd.Function):
         return hand_over(ctx, grad_loss, "fused linear loss") + (None,) * 9
 
 
+@torch.compiler.disable
 def fused_linear_loss(
     hidden: Tensor,
     weight: Tensor,

@@ -277,6 +277,7 @@ class _LinearPGFunction(torch.autograd.Function):
         return hand_over(ctx, grad_loss, "fused linear pg loss") + (None,) * 7
 
 
+@torch.compiler.disable
 def fused_linear_pg_loss(
     hidden: Tensor,
     weight: Tensor,

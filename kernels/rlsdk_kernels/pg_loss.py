@@ -337,6 +337,7 @@ class _FusedPGFunction(torch.autograd.Function):
         return (grad * grad_loss).to(ctx.lp_dtype), None, None
 
 
+@torch.compiler.disable
 def fused_pg_loss(logprobs: Tensor, batch: TrainBatch, **opts: Any) -> tuple[Tensor, dict[str, Tensor]]:
     """The clipped surrogate plus KL term, aggregated, in one Triton launch (no entropy bonus).
 
