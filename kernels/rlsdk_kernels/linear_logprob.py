@@ -412,11 +412,20 @@ def reduce_rows(
     contiguous) when given, else formed from ``hidden`` and ``weight`` with ``tl.dot``. The per-split
     partials are then merged (see the module docstring).
     """
+    parts = _row_partials(hidden, weight, logits, targets, temperature, with_entropy, config)
+    return _merge(parts, targets, ignore_index, with_entropy)
+
+
+def _row_partials(
+    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, temperature: float, with_entropy: bool,
+    config: KernelConfig,
+) -> Tensor:
+    """The ``[4, splits, n]`` partials of one launch of the forward kernel over all of ``hidden``."""
     n = hidden.shape[0]
     splits, per_split = _split_plan(n, weight.shape[0], hidden.device, config)
     parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
     _launch_forward(hidden, weight, logits, targets, parts, per_split, temperature, with_entropy, config)
-    return _merge(parts, targets, ignore_index, with_entropy)
+    return parts
 
 
 def logits_to_grad(
@@ -511,9 +520,7 @@ def _forward(
     """
     n, vocab = hidden.shape[0], weight.shape[0]
     if config.matmul == "triton":
-        splits, per_split = _split_plan(n, vocab, hidden.device, config)
-        parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
-        _launch_forward(hidden, weight, None, targets, parts, per_split, temperature, with_entropy, config)
+        parts = _row_partials(hidden, weight, None, targets, temperature, with_entropy, config)
     else:
         x, w = gemm_operands(hidden, weight)
         chunk = min(config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n), n)
