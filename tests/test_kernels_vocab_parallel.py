@@ -1,7 +1,8 @@
 """Vocabulary-parallel ``fused_linear_logprobs`` (``vocab_group``): real process groups on the CPU.
 
-Each run starts one process per rank (``tests/vocab_parallel_worker.py``, gloo, the kernels under the
-Triton interpreter), every rank holding a slice of the weight's rows. The results must equal the
+Each run starts one process per rank (``tests/vocab_parallel_worker.py``, gloo), every rank holding a
+slice of the weight's rows: on the CPU with the kernels under the Triton interpreter, and, where
+there is a GPU, again with every rank on it (the kernels compiled). The results must equal the
 float64 reference on the whole weight, be the same bits on every rank, and the shards' ``dW`` must
 add up to the whole ``dW``.
 """
@@ -37,9 +38,15 @@ TWO_RANKS = [
 THREE_RANKS = [{**BASE, "name": "three_shards", "sizes": [40, 1, 82], "targets": [40, 41, 39]}]
 
 
-def launch(tmp_path: Path, world: int, cases: list[dict]) -> dict[str, list[dict]]:
+DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def launch(tmp_path: Path, world: int, cases: list[dict], device: str) -> dict[str, list[dict]]:
     """Run ``cases`` on ``world`` worker processes; ``{case name: [result of rank 0, 1, ...]}``."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["VOCAB_PARALLEL_DEVICE"] = device
+    if device == "cpu":
+        env.update(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     init = tmp_path / "rendezvous"
     procs = [
         subprocess.Popen(
@@ -87,9 +94,9 @@ def check(results: list[dict], case: dict) -> None:
     assert ignored.any() and (first["lp"][ignored] == 0).all() and (first["dx"][ignored] == 0).all()
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    return launch(tmp_path_factory.mktemp("vocab2"), 2, TWO_RANKS)
+@pytest.fixture(scope="module", params=DEVICES)
+def two_ranks(request, tmp_path_factory):
+    return launch(tmp_path_factory.mktemp("vocab2"), 2, TWO_RANKS, request.param)
 
 
 @pytest.mark.parametrize("case", [c for c in TWO_RANKS if not c.get("raises")], ids=lambda c: c["name"])
@@ -107,8 +114,9 @@ def test_a_nonnegative_ignore_index_is_not_confused_with_a_local_id(two_ranks):
         assert (result["dx"][0] != 0).any() and (result["dx"][1] == 0).all()
 
 
-def test_three_shards_one_of_a_single_row(tmp_path):
-    check(launch(tmp_path, 3, THREE_RANKS)["three_shards"], THREE_RANKS[0])
+@pytest.mark.parametrize("device", DEVICES)
+def test_three_shards_one_of_a_single_row(tmp_path, device):
+    check(launch(tmp_path, 3, THREE_RANKS, device)["three_shards"], THREE_RANKS[0])
 
 
 def test_ranks_that_disagree_on_the_tokens_all_raise(two_ranks):

@@ -1,7 +1,8 @@
 """One rank of a vocabulary-parallel run of ``fused_linear_logprobs`` (tests/test_kernels_vocab_parallel.py).
 
 Run as ``python vocab_parallel_worker.py RANK WORLD INIT_FILE OUT_DIR CASES_JSON``, one process per rank,
-on the CPU (gloo; the kernels interpreted). Each case draws the full inputs from its seed, takes this
+with gloo: on the CPU with the kernels interpreted, or, with ``VOCAB_PARALLEL_DEVICE=cuda``, every rank
+on the one GPU (gloo moves CUDA tensors too; NCCL wants a GPU per rank). Each case draws the full inputs from its seed, takes this
 rank's rows of the weight, runs forward and backward with ``vocab_group`` and saves, per case,
 ``OUT_DIR/{name}.{rank}.pt``: the inputs, the outputs, ``dX`` and this shard's ``dW``; or the
 message of the ``ValueError`` the case expects.
@@ -14,7 +15,9 @@ import os
 import sys
 from datetime import timedelta
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+DEVICE = os.environ.get("VOCAB_PARALLEL_DEVICE", "cpu")
+if DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -44,7 +47,7 @@ def inputs(case: dict) -> dict[str, torch.Tensor]:
 
 
 def run(case: dict, rank: int) -> dict:
-    full = inputs(case)
+    full = {k: v.to(DEVICE) for k, v in inputs(case).items()}
     start = sum(case["sizes"][:rank])
     hidden = full["hidden"][: case["n"] + case.get("extra_rows_per_rank", 0) * rank].clone().requires_grad_(True)
     shard = full["weight"][start : start + case["sizes"][rank]].clone().requires_grad_(True)
@@ -62,8 +65,8 @@ def run(case: dict, rank: int) -> dict:
     if ent is not None:
         objective = objective + (ent * full["g_ent"].to(ent.dtype)).sum()
     objective.backward()
-    return {**full, "lp": lp.detach(), "ent": None if ent is None else ent.detach(),
-            "dx": hidden.grad, "dw": shard.grad, "start": start}  # fmt: skip
+    out = {**full, "lp": lp.detach(), "ent": None if ent is None else ent.detach(), "dx": hidden.grad, "dw": shard.grad}
+    return {**{k: None if v is None else v.cpu() for k, v in out.items()}, "start": start}
 
 
 def main() -> None:
