@@ -41,7 +41,7 @@ This is rule 2 of kernels.md section 7 ("simplest fast path"); the dz slice is s
 dtype.
 
 With ``vocab_group`` (a process group over which ``W`` is sharded by rows) each rank merges its
-partials, the ranks all-gather them (16 bytes per token and rank) and merge them in rank order, and
+partials, the ranks all-gather them (4 values per token and rank) and merge them in rank order, and
 the backward sums the fp32 ``dX`` over the group (see :func:`fused_linear_logprobs`).
 
 Tokens whose target equals ``ignore_index`` get ``logp = 0``, ``Ent = 0`` and zero gradient. ``V`` and
@@ -459,7 +459,7 @@ def logits_to_grad(
 
 # --------------------------------------------------------------------------------------------------
 # Vocabulary parallelism: each rank of a process group holds a slice of W's rows (kernels.md section 7,
-# rule 7). The forward gathers every rank's merged (m, S, P, s_y) partials, 16 bytes per token and
+# rule 7). The forward gathers every rank's merged (m, S, P, s_y) partials, 4 values per token and
 # rank, and merges them in rank order, so every rank gets the same bits; the backward forms dz for
 # the local columns with the global lse and Ent, and sums dX over the ranks (in fp32).
 
@@ -658,7 +658,7 @@ def fused_linear_logprobs(
             every rank passes the same ``hidden``, ``targets`` and options; ``targets`` are global ids.
             Every rank gets the same log-probs and entropies and the full ``dX`` (already summed over
             the group: do not all-reduce it again), and the ``dW`` of its own shard. The
-            communication is two all-gathers in the forward (the shard sizes, then 16 bytes per token)
+            communication is two all-gathers in the forward (the shard sizes, then 4 values per token)
             and one all-reduce of the fp32 ``dX`` in the backward.
 
     Returns:
