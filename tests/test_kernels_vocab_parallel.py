@@ -45,6 +45,7 @@ def launch(tmp_path: Path, world: int, cases: list[dict], device: str) -> dict[s
     """Run ``cases`` on ``world`` worker processes; ``{case name: [result of rank 0, 1, ...]}``."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["VOCAB_PARALLEL_DEVICE"] = device
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks share this machine: no hostname lookup needed
     if device == "cpu":
         env.update(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     init = tmp_path / "rendezvous"
