@@ -36,8 +36,6 @@ TWO_RANKS = [
     {**BASE, "name": "target_beyond_vocab", "sizes": [50, 73], "targets": [123], "raises": True},
 ]
 THREE_RANKS = [{**BASE, "name": "three_shards", "sizes": [40, 1, 82], "targets": [40, 41, 39]}]
-
-
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
@@ -56,7 +54,11 @@ def launch(tmp_path: Path, world: int, cases: list[dict], device: str) -> dict[s
         )  # fmt: skip
         for rank in range(world)
     ]
-    logs = [proc.communicate(timeout=300)[0] for proc in procs]
+    try:
+        logs = [proc.communicate(timeout=300)[0] for proc in procs]
+    finally:  # a rank that hangs (its peer died before the rendezvous, say) is not left running
+        for proc in procs:
+            proc.kill()
     for rank, (proc, log) in enumerate(zip(procs, logs)):
         assert proc.returncode == 0, f"rank {rank} failed:\n{log}"
     return {
