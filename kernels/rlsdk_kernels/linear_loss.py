@@ -211,11 +211,12 @@ def fused_linear_loss(
     if hidden.shape[0] == 0:
         return None
     trained = (batch.mask > 0).cpu()  # the mask, read from the device once to plan the chunks
-    offsets = list(accumulate(trained.sum(-1).tolist(), initial=0))
+    counts = trained.sum(-1).tolist()  # trained tokens per row
     budget = token_budget(weight.shape[0], torch.promote_types(hidden.dtype, weight.dtype), chunk_mib)
-    chunks = row_chunks([b - a for a, b in zip(offsets, offsets[1:])], budget)
+    chunks = row_chunks(counts, budget)
     if chunks is None:
         return None
+    offsets = list(accumulate(counts, initial=0))
     index = None if offsets[-1] == trained.numel() else trained.reshape(-1).nonzero().squeeze(1).to(hidden.device)
     plan = _Plan(index=index, offsets=offsets, chunks=chunks)
     holder: dict = {}
