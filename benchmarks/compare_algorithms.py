@@ -1,7 +1,8 @@
 """Train each reference preset on a task over several seeds and print the final rewards.
 
-A small-scale sanity check that the built-in tasks separate algorithms on the CPU (the research
-tools with confidence intervals and tests come with `rlsdk experiment`/`rlsdk compare`).
+A small-scale sanity check that the built-in tasks separate algorithms on the CPU. For intervals,
+tests and the detectable effect, run the same comparison as an experiment (`rlsdk experiment`,
+docs/guide-experiments.md).
 
     python benchmarks/compare_algorithms.py task.digits=2 --task addition --steps 600 --seeds 0 1 2
 """

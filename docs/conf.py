@@ -77,4 +77,5 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(types\.)?ModuleType"),
     (r"py:.*", r"argparse\..*"),
     (r"py:.*", r"collections\.abc\..*"),
+    (r"py:.*", r"(numpy|np)(\..*)?"),  # numpy's ndarray, Generator, ...
 ]

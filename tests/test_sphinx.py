@@ -34,6 +34,9 @@ PUBLIC_MODULES = [
     "rlsdk.validation",
     "rlsdk.functional",
     "rlsdk.research",
+    "rlsdk.research.stats",
+    "rlsdk.research.experiment",
+    "rlsdk.research.compare",
     "rlsdk.scaffold",
     "rlsdk.testing",
 ]
@@ -130,12 +133,8 @@ def _run_example(path: Path, argv: list[str], monkeypatch) -> None:
     runpy.run_path(str(path), run_name="__main__")
 
 
-# compare_runs.py needs runs to compare: test_compare_runs_example. resume_exactly.py trains 3 runs.
-SCRIPTS = [
-    pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name == "resume_exactly.py" else [])
-    for p in EXAMPLES
-    if p.name != "compare_runs.py"
-]
+# resume_exactly.py trains 3 runs.
+SCRIPTS = [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name == "resume_exactly.py" else []) for p in EXAMPLES]
 
 
 @pytest.mark.parametrize("path", SCRIPTS)
@@ -169,29 +168,27 @@ def test_documented_plugin_command_trains(command, tmp_path, monkeypatch):
     assert [row["step"] for row in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1]
 
 
-@pytest.mark.slow
-def test_compare_runs_example(tmp_path, monkeypatch, capsys):
-    """The tutorial's comparison: GRPO against another loss, two seeds each, read from metrics.jsonl."""
-    runs: dict[str, list[str]] = {"baseline": [], "candidate": []}
-    for seed in (0, 1):
-        for label, extra in (("baseline", []), ("candidate", ["loss.name=reinforce"])):
-            run_dir = tmp_path / f"{label}-s{seed}"
-            assert rlsdk_cli(["train", f"seed={seed}", *extra, *TINY, "--run-dir", str(run_dir)]) == 0
-            runs[label].append(str(run_dir))
-    capsys.readouterr()
-    example = runpy.run_path(str(DOCS / "examples" / "compare_runs.py"))
-    difference = example["main"]([*runs["baseline"], "--", *runs["candidate"]])
+def test_tutorial_experiment_runs(tmp_path, capsys):
+    """The tutorial's experiment file, with a built-in loss standing in for the plugin's, tiny runs."""
+    text = re.search(r"^```yaml\n(name: scaled-vs-grpo\n.*?)^```", (DOCS / "tutorial.md").read_text(), re.S | re.M).group(1)
+    spec = tmp_path / "compare.yaml"
+    spec.write_text(text.replace("loss.name=scaled_reinforce_scaled_reinforce", "loss.name=reinforce"))
+    out = tmp_path / "exp"
+    assert rlsdk_cli(["experiment", str(spec), *TINY[:-1], "--seeds", "2", "--out", str(out), "--reps", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "| scaled | 2 |" in printed and "P(arm > grpo)" in printed
+    assert len(list(out.glob("runs/*/default/seed_*/summary.json"))) == 4
 
-    def final(run_dir: str) -> float:
-        tail = [row["reward/mean"] for row in read_metrics(Path(run_dir) / "metrics.jsonl")[-10:]]
-        return sum(tail) / len(tail)
 
-    expected = sum(map(final, runs["candidate"])) / 2 - sum(map(final, runs["baseline"])) / 2
-    assert difference == pytest.approx(expected)
-    out = capsys.readouterr().out
-    assert out.startswith("baseline ") and "candidate " in out and f"{expected:+.3f}" in out
-    with pytest.raises(SystemExit, match="usage"):
-        example["main"](runs["baseline"])
+def test_experiment_example_is_valid():
+    """examples/experiment.yaml: every run's config resolves (the guide shows this file)."""
+    from rlsdk.config import load_config
+    from rlsdk.research.experiment import load_spec
+
+    spec = load_spec(ROOT / "examples" / "experiment.yaml")
+    registry = rlsdk.get_registry()
+    configs = [load_config(registry, spec.config, spec.run_overrides(arm, "default", 0)) for arm in spec.arms]
+    assert [c["algorithm"] for c in configs] == ["grpo", "dr_grpo", "grpo"] and configs[2]["loss"]["entropy_coef"] == 0
 
 
 def test_tutorial_matches_the_generated_package(tmp_path):

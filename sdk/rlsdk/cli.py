@@ -8,6 +8,10 @@
     List installed plugins and what they register.
 ``rlsdk new-plugin [NAME] [--component KIND ...] [--output-dir DIR] [--no-input]``
     Create a plugin package from the cookiecutter template.
+``rlsdk experiment EXPERIMENT.yaml [key=value ...] [--out DIR] [--seeds N|LIST]``
+    Train every arm of an experiment over several seeds, then compare the arms.
+``rlsdk compare EXP_DIR [--baseline ARM] [--metric iqm] [--score METRIC]``
+    Intervals, tests and the detectable effect for an experiment's arms.
 
 Every command accepts ``--plugin FILE.py`` (repeatable) to load a plugin from a file.
 """
@@ -18,7 +22,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from rlsdk.errors import ConfigError, RlsdkError
 
@@ -76,7 +79,42 @@ def build_parser() -> argparse.ArgumentParser:
     np_.add_argument("--no-input", action="store_true", help="do not prompt; take the answers from the options")
     np_.add_argument("--template", metavar="DIR", help="template folder (default: $RLSDK_PLUGIN_TEMPLATE, else the repository's cookiecutter-plugin/)")
     plugin_flag(np_)
+    ex = sub.add_parser(
+        "experiment",
+        help="train every arm of an experiment over several seeds and compare them",
+        description="Run an experiment file: every arm, task and seed trained into EXP_DIR/runs/, each run scored, then "
+        "the arms compared with the baseline (the first arm). Running it again continues where it stopped.",
+    )
+    ex.add_argument("spec", metavar="EXPERIMENT.yaml")
+    ex.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
+    ex.add_argument("--out", metavar="DIR", help="the experiment folder (default: experiments/<name>)")
+    ex.add_argument("--seeds", metavar="N|LIST", help="replace the file's seeds: a count (5) or a list (0,1,2)")
+    _compare_flags(ex)
+    plugin_flag(ex)
+
+    cp = sub.add_parser(
+        "compare",
+        help="compare an experiment's arms: intervals, tests, detectable effect",
+        description="Compare the arms of an experiment folder with a baseline: the aggregate metric with a bootstrap "
+        "interval, the difference and P(arm > baseline) with intervals, Holm-corrected Welch tests and the minimum "
+        "detectable effect. Writes EXP_DIR/comparison.md and comparison.json.",
+    )
+    cp.add_argument("exp_dir", metavar="EXP_DIR")
+    cp.add_argument("--baseline", metavar="ARM", help="the arm compared against (default: the first)")
+    cp.add_argument("--score", metavar="METRIC", help="rescore every run by this metric (eval/... or a metrics.jsonl key)")
+    cp.add_argument("--last", type=int, metavar="K", help="with --score, a training metric is averaged over the last K steps")
+    cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    _compare_flags(cp)
+    plugin_flag(cp)
     return parser
+
+
+def _compare_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", default="iqm", choices=["iqm", "mean", "median", "optimality_gap"], help="aggregate over runs and tasks (default: iqm)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default: 0.95)")
+    p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples for each arm's interval (default: 50000)")
+    p.add_argument("--alpha", type=float, default=0.05, help="level of the tests (default: 0.05)")
+    p.add_argument("--stats-seed", type=int, default=0, metavar="S", help="seed of the bootstrap (default: 0)")
 
 
 def _registry(plugin_files: list[str]):
@@ -125,21 +163,9 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from rlsdk.config import load_config, load_yaml
-    from rlsdk.rundir import RunDir
-    from rlsdk.trainer import build_run, evaluate
+    from rlsdk.trainer import evaluate_checkpoint
 
-    registry = _registry(ns.plugin)
-    run_dir = RunDir(ns.run_dir)
-    config = load_config(registry, overrides=ns.overrides, base=load_yaml(run_dir.config_path))
-    ckpt = Path(ns.checkpoint) if ns.checkpoint else run_dir.latest_checkpoint()
-    if ckpt is None:
-        raise ConfigError(f"no checkpoint in {str(run_dir.checkpoints)!r}; train first or pass --checkpoint")
-    state = RunDir.load_checkpoint(ckpt)
-    run = build_run(config, registry, run_dir.path)
-    run.policy.load_state_dict(state["policy"])
-    result: dict[str, Any] = {"checkpoint": str(ckpt), "step": int(state["step"]), **evaluate(run, config["eval"]["size"], config["eval"]["temperature"])}
-    run_dir.write_json("eval.json", result)
+    result = evaluate_checkpoint(ns.run_dir, _registry(ns.plugin), ns.overrides, ns.checkpoint)
     if ns.json:
         print(json.dumps(result, indent=2))
     else:
@@ -188,10 +214,63 @@ def cmd_new_plugin(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds_arg(text: str | None) -> int | list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected a count such as 5 or a list such as 0,1,2") from None
+    return values[0] if "," not in text else values
+
+
+def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline: str | None = None, score: str | None = None, last: int | None = None):
+    from rlsdk.research.compare import compare
+    from rlsdk.research.experiment import load_scores
+    from rlsdk.rundir import atomic_write_text
+    from rlsdk.trainer import evaluate_checkpoint
+
+    scores, seeds, spec = load_scores(exp_dir, score, last, evaluate=lambda d: evaluate_checkpoint(d, registry))
+    result = compare(
+        scores, baseline, metric=ns.metric, confidence=ns.confidence, reps=ns.reps, alpha=ns.alpha, seed=ns.stats_seed
+    )
+    tasks = ", ".join(spec.tasks)
+    result.notes.insert(0, f"Score of a run: {score or spec.score}" + ("" if (score or spec.score).startswith("eval/") else f" (mean of the last {last or spec.last} steps)") + f"; tasks: {tasks}.")
+    data = {**result.to_dict(), "score": score or spec.score, "seeds": seeds, "tasks": list(spec.tasks)}
+    atomic_write_text(exp_dir / "comparison.json", json.dumps(data, indent=2) + "\n")
+    atomic_write_text(exp_dir / "comparison.md", f"# {spec.name}\n\n" + result.to_markdown())
+    return result, data
+
+
+def cmd_experiment(ns: argparse.Namespace) -> int:
+    from rlsdk.research.experiment import load_spec, run_experiment
+
+    registry = _registry(ns.plugin)
+    spec = load_spec(ns.spec, ns.overrides, _seeds_arg(ns.seeds))
+    exp_dir = Path(ns.out) if ns.out else Path("experiments") / spec.name
+    runs = len(spec.arms) * len(spec.tasks) * len(spec.seeds)
+    print(f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}")
+    run_experiment(spec, registry, exp_dir, log=lambda line: print(line, flush=True))
+    result, _ = _compare_and_write(exp_dir, ns, registry)
+    print()
+    print(result.to_markdown(), end="")
+    print(f"\nwritten: {exp_dir / 'comparison.md'}, {exp_dir / 'comparison.json'}")
+    return 0
+
+
+def cmd_compare(ns: argparse.Namespace) -> int:
+    exp_dir = Path(ns.exp_dir)
+    if ns.last is not None and ns.score is None:
+        raise ConfigError("--last only applies with --score (the experiment's own score already fixes it)")
+    result, data = _compare_and_write(exp_dir, ns, _registry(ns.plugin), ns.baseline, ns.score, ns.last)
+    print(json.dumps(data, indent=2) if ns.json else result.to_markdown(), end="\n" if ns.json else "")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rlsdk`` command."""
     ns = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin}[ns.command]
+    handler = {"train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin, "experiment": cmd_experiment, "compare": cmd_compare}[ns.command]
     try:
         return handler(ns)
     except RlsdkError as exc:

@@ -35,7 +35,7 @@ import pluggy
 import torch
 from torch import Tensor
 
-from rlsdk.config import dump_yaml, reward_specs
+from rlsdk.config import dump_yaml, load_config, load_yaml, reward_specs
 from rlsdk.errors import ConfigError
 from rlsdk.functional import aggregate, kl_estimate, masked_mean
 from rlsdk.plugins import Registry
@@ -47,7 +47,7 @@ from rlsdk.types import Example, LogprobBackend, LossOutput, Policy, RolloutBatc
 __all__ = [
     "Run", "RewardTerm", "build_run", "train", "completion_states", "sequence_logprobs", "trained_logprobs",
     "micro_batch_loss",
-    "select_backend", "default_run_dir",
+    "select_backend", "default_run_dir", "evaluate", "evaluate_checkpoint",
 ]
 
 
@@ -453,6 +453,33 @@ def evaluate(run: Run, size: int | None = None, temperature: float = 0.0) -> dic
     for name, values in rollout.reward_components.items():
         out[f"eval/{name}"] = float(values.mean())
     return out
+
+
+def evaluate_checkpoint(
+    run_dir: str | Path, registry: Registry, overrides: list[str] | None = None, checkpoint: str | Path | None = None
+) -> dict[str, Any]:
+    """Score a run's checkpoint on the task's held-out examples and write ``RUN_DIR/eval.json``.
+
+    Args:
+        run_dir: A run folder written by :func:`train`.
+        registry: The components.
+        overrides: ``key=value`` changes to the run's config, e.g. ``["eval.size=50"]``.
+        checkpoint: The checkpoint file (default: the run's latest).
+
+    Returns:
+        ``{"checkpoint", "step", "eval/reward", "eval/examples", "eval/<reward name>" ...}``.
+    """
+    rundir = RunDir(run_dir)
+    config = load_config(registry, overrides=overrides, base=load_yaml(rundir.config_path))
+    ckpt = Path(checkpoint) if checkpoint else rundir.latest_checkpoint()
+    if ckpt is None:
+        raise ConfigError(f"no checkpoint in {str(rundir.checkpoints)!r}; train first or pass a checkpoint")
+    state = RunDir.load_checkpoint(ckpt)
+    run = build_run(config, registry, rundir.path)
+    run.policy.load_state_dict(state["policy"])
+    result = {"checkpoint": str(ckpt), "step": int(state["step"]), **evaluate(run, config["eval"]["size"], config["eval"]["temperature"])}
+    rundir.write_json("eval.json", result)
+    return result
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,336 @@
+"""Multi-seed experiments: every arm of a comparison trained over the same seeds, each run scored.
+
+An experiment is described by a YAML file::
+
+    name: loss-swap                  # default: the file's stem
+    seeds: 5                         # the seeds 0..4, or a list such as [0, 1, 2]
+    config: base.yaml                # optional training config, relative to this file
+    overrides: [train.steps=200]     # for every run
+    arms:                            # arm name -> its overrides; the first arm is the baseline
+      grpo: []
+      cispo: [loss.name=cispo]
+    tasks:                           # optional: task name -> overrides (default: the config's task)
+      reverse: []
+      addition: [task.name=addition, task.digits=2]
+    score: eval/reward               # what one run scores (see below)
+    last: 20                         # for a training metric: the mean over the last 20 steps
+
+A run's config is built from the config file, then ``overrides``, the task's overrides, the arm's
+overrides, and finally ``seed=<k>``. Every arm runs the same seeds (common random numbers, so arms
+can also be compared seed by seed: Henderson et al., *Deep RL that Matters*, AAAI 2018).
+
+The score of a run is either an evaluation metric (a key starting with ``eval/``: the final policy is
+scored on the task's held-out examples, greedily, as ``rlsdk eval`` does) or a training metric from
+``metrics.jsonl``, averaged over the last ``last`` steps (less noisy than the last step alone;
+methodology section 8). The scores of an arm form the ``(runs, tasks)`` array that
+:mod:`rlsdk.research.stats` and :func:`rlsdk.research.compare.compare` take.
+
+The experiment folder::
+
+    EXP_DIR/experiment.yaml                the resolved spec
+    EXP_DIR/runs/<arm>/<task>/seed_<k>/    one run folder per arm, task and seed
+    EXP_DIR/scores.json                    every finished run's score (rewritten after each run)
+
+Running an experiment again continues it: finished runs (with ``summary.json``) are kept, an
+interrupted run resumes from its latest checkpoint, and ``seeds`` may grow. Any other change to the
+spec is refused, so the runs of one folder always answer the same question.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rlsdk.errors import ConfigError
+from rlsdk.rundir import atomic_write_text, read_metrics
+
+__all__ = ["ExperimentSpec", "load_spec", "run_experiment", "score_run", "load_scores", "run_path"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_KEYS = ("name", "seeds", "config", "overrides", "arms", "tasks", "score", "last")
+
+
+@dataclass
+class ExperimentSpec:
+    """A resolved experiment file (see the module docstring).
+
+    Attributes:
+        name: The experiment's name.
+        seeds: The root seeds every arm runs, in order.
+        arms: Arm name -> ``key=value`` overrides; the first arm is the baseline.
+        tasks: Task name -> ``key=value`` overrides (``{"default": []}`` when the file names none).
+        config: The training config file (absolute path), or None for the defaults.
+        overrides: ``key=value`` overrides for every run.
+        score: The metric a run is scored by (``eval/<key>`` or a key of ``metrics.jsonl``).
+        last: For a training metric, how many of the last steps are averaged.
+    """
+
+    name: str
+    seeds: list[int]
+    arms: dict[str, list[str]]
+    tasks: dict[str, list[str]] = field(default_factory=lambda: {"default": []})
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    score: str = "eval/reward"
+    last: int = 20
+
+    def run_overrides(self, arm: str, task: str, seed: int) -> list[str]:
+        """The overrides of one run, in the order they apply."""
+        return [*self.overrides, *self.tasks[task], *self.arms[arm], f"seed={seed}"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (what ``experiment.yaml`` holds)."""
+        return asdict(self)
+
+
+def _overrides(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise ConfigError(f"{where} must be a list of key=value strings, e.g. [loss.name=cispo], got {value!r}")
+    return list(value)
+
+
+def _named(value: Any, where: str, required: bool) -> dict[str, list[str]]:
+    if value is None and not required:
+        return {"default": []}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where} must map names to lists of key=value overrides, e.g. {{grpo: [], cispo: [loss.name=cispo]}}; got {value!r}")
+    out = {}
+    for name, overrides in value.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigError(f"{where} name {name!r} is not valid: use letters, digits and _.+- (it names a folder)")
+        out[name] = _overrides(overrides, f"{where}.{name}")
+    return out
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where} lists a seed twice: {value!r}")
+        return list(value)
+    raise ConfigError(f"{where} must be a count >= 1 or a list of distinct non-negative integers, got {value!r}")
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any = None) -> ExperimentSpec:
+    """Read and check an experiment file.
+
+    Args:
+        path: The YAML file.
+        overrides: ``key=value`` overrides appended to the file's ``overrides`` (from the command line).
+        seeds: Replaces the file's ``seeds`` (a count or a list).
+
+    Raises:
+        ConfigError: The file is missing or malformed; the message names the key and what is valid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"experiment file {str(path)!r} is not valid YAML: {exc}") from exc
+    where = f"experiment file {str(path)!r}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(_KEYS)}")
+    if "arms" not in data:
+        raise ConfigError(f"{where} has no 'arms'; give at least one, e.g. arms: {{grpo: []}}")
+    config = data.get("config")
+    if config is not None:
+        config = (path.parent / str(config)).resolve()
+        if not config.is_file():
+            raise ConfigError(f"{where}: config {str(data['config'])!r} not found (looked for {str(config)!r})")
+        config = str(config)
+    score = data.get("score", "eval/reward")
+    last = data.get("last", 20)
+    if not isinstance(score, str) or not score:
+        raise ConfigError(f"{where}: score must be a metric name such as eval/reward or reward/mean, got {score!r}")
+    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
+        raise ConfigError(f"{where}: last must be an integer >= 1, got {last!r}")
+    name = str(data.get("name", path.stem))
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{where}: name {name!r} is not valid: use letters, digits and _.+-")
+    return ExperimentSpec(
+        name=name,
+        seeds=_seeds(data.get("seeds", 3) if seeds is None else seeds, "seeds" if seeds is not None else f"{where}: seeds"),
+        arms=_named(data.get("arms"), f"{where}: arms", required=True),
+        tasks=_named(data.get("tasks"), f"{where}: tasks", required=False),
+        config=config,
+        overrides=[*_overrides(data.get("overrides"), f"{where}: overrides"), *_overrides(overrides, "command-line overrides")],
+        score=score,
+        last=last,
+    )
+
+
+def run_path(exp_dir: str | Path, arm: str, task: str, seed: int) -> Path:
+    """``EXP_DIR/runs/<arm>/<task>/seed_<seed>``."""
+    return Path(exp_dir) / "runs" / arm / task / f"seed_{seed}"
+
+
+def score_run(run_dir: str | Path, metric: str, last: int = 20, evaluate: Callable[[Path], dict[str, Any]] | None = None) -> float:
+    """The score of one finished run.
+
+    Args:
+        run_dir: The run folder.
+        metric: ``eval/<key>`` (read from ``eval.json``, which ``evaluate`` writes when it is missing
+            or older than the run's last step) or a key of ``metrics.jsonl``.
+        last: For a training metric, the number of last steps averaged.
+        evaluate: Scores the run's latest checkpoint (e.g. :func:`rlsdk.trainer.evaluate_checkpoint`).
+
+    Raises:
+        ConfigError: The metric is not recorded; the message lists the keys that are.
+    """
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    if not rows:
+        raise ConfigError(f"run {str(run_dir)!r} has no metrics.jsonl rows; it has not trained")
+    if metric.startswith("eval/"):
+        eval_path = run_dir / "eval.json"
+        result = json.loads(eval_path.read_text()) if eval_path.exists() else None
+        if (result is None or result.get("step") != rows[-1]["step"]) and evaluate is not None:
+            result = evaluate(run_dir)
+        if result is None:
+            raise ConfigError(f"run {str(run_dir)!r} has no eval.json; run `rlsdk eval {run_dir}` or score by a training metric")
+        if metric not in result:
+            keys = sorted(k for k in result if k.startswith("eval/"))
+            raise ConfigError(f"score {metric!r} is not in {str(eval_path)!r}; it holds {', '.join(keys)}")
+        return float(result[metric])
+    values = [r[metric] for r in rows if r.get(metric) is not None]
+    if not values:
+        keys = sorted({k for r in rows for k in r} - {"step", "wall_time"})
+        raise ConfigError(f"score {metric!r} is not in {str(run_dir / 'metrics.jsonl')!r}; its keys: {', '.join(keys)}")
+    tail = [float(v) for v in values[-last:]]
+    return sum(tail) / len(tail)
+
+
+def _check_same(exp_dir: Path, spec: ExperimentSpec) -> list[int]:
+    """The seeds already in ``exp_dir``'s spec; refuse a spec that asks another question."""
+    path = exp_dir / "experiment.yaml"
+    if not path.exists():
+        return []
+    old = yaml.safe_load(path.read_text()) or {}
+    new = spec.to_dict()
+    differ = [k for k in new if k != "seeds" and old.get(k) != new[k]]
+    if differ:
+        raise ConfigError(
+            f"experiment folder {str(exp_dir)!r} holds runs of another spec ({', '.join(differ)} differ); "
+            "choose another output folder, or change only seeds to add runs"
+        )
+    return list(old.get("seeds") or [])
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    registry: Any,
+    exp_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train every arm, task and seed of ``spec`` that is not finished yet, and score each run.
+
+    Args:
+        spec: The experiment.
+        registry: The components (:func:`rlsdk.get_registry`).
+        exp_dir: The experiment folder (created, or continued).
+        log: Receives one line per run.
+
+    Returns:
+        The content of ``scores.json``: ``{"score", "last", "scores": {arm: {task: {seed: value}}},
+        "seconds": {...}}`` with seeds as strings (JSON keys).
+    """
+    from rlsdk.config import load_config
+    from rlsdk.trainer import evaluate_checkpoint, train
+
+    exp_dir = Path(exp_dir)
+    earlier = _check_same(exp_dir, spec)
+    for seed in earlier:  # seeds may only grow: keep the runs already there
+        if seed not in spec.seeds:
+            spec.seeds.append(seed)
+    configs = {
+        (arm, task, seed): load_config(registry, spec.config, spec.run_overrides(arm, task, seed))
+        for arm in spec.arms
+        for task in spec.tasks
+        for seed in spec.seeds
+    }  # every config is checked before the first run starts
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(exp_dir / "experiment.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    result = _read_scores(exp_dir)
+    result.update(score=spec.score, last=spec.last)
+    for i, ((arm, task, seed), config) in enumerate(configs.items(), 1):
+        run_dir = run_path(exp_dir, arm, task, seed)
+        label = f"[{i}/{len(configs)}] {arm} / {task} / seed {seed}"
+        if not (run_dir / "summary.json").exists():
+            resume = (run_dir / "config.yaml").exists()
+            start = time.perf_counter()
+            train(config, registry, run_dir=run_dir, resume=resume, progress=False)
+            result["seconds"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = round(time.perf_counter() - start, 3)
+        value = score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry))
+        result["scores"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = value
+        atomic_write_text(exp_dir / "scores.json", json.dumps(result, indent=2) + "\n")
+        log(f"{label}: {spec.score} = {value:.4f}")
+    return result
+
+
+def _read_scores(exp_dir: Path) -> dict[str, Any]:
+    path = exp_dir / "scores.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    return {"scores": data.get("scores", {}), "seconds": data.get("seconds", {})}
+
+
+def load_scores(
+    exp_dir: str | Path, score: str | None = None, last: int | None = None, evaluate: Callable[[Path], dict[str, Any]] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, list[int]], ExperimentSpec]:
+    """Each arm's ``(runs, tasks)`` scores from an experiment folder.
+
+    Args:
+        exp_dir: The experiment folder.
+        score: Rescore every run by this metric instead of the spec's (see :func:`score_run`).
+        last: With ``score``: the number of last steps averaged (default: the spec's).
+        evaluate: Passed to :func:`score_run` (evaluates runs that have no ``eval.json`` yet).
+
+    Returns:
+        ``(scores, seeds, spec)``: arm -> array of shape ``(runs, tasks)`` (tasks in the spec's
+        order), arm -> the seeds of its rows (the seeds finished on every task), and the spec.
+
+    Raises:
+        ConfigError: The folder holds no experiment, or an arm has no seed finished on every task.
+    """
+    exp_dir = Path(exp_dir)
+    path = exp_dir / "experiment.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first")
+    spec = ExperimentSpec(**yaml.safe_load(path.read_text()))
+    metric, k = score or spec.score, last or spec.last
+    stored = _read_scores(exp_dir)["scores"]
+    scores, seeds = {}, {}
+    for arm in spec.arms:
+        rows, done = [], []
+        for seed in spec.seeds:
+            row = []
+            for task in spec.tasks:
+                run_dir = run_path(exp_dir, arm, task, seed)
+                if not (run_dir / "summary.json").exists():
+                    break
+                if score is None and str(seed) in stored.get(arm, {}).get(task, {}):
+                    row.append(float(stored[arm][task][str(seed)]))
+                else:
+                    row.append(score_run(run_dir, metric, k, evaluate))
+            if len(row) == len(spec.tasks):
+                rows.append(row)
+                done.append(seed)
+        if not rows:
+            raise ConfigError(f"arm {arm!r} of {str(exp_dir)!r} has no seed finished on every task; run `rlsdk experiment` to finish it")
+        scores[arm], seeds[arm] = np.asarray(rows, dtype=np.float64), done
+    return scores, seeds, spec
