@@ -181,11 +181,11 @@ def test_tutorial_experiment_runs(tmp_path, capsys):
 
 
 def test_experiment_example_is_valid():
-    """examples/experiment.yaml: every run's config resolves (the guide shows this file)."""
+    """examples/research/experiment.yaml: every run's config resolves (the guide shows this file)."""
     from rlsdk.config import load_config
     from rlsdk.research.experiment import load_spec
 
-    spec = load_spec(ROOT / "examples" / "experiment.yaml")
+    spec = load_spec(ROOT / "examples" / "research" / "experiment.yaml")
     registry = rlsdk.get_registry()
     configs = [load_config(registry, spec.config, spec.run_overrides(arm, "default", 0)) for arm in spec.arms]
     assert [c["algorithm"] for c in configs] == ["grpo", "dr_grpo", "grpo"] and configs[2]["loss"]["entropy_coef"] == 0

@@ -12,6 +12,10 @@
     Train every arm of an experiment over several seeds, then compare the arms.
 ``rlsdk compare EXP_DIR [--baseline ARM] [--metric iqm] [--score METRIC]``
     Intervals, tests and the detectable effect for an experiment's arms.
+``rlsdk sweep SWEEP.yaml [key=value ...] [--out DIR] [--trials N]``
+    Hyperparameter search with Optuna, each trial over a few seeds.
+``rlsdk reproduce RUN_DIR [--out DIR] [--steps K] [--atol A]``
+    Train a run again and compare its metrics and environment with the original's.
 
 Every command accepts ``--plugin FILE.py`` (repeatable) to load a plugin from a file.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -91,6 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seeds", metavar="N|LIST", help="replace the file's seeds: a count (5) or a list (0,1,2)")
     _compare_flags(ex)
     plugin_flag(ex)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="search hyperparameters with Optuna, each trial over a few seeds",
+        description="Run a sweep file: Optuna proposes a configuration per trial, each trains over the file's seeds into "
+        "SWEEP_DIR/trials/<n>/, and its value is the mean score. Running it again continues the study. Writes "
+        "SWEEP_DIR/sweep.json (every trial, the best one, parameter importances). Needs optuna (pip install 'rlsdk[sweep]').",
+    )
+    sw.add_argument("spec", metavar="SWEEP.yaml")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
+    sw.add_argument("--out", metavar="DIR", help="the sweep folder (default: sweeps/<name>)")
+    sw.add_argument("--trials", type=int, metavar="N", help="replace the file's number of trials (finished trials wanted)")
+    plugin_flag(sw)
+
+    rp = sub.add_parser(
+        "reproduce",
+        help="train a run again and check that its metrics repeat",
+        description="Train RUN_DIR's config again into a new folder, compare every metric step by step (exactly, unless "
+        "--atol/--rtol) and the manifests (versions, git, plugins, hardware, threads), and write NEW_DIR/reproduce.json. "
+        "Exit status 1 when the metrics differ.",
+    )
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--out", metavar="DIR", help="the new run folder (default: RUN_DIR-reproduce, -reproduce-2, ...)")
+    rp.add_argument("--steps", type=int, metavar="K", help="repeat only the first K steps (the schedule is the full run's)")
+    rp.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default: 0, bit for bit)")
+    rp.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default: 0)")
+    rp.add_argument("--json", action="store_true", help="print the report as JSON")
+    plugin_flag(rp)
 
     cp = sub.add_parser(
         "compare",
@@ -258,6 +291,37 @@ def cmd_experiment(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(ns: argparse.Namespace) -> int:
+    from rlsdk.research.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(ns.spec, ns.overrides, ns.trials)
+    sweep_dir = Path(ns.out) if ns.out else Path("sweeps") / spec.name
+    print(f"sweep {spec.name!r}: {spec.trials} trial(s) x {len(spec.seeds)} seed(s), {spec.sampler} sampler, {spec.direction} {spec.score}, in {sweep_dir}")
+    summary = run_sweep(spec, _registry(ns.plugin), sweep_dir, log=lambda line: print(line, flush=True))
+    done = sorted((t for t in summary["trials"] if t["state"] == "COMPLETE"), key=lambda t: t["value"], reverse=spec.direction == "maximize")
+    print(f"\nbest of {len(done)} finished trial(s):")
+    for t in done[:5]:
+        print(f"  trial {t['number']:>4}  {t['value']:.4f}  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()))
+    if "importances" in summary:
+        print("importances (" + summary["importance_method"] + "): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
+    best = summary["best"]["overrides"]
+    train_cmd = shlex.join(["rlsdk", "train", *([spec.config] if spec.config else []), *spec.overrides, *best])
+    print(
+        f"\nThe best value is biased upwards: it is the best of {len(done)} noisy estimates. Confirm it on fresh seeds\n"
+        f"beside your baseline, as an experiment arm:  tuned: [{', '.join(best)}]\n"
+        f"train it alone: {train_cmd}\nwritten: {sweep_dir / 'sweep.json'}"
+    )
+    return 0
+
+
+def cmd_reproduce(ns: argparse.Namespace) -> int:
+    from rlsdk.research.reproduce import reproduce
+
+    report = reproduce(ns.run_dir, _registry(ns.plugin), ns.out, steps=ns.steps, atol=ns.atol, rtol=ns.rtol)
+    print(json.dumps(report.to_dict(), indent=2) if ns.json else report.to_text())
+    return 0 if report.identical else 1
+
+
 def cmd_compare(ns: argparse.Namespace) -> int:
     exp_dir = Path(ns.exp_dir)
     if ns.last is not None and ns.score is None:
@@ -269,8 +333,19 @@ def cmd_compare(ns: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rlsdk`` command."""
-    ns = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin, "experiment": cmd_experiment, "compare": cmd_compare}[ns.command]
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    # argparse stops filling a `key=value ...` positional at the first option; take the ones after it too
+    field = next((f for f in ("args", "overrides") if isinstance(getattr(ns, f, None), list)), None)
+    if extra and (field is None or any(a.startswith("-") or "=" not in a for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(ns, field, [*getattr(ns, field), *extra])
+    handlers = {
+        "train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin,
+        "experiment": cmd_experiment, "compare": cmd_compare, "sweep": cmd_sweep, "reproduce": cmd_reproduce,
+    }  # fmt: skip
+    handler = handlers[ns.command]
     try:
         return handler(ns)
     except RlsdkError as exc:

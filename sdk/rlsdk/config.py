@@ -91,7 +91,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"bad override {item!r}: expected key=value, for example train.steps=50")
     try:
         return _to_plain(OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
         raise ConfigError(f"bad override in {overrides}: {exc}") from exc
 
 

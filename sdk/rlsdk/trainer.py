@@ -492,6 +492,7 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool | None = None,
+    until: int | None = None,
 ) -> dict[str, Any]:
     """Train, writing the run folder; return a summary.
 
@@ -501,6 +502,8 @@ def train(
         run_dir: The run folder (default: ``config["run"]["dir"]`` or a new one under ``run.root``).
         resume: Continue the run in ``run_dir`` from its latest checkpoint.
         progress: Show a progress bar (default: ``config["run"]["progress"]``).
+        until: Stop after this step (default: ``train.steps``). The learning-rate schedule still
+            follows ``train.steps``, so the steps run are those of the full run (``rlsdk reproduce --steps``).
     """
     run_dir = Path(run_dir or config["run"]["dir"] or default_run_dir(config))
     config = copy.deepcopy(config)
@@ -529,7 +532,7 @@ def train(
         tracker.log_config(config)
     run.hook.on_train_start(run=run)
 
-    steps = int(config["train"]["steps"])
+    steps = int(config["train"]["steps"]) if until is None else min(int(until), int(config["train"]["steps"]))
     every = int(config["run"]["checkpoint_every"])
     last_saved = run.step
     show = config["run"]["progress"] if progress is None else progress
