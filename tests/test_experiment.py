@@ -251,6 +251,7 @@ def test_cli_experiment_then_compare(tmp_path, capsys):
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["baseline"] == "grpo" and saved["seeds"] == {"grpo": [0, 1], "reinforce": [0, 1]} and saved["reps"] == 200
     assert (out / "comparison.md").read_text().startswith("# exp\n")
+    assert f"{out / 'curves.png'}, {out / 'comparison.png'}" in printed  # the plots of `rlsdk report`
 
     assert main(["compare", str(out), "--baseline", "reinforce", "--score", "reward/mean", "--last", "1", "--json", "--reps", "100"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -37,6 +37,9 @@ PUBLIC_MODULES = [
     "rlsdk.research.stats",
     "rlsdk.research.experiment",
     "rlsdk.research.compare",
+    "rlsdk.research.sweep",
+    "rlsdk.research.reproduce",
+    "rlsdk.research.report",
     "rlsdk.scaffold",
     "rlsdk.testing",
 ]
@@ -189,6 +192,21 @@ def test_experiment_example_is_valid():
     registry = rlsdk.get_registry()
     configs = [load_config(registry, spec.config, spec.run_overrides(arm, "default", 0)) for arm in spec.arms]
     assert [c["algorithm"] for c in configs] == ["grpo", "dr_grpo", "grpo"] and configs[2]["loss"]["entropy_coef"] == 0
+
+
+def test_sweep_example_is_valid():
+    """examples/research/sweep.yaml: both ends of every range give a valid config."""
+    from rlsdk.config import load_config
+    from rlsdk.research.sweep import load_sweep
+
+    spec = load_sweep(ROOT / "examples" / "research" / "sweep.yaml")
+    registry = rlsdk.get_registry()
+    assert [p.kind for p in spec.space] == ["float", "float", "int"]
+    for param in spec.space:
+        for value in param.corners():
+            config = load_config(registry, spec.config, spec.trial_overrides({param.key: value}, 0))
+            section, key = param.key.split(".")
+            assert config[section][key] == value
 
 
 def test_tutorial_matches_the_generated_package(tmp_path):

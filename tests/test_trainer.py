@@ -215,6 +215,16 @@ def test_atomic_write_keeps_the_old_file_on_a_crash(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
+def test_written_files_have_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp makes 0o600 files; rlsdk's files (results others read) follow the umask like open()."""
+    (tmp_path / "plain").write_text("x")
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    atomic_write_text(tmp_path / "config.yaml", "x")
+    checkpoint = RunDir(tmp_path).save_checkpoint(1, {"step": 1})
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == expected
+    assert checkpoint.stat().st_mode & 0o777 == expected
+
+
 def test_torn_metrics_line_is_ignored(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "x": 1.0}\n{"step": 2, "x"')

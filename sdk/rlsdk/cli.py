@@ -14,6 +14,8 @@
     Intervals, tests and the detectable effect for an experiment's arms.
 ``rlsdk sweep SWEEP.yaml [key=value ...] [--out DIR] [--trials N]``
     Hyperparameter search with Optuna, each trial over a few seeds.
+``rlsdk report RUN_DIR|EXP_DIR [--smooth K]``
+    Plot the training dynamics of a run, or of an experiment's arms over seeds.
 ``rlsdk reproduce RUN_DIR [--out DIR] [--steps K] [--atol A]``
     Train a run again and compare its metrics and environment with the original's.
 
@@ -109,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", metavar="DIR", help="the sweep folder (default: sweeps/<name>)")
     sw.add_argument("--trials", type=int, metavar="N", help="replace the file's number of trials (finished trials wanted)")
     plugin_flag(sw)
+
+    rt = sub.add_parser(
+        "report",
+        help="plot the training dynamics of a run or an experiment",
+        description="Plot a run folder (RUN_DIR/dynamics.png: reward, eval reward, KL, entropy, loss, clip fraction, grad "
+        "norm, response length, learning rate) or an experiment folder (curves.png: per arm the median over seeds with "
+        "a 10-90% band; comparison.png when the experiment has been compared).",
+    )
+    rt.add_argument("path", metavar="RUN_DIR|EXP_DIR")
+    rt.add_argument("--smooth", type=int, default=1, metavar="K", help="trailing moving average over K steps (default: 1, none)")
 
     rp = sub.add_parser(
         "reproduce",
@@ -284,10 +296,13 @@ def cmd_experiment(ns: argparse.Namespace) -> int:
     runs = len(spec.arms) * len(spec.tasks) * len(spec.seeds)
     print(f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}")
     run_experiment(spec, registry, exp_dir, log=lambda line: print(line, flush=True))
+    from rlsdk.research.report import report
+
     result, _ = _compare_and_write(exp_dir, ns, registry)
     print()
     print(result.to_markdown(), end="")
-    print(f"\nwritten: {exp_dir / 'comparison.md'}, {exp_dir / 'comparison.json'}")
+    plots = ", ".join(str(p) for p in report(exp_dir))
+    print(f"\nwritten: {exp_dir / 'comparison.md'}, {exp_dir / 'comparison.json'}, {plots}")
     return 0
 
 
@@ -311,6 +326,14 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         f"beside your baseline, as an experiment arm:  tuned: [{', '.join(best)}]\n"
         f"train it alone: {train_cmd}\nwritten: {sweep_dir / 'sweep.json'}"
     )
+    return 0
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    from rlsdk.research.report import report
+
+    for path in report(ns.path, smooth=ns.smooth):
+        print(f"written: {path}")
     return 0
 
 
@@ -344,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin,
         "experiment": cmd_experiment, "compare": cmd_compare, "sweep": cmd_sweep, "reproduce": cmd_reproduce,
+        "report": cmd_report,
     }  # fmt: skip
     handler = handlers[ns.command]
     try:

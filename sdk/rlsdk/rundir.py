@@ -33,11 +33,22 @@ from rlsdk.errors import ConfigError
 __all__ = ["RunDir", "atomic_write_bytes", "atomic_write_text", "read_metrics"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of the files rlsdk writes: those of a plain ``open`` (``mkstemp`` alone gives 0o600).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -127,6 +138,7 @@ class RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.checkpoints, prefix=".ckpt.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, _FILE_MODE)
         try:
             torch.save(state, tmp)
             with open(tmp, "rb") as f:

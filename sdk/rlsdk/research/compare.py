@@ -6,7 +6,7 @@ For every arm, with ``X`` its ``(runs, tasks)`` scores and ``Y`` the baseline's:
 - the difference ``metric(X) - metric(Y)`` with an interval from resampling X and Y independently;
 - the probability of improvement ``P(X > Y)`` with its interval (Agarwal et al., NeurIPS 2021);
 - Welch's t-test on the per-seed scores (averaged over tasks), with Holm's correction over the
-  arms compared (methodology sections 4-5);
+  arms compared (Holm 1979);
 - the minimum detectable effect: the smallest standardised difference ``d`` a two-sided Welch-type
   test at ``alpha`` finds with power 0.8 given the seeds at hand, and that ``d`` in score units
   (``d`` times the pooled standard deviation). With 5 seeds per arm it is about 2 standard deviations

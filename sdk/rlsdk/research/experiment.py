@@ -21,8 +21,7 @@ can also be compared seed by seed: Henderson et al., *Deep RL that Matters*, AAA
 
 The score of a run is either an evaluation metric (a key starting with ``eval/``: the final policy is
 scored on the task's held-out examples, greedily, as ``rlsdk eval`` does) or a training metric from
-``metrics.jsonl``, averaged over the last ``last`` steps (less noisy than the last step alone;
-methodology section 8). The scores of an arm form the ``(runs, tasks)`` array that
+``metrics.jsonl``, averaged over the last ``last`` steps (less noisy than the last step alone). The scores of an arm form the ``(runs, tasks)`` array that
 :mod:`rlsdk.research.stats` and :func:`rlsdk.research.compare.compare` take.
 
 The experiment folder::

@@ -1,16 +1,16 @@
 """Aggregate metrics, bootstrap intervals, tests, multiple-comparison corrections and power for RL experiments.
 
-Data model (methodology.md section 1): the scores of one algorithm form a float array of shape ``(runs, tasks)``;
+Data model: the scores of one algorithm form a float array of shape ``(runs, tasks)``;
 *runs* are training seeds and *tasks* are benchmarks, normalised per task before aggregating. Every metric also
 accepts leading batch axes, ``(..., runs, tasks) -> (...)``, so the bootstrap evaluates all resamples of a chunk in
 one call.
 
 The metrics follow Agarwal et al., *Deep Reinforcement Learning at the Edge of the Statistical Precipice*
-(NeurIPS 2021, the rliable library), implemented here on numpy/scipy. Defaults (methodology section 3): 95%
+(NeurIPS 2021, the rliable library), implemented here on numpy/scipy. Defaults: 95%
 percentile intervals, 50,000 bootstrap reps for aggregate metrics and 2,000 for P(X > Y), and all randomness drawn
 from an explicit ``np.random.Generator`` (or an int seed), so the same seed gives the same interval bit for bit.
 rliable ignores its ``random_state`` for the resampling indices (they come from the global ``np.random``), which
-is why rlsdk resamples itself. Tests, corrections and power follow methodology sections 4-6.
+is why rlsdk resamples itself.
 """
 
 from __future__ import annotations
@@ -434,7 +434,7 @@ def power(d: float, n: int, alpha: float = 0.05, alternative: str = "two-sided")
 
     df = 2n - 2, noncentrality delta = d sqrt(n/2); two-sided power = 1 - F_nct(t_{1-alpha/2}; df, delta) +
     F_nct(-t_{1-alpha/2}; df, delta), one-sided ("greater") = 1 - F_nct(t_{1-alpha}; df, delta)
-    (Cohen 1988; Colas et al., *How Many Random Seeds?*, 2018; methodology section 6).
+    (Cohen 1988; Colas et al., *How Many Random Seeds?*, 2018).
 
     Args:
         d: standardised effect size.
@@ -457,7 +457,7 @@ def power(d: float, n: int, alpha: float = 0.05, alternative: str = "two-sided")
 def seeds_needed(d: float, power: float = 0.8, alpha: float = 0.05, alternative: str = "two-sided") -> int:
     """The smallest number of seeds per arm n >= 2 whose t-test :func:`power` at effect ``d`` reaches ``power``.
 
-    Power grows with n, so the search doubles n and then bisects (Colas et al. 2018; methodology section 6).
+    Power grows with n, so the search doubles n and then bisects (Colas et al. 2018).
 
     Args:
         d: standardised effect size, > 0.
@@ -495,7 +495,7 @@ def seeds_needed(d: float, power: float = 0.8, alpha: float = 0.05, alternative:
 def min_detectable_effect(n: int, power: float = 0.8, alpha: float = 0.05, alternative: str = "two-sided") -> float:
     """The effect d > 0 at which the t-test with ``n`` seeds per arm has the target ``power`` (Colas et al. 2018).
 
-    Solves :func:`power` (d, n) = ``power`` with ``scipy.optimize.brentq`` (methodology section 6).
+    Solves :func:`power` (d, n) = ``power`` with ``scipy.optimize.brentq``.
 
     Args:
         n: seeds per arm, >= 2.
