@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -274,3 +275,77 @@ def test_cli_errors(tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path, spec=spec) for a in args]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# Ablations and paired comparisons
+
+
+def test_ablation_spec_builds_arms_from_the_full_method(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text("full: [loss.kl_coef=0.04]\nablations:\n  no_kl: [loss.kl_coef=0]\n  no_ent: [loss.entropy_coef=0]\n")
+    spec = load_spec(path)
+    assert spec.arms == {"full": ["loss.kl_coef=0.04"], "no_kl": ["loss.kl_coef=0.04", "loss.kl_coef=0"], "no_ent": ["loss.kl_coef=0.04", "loss.entropy_coef=0"]}
+    assert spec.paired is True
+    config = load_config(get_registry(), None, spec.run_overrides("no_kl", "default", 0))
+    assert config["loss"]["kl_coef"] == 0  # the ablation's change comes after the full method's
+    for text, message in [
+        ("arms: {a: []}\nfull: []\nablations: {b: []}\n", "has 'arms' and 'full'/'ablations'"),
+        ("full: []\nablations: {full: []}\n", "'full' names the full method"),
+        ("full: []\n", "ablations must map names"),
+        ("arms: {a: []}\npaired: yes please\n", "paired must be true or false"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_spec(path)
+
+
+def _shared_seed_effect(seed: int = 0, n: int = 8):
+    """Scores whose seed-to-seed spread (sd 1) dwarfs a consistent +0.3 of arm b over arm a on every seed."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.0, 1.0, size=n)
+    return base, base + 0.3 + rng.normal(0.0, 0.02, size=n)
+
+
+def test_paired_comparison_finds_what_welch_misses():
+    a, b = _shared_seed_effect()
+    welch = compare({"a": a, "b": b}, reps=200, pair_reps=200).arms[1]
+    paired = compare({"a": a, "b": b}, reps=200, pair_reps=200, paired=True).arms[1]
+    assert welch.welch.test == "welch" and not welch.significant
+    assert paired.welch.test == "paired-t" and paired.significant and paired.pairs == 8
+    assert paired.welch.p_value == pytest.approx(stats.paired_t_test(b, a).p_value)
+    assert paired.diff.low > 0.25 and welch.diff.low < 0  # pairs resampled together: a narrow interval
+    assert paired.mde == pytest.approx(stats.min_detectable_effect(8, paired=True))
+    assert paired.mde_score == pytest.approx(paired.mde * np.std(b - a, ddof=1))
+    assert "paired t p (Holm)" in compare({"a": a, "b": b}, reps=10, pair_reps=10, paired=True).to_markdown()
+
+
+def test_paired_comparison_pairs_rows_by_seed():
+    a, b = _shared_seed_effect()
+    # b lacks seed 3 and lists its rows in another order: pairing must follow the seeds, not the rows
+    order = [7, 6, 5, 4, 2, 1, 0]
+    result = compare(
+        {"a": a, "b": b[order]}, reps=10, pair_reps=10, paired=True, seeds={"a": list(range(8)), "b": order}
+    ).arms[1]
+    common = [0, 1, 2, 4, 5, 6, 7]
+    assert result.pairs == 7 and result.welch.p_value == pytest.approx(stats.paired_t_test(b[common], a[common]).p_value)
+    with pytest.raises(ConfigError, match="needs equal numbers of runs, or the seeds of each run"):
+        compare({"a": a, "b": b[:5]}, reps=10, pair_reps=10, paired=True)
+    with pytest.raises(ConfigError, match="share no seed"):
+        compare({"a": a[:2], "b": b[:2]}, reps=10, pair_reps=10, paired=True, seeds={"a": [0, 1], "b": [2, 3]})
+    with pytest.raises(ConfigError, match="one seed per run"):
+        compare({"a": a, "b": b}, reps=10, pair_reps=10, paired=True, seeds={"a": [0], "b": list(range(8))})
+
+
+def test_cli_ablate(tmp_path, capsys):
+    path = tmp_path / "abl.yaml"
+    path.write_text(yaml.safe_dump({"seeds": 2, "overrides": [*TINY, "train.steps=1"], "full": [], "ablations": {"reinforce": ["loss.name=reinforce"]}, "score": "reward/mean"}))
+    out = tmp_path / "out"
+    assert main(["ablate", str(path), "--out", str(out), "--reps", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "| **full** (baseline) | 2 |" in printed and "paired t p (Holm)" in printed
+    assert json.loads((out / "comparison.json").read_text())["paired"] is True
+    assert main(["compare", str(out), "--no-paired", "--json", "--reps", "100"]) == 0
+    assert json.loads(capsys.readouterr().out)["paired"] is False
+    assert main(["ablate", str(write_spec(tmp_path)), "--out", str(tmp_path / "x")]) == 2
+    assert "lists arms, not an ablation" in capsys.readouterr().err

@@ -194,6 +194,19 @@ def test_experiment_example_is_valid():
     assert [c["algorithm"] for c in configs] == ["grpo", "dr_grpo", "grpo"] and configs[2]["loss"]["entropy_coef"] == 0
 
 
+def test_ablation_example_is_valid():
+    """examples/research/ablation.yaml: every arm's config resolves and differs from full in one place."""
+    from rlsdk.config import load_config
+    from rlsdk.research.experiment import load_spec
+
+    spec = load_spec(ROOT / "examples" / "research" / "ablation.yaml")
+    registry = rlsdk.get_registry()
+    full, *ablations = [load_config(registry, spec.config, spec.run_overrides(arm, "default", 0))["loss"] for arm in spec.arms]
+    assert spec.paired and list(spec.arms)[0] == "full" and full["kl_coef"] == 0.04
+    for loss in ablations:
+        assert sum(loss[k] != full[k] for k in full) == 1
+
+
 def test_sweep_example_is_valid():
     """examples/research/sweep.yaml: both ends of every range give a valid config."""
     from rlsdk.config import load_config

@@ -444,3 +444,65 @@ def test_seeds_needed_is_the_smallest(d, target, alternative):
 def test_power_validation(call, pattern):
     with pytest.raises(ConfigError, match=pattern):
         call()
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired designs (runs paired by seed)
+
+
+@FAST
+@given(
+    n=st.integers(2, 12),
+    seed=st.integers(0, 2**32 - 1),
+    shift=st.floats(-2, 2),
+    noise=st.floats(0.01, 2),
+)
+def test_paired_t_matches_scipy(n, seed, shift, noise):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n)
+    x = y + shift + noise * rng.normal(size=n)
+    got, want = S.paired_t_test(x, y), sps.ttest_rel(x, y)
+    assert got.test == "paired-t" and got.df == n - 1
+    assert got.statistic == pytest.approx(want.statistic, rel=1e-9) and got.p_value == pytest.approx(want.pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_paired_t_constant_differences_and_errors():
+    assert S.paired_t_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]).p_value == 1.0
+    shifted = S.paired_t_test([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
+    assert shifted.p_value == 0.0 and shifted.statistic == math.inf
+    with pytest.raises(ConfigError, match="x has 3 runs and y has 2; the paired t test needs one y per x"):
+        S.paired_t_test([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ConfigError, match="x has 1 run"):
+        S.paired_t_test([1.0], [2.0])
+
+
+def test_paired_power_against_simulation():
+    """The noncentral-t power of the paired test, against 20,000 simulated experiments of 8 pairs at d_z = 1."""
+    n, d, reps = 8, 1.0, 20_000
+    diffs = np.random.default_rng(0).normal(d, 1.0, size=(reps, n))
+    t = diffs.mean(axis=1) / (diffs.std(axis=1, ddof=1) / np.sqrt(n))
+    simulated = float(np.mean(2 * sps.t.sf(np.abs(t), n - 1) < 0.05))
+    assert S.power(d, n, paired=True) == pytest.approx(simulated, abs=0.012)
+    assert S.power(d, n, paired=True) > S.power(d, n)  # n pairs: df n - 1 but noncentrality d sqrt(n), not d sqrt(n/2)
+
+
+@FAST
+@given(d=st.floats(0.3, 4.0), target=st.floats(0.5, 0.95))
+def test_paired_seeds_needed_is_the_smallest_n(d, target):
+    n = S.seeds_needed(d, target, paired=True)
+    assert S.power(d, n, paired=True) >= target
+    assert n == 2 or S.power(d, n - 1, paired=True) < target
+    mde = S.min_detectable_effect(n, target, paired=True)
+    assert mde <= d + 1e-9 and S.power(mde, n, paired=True) == pytest.approx(target, abs=1e-6)
+
+
+def test_paired_bootstrap_keeps_the_pairing():
+    """y = x + 1 exactly: every paired resample has mean(x) - mean(y) = -1; independent resamples do not."""
+    x = np.random.default_rng(3).normal(size=(8, 2))
+    diff = lambda a, b: S.mean(a) - S.mean(b)  # noqa: E731
+    paired = S.bootstrap_ci_two(x, x + 1.0, diff, rng=0, reps=500, paired=True)
+    assert paired.point == pytest.approx(-1.0) and paired.low == pytest.approx(-1.0) and paired.high == pytest.approx(-1.0)
+    independent = S.bootstrap_ci_two(x, x + 1.0, diff, rng=0, reps=500)
+    assert independent.high - independent.low > 0.5
+    with pytest.raises(ConfigError, match=r"paired samples need one shape; x has \(8, 2\) and y has \(7, 2\)"):
+        S.bootstrap_ci_two(x, x[:7], diff, rng=0, reps=10, paired=True)

@@ -10,6 +10,8 @@
     Create a plugin package from the cookiecutter template.
 ``rlsdk experiment EXPERIMENT.yaml [key=value ...] [--out DIR] [--seeds N|LIST]``
     Train every arm of an experiment over several seeds, then compare the arms.
+``rlsdk ablate ABLATION.yaml [key=value ...] [--out DIR] [--seeds N|LIST]``
+    The same for a method and its ablations, compared seed by seed with the full method.
 ``rlsdk compare EXP_DIR [--baseline ARM] [--metric iqm] [--score METRIC]``
     Intervals, tests and the detectable effect for an experiment's arms.
 ``rlsdk sweep SWEEP.yaml [key=value ...] [--out DIR] [--trials N]``
@@ -86,18 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     np_.add_argument("--no-input", action="store_true", help="do not prompt; take the answers from the options")
     np_.add_argument("--template", metavar="DIR", help="template folder (default: $RLSDK_PLUGIN_TEMPLATE, else the repository's cookiecutter-plugin/)")
     plugin_flag(np_)
-    ex = sub.add_parser(
-        "experiment",
-        help="train every arm of an experiment over several seeds and compare them",
-        description="Run an experiment file: every arm, task and seed trained into EXP_DIR/runs/, each run scored, then "
-        "the arms compared with the baseline (the first arm). Running it again continues where it stopped.",
-    )
-    ex.add_argument("spec", metavar="EXPERIMENT.yaml")
-    ex.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
-    ex.add_argument("--out", metavar="DIR", help="the experiment folder (default: experiments/<name>)")
-    ex.add_argument("--seeds", metavar="N|LIST", help="replace the file's seeds: a count (5) or a list (0,1,2)")
-    _compare_flags(ex)
-    plugin_flag(ex)
+    for name, help_, description in (
+        (
+            "experiment",
+            "train every arm of an experiment over several seeds and compare them",
+            "Run an experiment file: every arm, task and seed trained into EXP_DIR/runs/, each run scored, then the arms "
+            "compared with the baseline (the first arm) and plotted. Running it again continues where it stopped.",
+        ),
+        (
+            "ablate",
+            "train a method and its ablations over the same seeds and compare them pairwise",
+            "Run an ablation file (the full method and one change per ablation): like `rlsdk experiment`, with each "
+            "ablation compared with the full method seed by seed (paired t-tests, Holm-corrected).",
+        ),
+    ):
+        ex = sub.add_parser(name, help=help_, description=description)
+        ex.add_argument("spec", metavar="ABLATION.yaml" if name == "ablate" else "EXPERIMENT.yaml")
+        ex.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
+        ex.add_argument("--out", metavar="DIR", help="the experiment folder (default: experiments/<name>)")
+        ex.add_argument("--seeds", metavar="N|LIST", help="replace the file's seeds: a count (5) or a list (0,1,2)")
+        _compare_flags(ex)
+        plugin_flag(ex)
 
     sw = sub.add_parser(
         "sweep",
@@ -160,6 +171,10 @@ def _compare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples for each arm's interval (default: 50000)")
     p.add_argument("--alpha", type=float, default=0.05, help="level of the tests (default: 0.05)")
     p.add_argument("--stats-seed", type=int, default=0, metavar="S", help="seed of the bootstrap (default: 0)")
+    p.add_argument(
+        "--paired", action=argparse.BooleanOptionalAction, default=None,
+        help="pair runs by seed: paired t-tests (default: the spec's `paired`, true for an ablation)",
+    )  # fmt: skip
 
 
 def _registry(plugin_files: list[str]):
@@ -276,9 +291,11 @@ def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline
     from rlsdk.trainer import evaluate_checkpoint
 
     scores, seeds, spec = load_scores(exp_dir, score, last, evaluate=lambda d: evaluate_checkpoint(d, registry))
+    paired = spec.paired if ns.paired is None else ns.paired
     result = compare(
-        scores, baseline, metric=ns.metric, confidence=ns.confidence, reps=ns.reps, alpha=ns.alpha, seed=ns.stats_seed
-    )
+        scores, baseline, metric=ns.metric, confidence=ns.confidence, reps=ns.reps, alpha=ns.alpha, seed=ns.stats_seed,
+        paired=paired, seeds=seeds,
+    )  # fmt: skip
     tasks = ", ".join(spec.tasks)
     result.notes.insert(0, f"Score of a run: {score or spec.score}" + ("" if (score or spec.score).startswith("eval/") else f" (mean of the last {last or spec.last} steps)") + f"; tasks: {tasks}.")
     data = {**result.to_dict(), "score": score or spec.score, "seeds": seeds, "tasks": list(spec.tasks)}
@@ -288,10 +305,15 @@ def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline
 
 
 def cmd_experiment(ns: argparse.Namespace) -> int:
+    """``rlsdk experiment`` and ``rlsdk ablate``."""
+    import yaml
+
     from rlsdk.research.experiment import load_spec, run_experiment
 
     registry = _registry(ns.plugin)
     spec = load_spec(ns.spec, ns.overrides, _seeds_arg(ns.seeds))
+    if ns.command == "ablate" and "ablations" not in yaml.safe_load(Path(ns.spec).read_text()):
+        raise ConfigError(f"{ns.spec!r} lists arms, not an ablation: give 'full' and 'ablations' (or run `rlsdk experiment`)")
     exp_dir = Path(ns.out) if ns.out else Path("experiments") / spec.name
     runs = len(spec.arms) * len(spec.tasks) * len(spec.seeds)
     print(f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}")
@@ -366,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         setattr(ns, field, [*getattr(ns, field), *extra])
     handlers = {
         "train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin,
-        "experiment": cmd_experiment, "compare": cmd_compare, "sweep": cmd_sweep, "reproduce": cmd_reproduce,
+        "experiment": cmd_experiment, "ablate": cmd_experiment, "compare": cmd_compare, "sweep": cmd_sweep, "reproduce": cmd_reproduce,
         "report": cmd_report,
     }  # fmt: skip
     handler = handlers[ns.command]

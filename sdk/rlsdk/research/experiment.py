@@ -15,6 +15,16 @@ An experiment is described by a YAML file::
     score: eval/reward               # what one run scores (see below)
     last: 20                         # for a training metric: the mean over the last 20 steps
 
+An **ablation** replaces ``arms`` with the full method and one change at a time::
+
+    full: [loss.kl_coef=0.04]        # the full method's overrides
+    ablations:                       # each arm is the full method plus one change
+      no_kl: [loss.kl_coef=0]
+      no_entropy: [loss.entropy_coef=0]
+
+which makes the arms ``full``, ``no_kl`` and ``no_entropy`` (``full`` first, the baseline), and sets
+``paired: true``: the comparison pairs the runs of each arm with the full method's by seed.
+
 A run's config is built from the config file, then ``overrides``, the task's overrides, the arm's
 overrides, and finally ``seed=<k>``. Every arm runs the same seeds (common random numbers, so arms
 can also be compared seed by seed: Henderson et al., *Deep RL that Matters*, AAAI 2018).
@@ -54,7 +64,7 @@ from rlsdk.rundir import atomic_write_text, read_metrics
 __all__ = ["ExperimentSpec", "load_spec", "run_experiment", "score_run", "load_scores", "run_path"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-_KEYS = ("name", "seeds", "config", "overrides", "arms", "tasks", "score", "last")
+_KEYS = ("name", "seeds", "config", "overrides", "arms", "full", "ablations", "tasks", "score", "last", "paired")
 
 
 @dataclass
@@ -70,6 +80,8 @@ class ExperimentSpec:
         overrides: ``key=value`` overrides for every run.
         score: The metric a run is scored by (``eval/<key>`` or a key of ``metrics.jsonl``).
         last: For a training metric, how many of the last steps are averaged.
+        paired: Compare arms seed by seed (:func:`rlsdk.research.compare.compare`'s ``paired``);
+            true for an ablation.
     """
 
     name: str
@@ -80,6 +92,7 @@ class ExperimentSpec:
     overrides: list[str] = field(default_factory=list)
     score: str = "eval/reward"
     last: int = 20
+    paired: bool = False
 
     def run_overrides(self, arm: str, task: str, seed: int) -> list[str]:
         """The overrides of one run, in the order they apply."""
@@ -145,8 +158,22 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any =
     unknown = sorted(set(data) - set(_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(_KEYS)}")
-    if "arms" not in data:
-        raise ConfigError(f"{where} has no 'arms'; give at least one, e.g. arms: {{grpo: []}}")
+    ablation = "full" in data or "ablations" in data
+    if ablation and "arms" in data:
+        raise ConfigError(f"{where} has 'arms' and 'full'/'ablations'; an experiment lists arms, an ablation the full method and its ablations")
+    if ablation:
+        full = _overrides(data.get("full"), f"{where}: full")
+        ablations = _named(data.get("ablations"), f"{where}: ablations", required=True)
+        if "full" in ablations:
+            raise ConfigError(f"{where}: 'full' names the full method; call the ablation something else")
+        arms = {"full": full, **{name: [*full, *change] for name, change in ablations.items()}}
+    elif "arms" in data:
+        arms = _named(data.get("arms"), f"{where}: arms", required=True)
+    else:
+        raise ConfigError(f"{where} has no 'arms' (or 'full' and 'ablations'); give at least one, e.g. arms: {{grpo: []}}")
+    paired = data.get("paired", ablation)
+    if not isinstance(paired, bool):
+        raise ConfigError(f"{where}: paired must be true or false, got {paired!r}")
     config = data.get("config")
     if config is not None:
         config = (path.parent / str(config)).resolve()
@@ -165,12 +192,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any =
     return ExperimentSpec(
         name=name,
         seeds=_seeds(data.get("seeds", 3) if seeds is None else seeds, "seeds" if seeds is not None else f"{where}: seeds"),
-        arms=_named(data.get("arms"), f"{where}: arms", required=True),
+        arms=arms,
         tasks=_named(data.get("tasks"), f"{where}: tasks", required=False),
         config=config,
         overrides=[*_overrides(data.get("overrides"), f"{where}: overrides"), *_overrides(overrides, "command-line overrides")],
         score=score,
         last=last,
+        paired=paired,
     )
 
 

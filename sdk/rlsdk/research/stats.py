@@ -26,7 +26,7 @@ from rlsdk.errors import ConfigError, did_you_mean
 
 __all__ = ["Interval", "TestResult", "as_scores", "iqm", "mean", "median", "optimality_gap",
            "probability_of_improvement", "performance_profile", "METRICS", "bootstrap_ci",
-           "bootstrap_ci_two", "welch_test", "mann_whitney_test", "holm", "benjamini_hochberg",
+           "bootstrap_ci_two", "welch_test", "paired_t_test", "mann_whitney_test", "holm", "benjamini_hochberg",
            "power", "seeds_needed", "min_detectable_effect"]  # fmt: skip
 
 #: Elements (indices plus gathered scores) per bootstrap chunk: 16 MB of int64/float64; with the metric's own
@@ -212,14 +212,17 @@ def _check_reps_confidence(reps, confidence) -> None:
         raise ConfigError(f"confidence is {confidence!r}; expected a fraction strictly between 0 and 1, e.g. 0.95")
 
 
-def _bootstrap(arrays, statistic, rng, reps: int, confidence: float, task_bootstrap: bool = False) -> tuple[float, float]:
+def _bootstrap(arrays, statistic, rng, reps: int, confidence: float, task_bootstrap: bool = False,
+               paired: bool = False) -> tuple[float, float]:  # fmt: skip
     """Percentile interval of ``statistic`` over stratified resamples of each array in ``arrays`` (all (N_i, M)).
 
     Each rep draws, in one row, the run indices of every array (then the task indices): chunking reps changes
-    nothing in the random stream, so the interval does not depend on ``_CHUNK_ELEMENTS``.
+    nothing in the random stream, so the interval does not depend on ``_CHUNK_ELEMENTS``. ``paired``: the arrays
+    have one shape and share the run indices (run i of each array is resampled together).
     """
     m = arrays[0].shape[1]
-    high = np.concatenate([np.full(a.size, a.shape[0]) for a in arrays] + ([np.full(m, m)] if task_bootstrap else []))
+    drawn = arrays[:1] if paired else arrays
+    high = np.concatenate([np.full(a.size, a.shape[0]) for a in drawn] + ([np.full(m, m)] if task_bootstrap else []))
     chunk = max(1, _CHUNK_ELEMENTS // (high.size + sum(a.size for a in arrays)))
     values = np.empty(reps)
     for start in range(0, reps, chunk):
@@ -229,7 +232,7 @@ def _bootstrap(arrays, statistic, rng, reps: int, confidence: float, task_bootst
         batches, offset = [], 0
         for a in arrays:
             batches.append(a[draws[:, offset : offset + a.size].reshape(c, *a.shape), tasks])
-            offset += a.size
+            offset += 0 if paired else a.size
         value = np.asarray(statistic(*batches), dtype=np.float64)
         if value.shape != (c,):
             raise ConfigError(f"the statistic returned shape {value.shape} for a batch of {c} resamples; expected ({c},)")
@@ -267,11 +270,13 @@ def bootstrap_ci(scores, metric: Callable[..., np.ndarray] = iqm, *, rng, reps: 
 
 
 def bootstrap_ci_two(x, y, statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], *, rng, reps: int = 2_000,
-                     confidence: float = 0.95) -> Interval:  # fmt: skip
+                     confidence: float = 0.95, paired: bool = False) -> Interval:  # fmt: skip
     """Percentile interval of a two-sample statistic, resampling X and Y runs independently within each task.
 
     rliable's ``StratifiedIndependentBootstrap`` (Agarwal et al., NeurIPS 2021). Use it for P(X > Y)
-    (``probability_of_improvement``) or for differences such as ``lambda a, b: iqm(a) - iqm(b)``.
+    (``probability_of_improvement``) or for differences such as ``lambda a, b: iqm(a) - iqm(b)``. With
+    ``paired=True``, run i of X and run i of Y (the same seed of two configurations) are resampled together,
+    which keeps their correlation (common random numbers); X and Y then have the same shape.
 
     Args:
         x: shape ``(Nx,)`` or ``(Nx, M)``.
@@ -280,18 +285,22 @@ def bootstrap_ci_two(x, y, statistic: Callable[[np.ndarray, np.ndarray], np.ndar
         rng: an ``np.random.Generator`` or an int seed.
         reps: number of bootstrap resamples.
         confidence: interval size, e.g. 0.95.
+        paired: resample the runs of X and Y together (row i of each is one pair).
 
     Returns:
         An :class:`Interval` whose ``point`` is ``statistic(x, y)``.
 
     Raises:
-        ConfigError: invalid scores, different numbers of tasks, or an invalid ``rng``, ``reps`` or ``confidence``.
+        ConfigError: invalid scores, different numbers of tasks (or, paired, of runs), or an invalid ``rng``,
+            ``reps`` or ``confidence``.
     """
     x, y = as_scores(x, "x"), as_scores(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ConfigError(f"x has {x.shape[1]} tasks and y has {y.shape[1]}; both need the same tasks")
+    if paired and x.shape != y.shape:
+        raise ConfigError(f"paired samples need one shape; x has {x.shape} and y has {y.shape}")
     _check_reps_confidence(reps, confidence)
-    low, high = _bootstrap([x, y], statistic, _generator(rng), int(reps), confidence)
+    low, high = _bootstrap([x, y], statistic, _generator(rng), int(reps), confidence, paired=paired)
     return Interval(float(statistic(x, y)), low, high, confidence, "percentile", int(reps))
 
 
@@ -332,6 +341,36 @@ def welch_test(x, y) -> TestResult:
     t = diff / np.sqrt(vx + vy)
     df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
     return TestResult("welch", float(t), float(2 * _sps.t.sf(abs(t), df)), float(df))
+
+
+def paired_t_test(x, y) -> TestResult:
+    """Two-sided paired t-test on d_i = x_i - y_i (Student 1908), for runs paired by seed.
+
+    t = mean(d) / (s_d / sqrt(n)) with n - 1 degrees of freedom; equals ``scipy.stats.ttest_rel(x, y)``. Pairing
+    removes the seed-to-seed variation both configurations share (the same initial weights and data order), so
+    it finds smaller effects than :func:`welch_test` when the pairs are correlated. When every d_i is equal the
+    test is undefined (scipy returns nan): here p = 1.0 and t = 0 if they are 0, else p = 0.0 and t = +/-inf.
+
+    Args:
+        x: shape ``(runs,)`` or ``(runs, 1)``, at least 2 runs; row i pairs with row i of ``y``.
+        y: the same shape as ``x``.
+
+    Returns:
+        A :class:`TestResult` with ``test="paired-t"``.
+
+    Raises:
+        ConfigError: more than one task, fewer than 2 pairs, different numbers of runs, or non-finite scores.
+    """
+    x, y = _sample(x, "x", "paired t", 2), _sample(y, "y", "paired t", 2)
+    if len(x) != len(y):
+        raise ConfigError(f"x has {len(x)} runs and y has {len(y)}; the paired t test needs one y per x")
+    d = x - y
+    sd = d.std(ddof=1)
+    if sd == 0:
+        mean_d = float(d.mean())
+        return TestResult("paired-t", 0.0 if mean_d == 0 else float(np.copysign(np.inf, mean_d)), 1.0 if mean_d == 0 else 0.0)
+    t = d.mean() / (sd / np.sqrt(len(d)))
+    return TestResult("paired-t", float(t), float(2 * _sps.t.sf(abs(t), len(d) - 1)), float(len(d) - 1))
 
 
 def mann_whitney_test(x, y) -> TestResult:
@@ -420,8 +459,8 @@ def _check_power_args(n, alpha, alternative, target=None) -> None:
                           f"valid: {', '.join(_ALTERNATIVES)}")  # fmt: skip
 
 
-def _power(d: float, n: int, alpha: float, alternative: str) -> float:
-    df, delta = 2 * n - 2, d * np.sqrt(n / 2)
+def _power(d: float, n: int, alpha: float, alternative: str, paired: bool = False) -> float:
+    df, delta = (n - 1, d * np.sqrt(n)) if paired else (2 * n - 2, d * np.sqrt(n / 2))
     if alternative == "greater":
         return float(_sps.nct.sf(_sps.t.ppf(1 - alpha, df), df, delta))
     t = _sps.t.ppf(1 - alpha / 2, df)
@@ -429,18 +468,21 @@ def _power(d: float, n: int, alpha: float, alternative: str) -> float:
     return float(_sps.nct.sf(t, df, delta) + _sps.nct.sf(t, df, -delta))
 
 
-def power(d: float, n: int, alpha: float = 0.05, alternative: str = "two-sided") -> float:
+def power(d: float, n: int, alpha: float = 0.05, alternative: str = "two-sided", *, paired: bool = False) -> float:
     """Power of the two-sample t-test with ``n`` seeds per arm and standardised effect d = delta_mu / sigma.
 
     df = 2n - 2, noncentrality delta = d sqrt(n/2); two-sided power = 1 - F_nct(t_{1-alpha/2}; df, delta) +
     F_nct(-t_{1-alpha/2}; df, delta), one-sided ("greater") = 1 - F_nct(t_{1-alpha}; df, delta)
-    (Cohen 1988; Colas et al., *How Many Random Seeds?*, 2018).
+    (Cohen 1988; Colas et al., *How Many Random Seeds?*, 2018). With ``paired=True`` it is the power of
+    :func:`paired_t_test` on ``n`` pairs: d is the mean difference over the standard deviation of the
+    differences (Cohen's d_z), df = n - 1 and delta = d sqrt(n).
 
     Args:
         d: standardised effect size.
         n: seeds per arm, >= 2.
         alpha: significance level.
         alternative: ``"two-sided"`` or ``"greater"``.
+        paired: the paired t-test on ``n`` pairs instead.
 
     Returns:
         The probability of rejecting H0 at level ``alpha``.
@@ -451,10 +493,11 @@ def power(d: float, n: int, alpha: float = 0.05, alternative: str = "two-sided")
     _check_power_args(n, alpha, alternative)
     if not np.isfinite(d):
         raise ConfigError(f"d is {d!r}; expected a finite standardised effect size")
-    return _power(float(d), int(n), alpha, alternative)
+    return _power(float(d), int(n), alpha, alternative, paired)
 
 
-def seeds_needed(d: float, power: float = 0.8, alpha: float = 0.05, alternative: str = "two-sided") -> int:
+def seeds_needed(d: float, power: float = 0.8, alpha: float = 0.05, alternative: str = "two-sided", *,
+                 paired: bool = False) -> int:  # fmt: skip
     """The smallest number of seeds per arm n >= 2 whose t-test :func:`power` at effect ``d`` reaches ``power``.
 
     Power grows with n, so the search doubles n and then bisects (Colas et al. 2018).
@@ -464,6 +507,7 @@ def seeds_needed(d: float, power: float = 0.8, alpha: float = 0.05, alternative:
         power: target power.
         alpha: significance level.
         alternative: ``"two-sided"`` or ``"greater"``.
+        paired: for the paired t-test (see :func:`power`).
 
     Returns:
         Seeds per arm.
@@ -476,7 +520,7 @@ def seeds_needed(d: float, power: float = 0.8, alpha: float = 0.05, alternative:
         raise ConfigError(f"d is {d!r}; expected a finite effect size > 0")
 
     def reaches(n: int) -> bool:
-        return _power(float(d), n, alpha, alternative) >= power
+        return _power(float(d), n, alpha, alternative, paired) >= power
 
     if reaches(2):
         return 2
@@ -492,7 +536,8 @@ def seeds_needed(d: float, power: float = 0.8, alpha: float = 0.05, alternative:
     return high
 
 
-def min_detectable_effect(n: int, power: float = 0.8, alpha: float = 0.05, alternative: str = "two-sided") -> float:
+def min_detectable_effect(n: int, power: float = 0.8, alpha: float = 0.05, alternative: str = "two-sided", *,
+                          paired: bool = False) -> float:  # fmt: skip
     """The effect d > 0 at which the t-test with ``n`` seeds per arm has the target ``power`` (Colas et al. 2018).
 
     Solves :func:`power` (d, n) = ``power`` with ``scipy.optimize.brentq``.
@@ -502,6 +547,7 @@ def min_detectable_effect(n: int, power: float = 0.8, alpha: float = 0.05, alter
         power: target power, above ``alpha`` (the power at d = 0).
         alpha: significance level.
         alternative: ``"two-sided"`` or ``"greater"``.
+        paired: for the paired t-test (see :func:`power`).
 
     Returns:
         The minimum detectable standardised effect.
@@ -514,7 +560,7 @@ def min_detectable_effect(n: int, power: float = 0.8, alpha: float = 0.05, alter
         raise ConfigError(f"power is {power!r}; it must exceed alpha = {alpha!r}, the power at d = 0")
 
     def gap(d: float) -> float:
-        return _power(d, int(n), alpha, alternative) - power
+        return _power(d, int(n), alpha, alternative, paired) - power
 
     high = 1.0
     while gap(high) < 0:
