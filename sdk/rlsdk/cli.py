@@ -284,7 +284,8 @@ def _seeds_arg(text: str | None) -> int | list[int] | None:
     return values[0] if "," not in text else values
 
 
-def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline: str | None = None, score: str | None = None, last: int | None = None):
+def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline=None, score=None, last=None):
+    """Compare an experiment folder's arms (``ns``: the comparison flags); write comparison.json and .md."""
     from rlsdk.research.compare import compare
     from rlsdk.research.experiment import load_scores
     from rlsdk.rundir import atomic_write_text
@@ -296,9 +297,10 @@ def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline
         scores, baseline, metric=ns.metric, confidence=ns.confidence, reps=ns.reps, alpha=ns.alpha, seed=ns.stats_seed,
         paired=paired, seeds=seeds,
     )  # fmt: skip
-    tasks = ", ".join(spec.tasks)
-    result.notes.insert(0, f"Score of a run: {score or spec.score}" + ("" if (score or spec.score).startswith("eval/") else f" (mean of the last {last or spec.last} steps)") + f"; tasks: {tasks}.")
-    data = {**result.to_dict(), "score": score or spec.score, "seeds": seeds, "tasks": list(spec.tasks)}
+    score = score or spec.score
+    how = "" if score.startswith("eval/") else f" (mean of the last {last or spec.last} steps)"
+    result.notes.insert(0, f"Score of a run: {score}{how}; tasks: {', '.join(spec.tasks)}.")
+    data = {**result.to_dict(), "score": score, "seeds": seeds, "tasks": list(spec.tasks)}
     atomic_write_text(exp_dir / "comparison.json", json.dumps(data, indent=2) + "\n")
     atomic_write_text(exp_dir / "comparison.md", f"# {spec.name}\n\n" + result.to_markdown())
     return result, data

@@ -134,6 +134,39 @@ def _seeds(value: Any, where: str) -> list[int]:
     raise ConfigError(f"{where} must be a count >= 1 or a list of distinct non-negative integers, got {value!r}")
 
 
+def _read_spec(path: Path, kind: str, keys: tuple[str, ...], cli_overrides: list[str] | None) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Read an experiment or sweep file: ``(data, where, common)``, ``common`` holding the keys both
+    kinds share, checked: ``name``, ``config`` (resolved), ``overrides`` (with ``cli_overrides``), ``score``, ``last``."""
+    if not path.is_file():
+        raise ConfigError(f"{kind} file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{kind} file {str(path)!r} is not valid YAML: {exc}") from exc
+    where = f"{kind} file {str(path)!r}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(keys)}")
+    config = data.get("config")
+    if config is not None:
+        resolved = (path.parent / str(config)).resolve()
+        if not resolved.is_file():
+            raise ConfigError(f"{where}: config {str(config)!r} not found (looked for {str(resolved)!r})")
+        config = str(resolved)
+    score, last = data.get("score", "eval/reward"), data.get("last", 20)
+    if not isinstance(score, str) or not score:
+        raise ConfigError(f"{where}: score must be a metric name such as eval/reward or reward/mean, got {score!r}")
+    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
+        raise ConfigError(f"{where}: last must be an integer >= 1, got {last!r}")
+    name = str(data.get("name", path.stem))
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{where}: name {name!r} is not valid: use letters, digits and _.+-")
+    overrides = [*_overrides(data.get("overrides"), f"{where}: overrides"), *_overrides(cli_overrides, "command-line overrides")]
+    return data, where, {"name": name, "config": config, "overrides": overrides, "score": score, "last": last}
+
+
 def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any = None) -> ExperimentSpec:
     """Read and check an experiment file.
 
@@ -145,19 +178,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any =
     Raises:
         ConfigError: The file is missing or malformed; the message names the key and what is valid.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"experiment file {str(path)!r} is not valid YAML: {exc}") from exc
-    where = f"experiment file {str(path)!r}"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must hold a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(_KEYS)}")
+    data, where, common = _read_spec(Path(path), "experiment", _KEYS, overrides)
     ablation = "full" in data or "ablations" in data
     if ablation and "arms" in data:
         raise ConfigError(f"{where} has 'arms' and 'full'/'ablations'; an experiment lists arms, an ablation the full method and its ablations")
@@ -174,31 +195,12 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any =
     paired = data.get("paired", ablation)
     if not isinstance(paired, bool):
         raise ConfigError(f"{where}: paired must be true or false, got {paired!r}")
-    config = data.get("config")
-    if config is not None:
-        config = (path.parent / str(config)).resolve()
-        if not config.is_file():
-            raise ConfigError(f"{where}: config {str(data['config'])!r} not found (looked for {str(config)!r})")
-        config = str(config)
-    score = data.get("score", "eval/reward")
-    last = data.get("last", 20)
-    if not isinstance(score, str) or not score:
-        raise ConfigError(f"{where}: score must be a metric name such as eval/reward or reward/mean, got {score!r}")
-    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
-        raise ConfigError(f"{where}: last must be an integer >= 1, got {last!r}")
-    name = str(data.get("name", path.stem))
-    if not _NAME.fullmatch(name):
-        raise ConfigError(f"{where}: name {name!r} is not valid: use letters, digits and _.+-")
     return ExperimentSpec(
-        name=name,
         seeds=_seeds(data.get("seeds", 3) if seeds is None else seeds, "seeds" if seeds is not None else f"{where}: seeds"),
         arms=arms,
         tasks=_named(data.get("tasks"), f"{where}: tasks", required=False),
-        config=config,
-        overrides=[*_overrides(data.get("overrides"), f"{where}: overrides"), *_overrides(overrides, "command-line overrides")],
-        score=score,
-        last=last,
         paired=paired,
+        **common,
     )
 
 

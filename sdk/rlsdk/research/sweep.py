@@ -50,7 +50,7 @@ import numpy as np
 import yaml
 
 from rlsdk.errors import ConfigError
-from rlsdk.research.experiment import _NAME, _overrides, _seeds, score_run
+from rlsdk.research.experiment import _read_spec, _seeds, score_run
 from rlsdk.rundir import atomic_write_text
 
 __all__ = ["Param", "SweepSpec", "load_sweep", "run_sweep", "SAMPLERS"]
@@ -156,57 +156,29 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, trials: int
     Raises:
         ConfigError: The file is missing or malformed; the message names the key and what is valid.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {exc}") from exc
-    where = f"sweep file {str(path)!r}"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must hold a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(_KEYS)}")
+    data, where, common = _read_spec(Path(path), "sweep", _KEYS, overrides)
     space = data.get("space")
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{where} needs a 'space' mapping config keys to ranges, e.g. space: {{train.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}")
     trials = data.get("trials", 20) if trials is None else trials
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"{where}: trials must be an integer >= 1, got {trials!r}")
-    config = data.get("config")
-    if config is not None:
-        resolved = (path.parent / str(config)).resolve()
-        if not resolved.is_file():
-            raise ConfigError(f"{where}: config {str(config)!r} not found (looked for {str(resolved)!r})")
-        config = str(resolved)
     direction, sampler = data.get("direction", "maximize"), data.get("sampler", "tpe")
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"{where}: direction must be maximize or minimize, got {direction!r}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    name = str(data.get("name", path.stem))
-    if not _NAME.fullmatch(name):
-        raise ConfigError(f"{where}: name {name!r} is not valid: use letters, digits and _.+-")
-    last = data.get("last", 20)
-    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
-        raise ConfigError(f"{where}: last must be an integer >= 1, got {last!r}")
     sampler_seed = data.get("sampler_seed", 0)
     if not isinstance(sampler_seed, int) or isinstance(sampler_seed, bool) or sampler_seed < 0:
         raise ConfigError(f"{where}: sampler_seed must be a non-negative integer, got {sampler_seed!r}")
     return SweepSpec(
-        name=name,
         trials=trials,
         seeds=_seeds(data.get("seeds", 1), f"{where}: seeds"),
         space=[_param(str(k), v, where) for k, v in space.items()],
-        config=config,
-        overrides=[*_overrides(data.get("overrides"), f"{where}: overrides"), *_overrides(overrides, "command-line overrides")],
-        score=str(data.get("score", "eval/reward")),
-        last=last,
         direction=direction,
         sampler=sampler,
         sampler_seed=sampler_seed,
+        **common,
     )
 
 
