@@ -17,7 +17,7 @@ from rlsdk.config import load_config
 from rlsdk.plugins import get_registry
 from rlsdk.research import stats
 from rlsdk.research.compare import compare
-from rlsdk.research.experiment import load_scores, load_spec, run_experiment, run_path, score_run
+from rlsdk.research.experiment import describe_score, load_scores, load_spec, parse_score, run_experiment, run_path, score_run
 from rlsdk.rundir import read_metrics
 from rlsdk.trainer import train
 
@@ -149,6 +149,27 @@ def test_score_run_training_metric_and_errors(tmp_path):
     assert score_run(run, "eval/reward", evaluate=fake_eval) == 0.25 and len(calls) == 1  # up to date: reused
     with pytest.raises(ConfigError, match="'eval/exact' is not in .*it holds eval/reward"):
         score_run(run, "eval/exact")
+
+
+def test_score_summaries(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    values = [0.1, 0.5, 0.95, 0.7, 0.99, 1.0]
+    rows = [{"step": i + 1, "r": v, "x": None} for i, v in enumerate(values)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert score_run(run, "auc(r)") == pytest.approx(sum(values) / 6)
+    assert score_run(run, "steps_to(r, 0.9)", last=1) == 3.0  # the first step at 0.9 or above
+    assert score_run(run, "steps_to(r, 0.9)", last=2) == 6.0  # trailing means: .1 .3 .725 .825 .845 .995
+    assert score_run(run, "steps_to(r,2)") == 7.0  # never: last step + 1
+    assert parse_score("steps_to(reward/mean, 1e-1)") == ("steps_to", "reward/mean", 0.1)
+    assert parse_score("auc( kl )") == ("auc", "kl", None) and parse_score("eval/reward") == ("eval", "eval/reward", None)
+    for bad, message in [("steps_to(r)", "needs a threshold"), ("auc(r, 1)", "auc takes none"), ("max(r)", "is not valid")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            score_run(run, bad)
+    assert "reaches 0.9 (lower is better" in describe_score("steps_to(r, 0.9)", 20)
+    spec = write_spec(tmp_path, score="steps_to(reward/mean)")
+    with pytest.raises(ConfigError, match="experiment file .*: score 'steps_to\\(reward/mean\\)'"):
+        load_spec(spec)
 
 
 def test_load_scores_keeps_seeds_finished_on_every_task(tmp_path):

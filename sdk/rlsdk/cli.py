@@ -157,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("exp_dir", metavar="EXP_DIR")
     cp.add_argument("--baseline", metavar="ARM", help="the arm compared against (default: the first)")
-    cp.add_argument("--score", metavar="METRIC", help="rescore every run by this metric (eval/... or a metrics.jsonl key)")
+    cp.add_argument(
+        "--score", metavar="SCORE",
+        help="rescore every run: eval/<key>, <key> (a metrics.jsonl key, mean of the last steps), auc(<key>) or steps_to(<key>, <threshold>)",
+    )  # fmt: skip
     cp.add_argument("--last", type=int, metavar="K", help="with --score, a training metric is averaged over the last K steps")
     cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
     _compare_flags(cp)
@@ -287,7 +290,7 @@ def _seeds_arg(text: str | None) -> int | list[int] | None:
 def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline=None, score=None, last=None):
     """Compare an experiment folder's arms (``ns``: the comparison flags); write comparison.json and .md."""
     from rlsdk.research.compare import compare
-    from rlsdk.research.experiment import load_scores
+    from rlsdk.research.experiment import describe_score, load_scores
     from rlsdk.rundir import atomic_write_text
     from rlsdk.trainer import evaluate_checkpoint
 
@@ -298,8 +301,7 @@ def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline
         paired=paired, seeds=seeds,
     )  # fmt: skip
     score = score or spec.score
-    how = "" if score.startswith("eval/") else f" (mean of the last {last or spec.last} steps)"
-    result.notes.insert(0, f"Score of a run: {score}{how}; tasks: {', '.join(spec.tasks)}.")
+    result.notes.insert(0, f"Score of a run: {describe_score(score, last or spec.last)}; tasks: {', '.join(spec.tasks)}.")
     data = {**result.to_dict(), "score": score, "seeds": seeds, "tasks": list(spec.tasks)}
     atomic_write_text(exp_dir / "comparison.json", json.dumps(data, indent=2) + "\n")
     atomic_write_text(exp_dir / "comparison.md", f"# {spec.name}\n\n" + result.to_markdown())

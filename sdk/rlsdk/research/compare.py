@@ -211,6 +211,8 @@ def compare(
            if paired else "with the smaller arm's number of seeds; ")
         + "in brackets, in score units.",
     ]
+    if metric == "optimality_gap":
+        notes.append("The optimality gap is a shortfall: lower is better, so a better arm has a negative difference.")
     if min(r.runs for r in results) < 10:
         notes.append(
             "Under 10 seeds per arm the bootstrap intervals are too narrow (Colas et al. 2019 report too many false "

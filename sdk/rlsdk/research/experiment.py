@@ -31,7 +31,10 @@ can also be compared seed by seed: Henderson et al., *Deep RL that Matters*, AAA
 
 The score of a run is either an evaluation metric (a key starting with ``eval/``: the final policy is
 scored on the task's held-out examples, greedily, as ``rlsdk eval`` does) or a training metric from
-``metrics.jsonl``, averaged over the last ``last`` steps (less noisy than the last step alone). The scores of an arm form the ``(runs, tasks)`` array that
+``metrics.jsonl``: averaged over the last ``last`` steps (less noisy than the last step alone), over
+the whole run (``auc(reward/mean)``), or the step at which it first reaches a threshold
+(``steps_to(reward/mean, 0.9)``): two arms that both end at the ceiling may differ in how fast they
+get there (see :func:`score_run`). The scores of an arm form the ``(runs, tasks)`` array that
 :mod:`rlsdk.research.stats` and :func:`rlsdk.research.compare.compare` take.
 
 The experiment folder::
@@ -61,7 +64,7 @@ import yaml
 from rlsdk.errors import ConfigError
 from rlsdk.rundir import atomic_write_text, read_metrics
 
-__all__ = ["ExperimentSpec", "load_spec", "run_experiment", "score_run", "load_scores", "run_path"]
+__all__ = ["ExperimentSpec", "load_spec", "run_experiment", "score_run", "parse_score", "describe_score", "load_scores", "run_path"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _KEYS = ("name", "seeds", "config", "overrides", "arms", "full", "ablations", "tasks", "score", "last", "paired")
@@ -158,6 +161,10 @@ def _read_spec(path: Path, kind: str, keys: tuple[str, ...], cli_overrides: list
     score, last = data.get("score", "eval/reward"), data.get("last", 20)
     if not isinstance(score, str) or not score:
         raise ConfigError(f"{where}: score must be a metric name such as eval/reward or reward/mean, got {score!r}")
+    try:
+        parse_score(score)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if not isinstance(last, int) or isinstance(last, bool) or last < 1:
         raise ConfigError(f"{where}: last must be an integer >= 1, got {last!r}")
     name = str(data.get("name", path.stem))
@@ -209,40 +216,94 @@ def run_path(exp_dir: str | Path, arm: str, task: str, seed: int) -> Path:
     return Path(exp_dir) / "runs" / arm / task / f"seed_{seed}"
 
 
+_SUMMARY = re.compile(r"(auc|steps_to)\((.+?)(?:,\s*([-+0-9.eE]+))?\)")
+
+
+def parse_score(score: str) -> tuple[str, str, float | None]:
+    """Split a score into ``(summary, key, threshold)``: ``summary`` is ``eval``, ``last``, ``auc`` or ``steps_to``.
+
+    Raises:
+        ConfigError: ``auc(...)`` with a threshold, ``steps_to(...)`` without one, or an empty key.
+    """
+    if score.startswith("eval/"):
+        return "eval", score, None
+    match = _SUMMARY.fullmatch(score.strip())
+    if not match:
+        if not score or "(" in score:
+            raise ConfigError(
+                f"score {score!r} is not valid; use eval/<key>, <key> (the mean of the last steps), auc(<key>) "
+                "or steps_to(<key>, <threshold>)"
+            )
+        return "last", score, None
+    summary, key, threshold = match.group(1), match.group(2).strip(), match.group(3)
+    if (summary == "steps_to") != (threshold is not None):
+        raise ConfigError(f"score {score!r}: steps_to needs a threshold, steps_to(<key>, 0.9); auc takes none")
+    return summary, key, None if threshold is None else float(threshold)
+
+
+def describe_score(score: str, last: int) -> str:
+    """One line saying what a score measures, for reports."""
+    summary, key, threshold = parse_score(score)
+    return {
+        "eval": f"{key} of the final policy on the task's held-out examples",
+        "last": f"{key}, the mean of the last {last} steps",
+        "auc": f"{key}, the mean over all steps (the area under its curve over the number of steps)",
+        "steps_to": f"the first step at which {key}, averaged over the last {last} steps, reaches {threshold} "
+        "(lower is better; a run that never does counts as its last step + 1)",
+    }[summary]
+
+
 def score_run(run_dir: str | Path, metric: str, last: int = 20, evaluate: Callable[[Path], dict[str, Any]] | None = None) -> float:
     """The score of one finished run.
 
     Args:
         run_dir: The run folder.
-        metric: ``eval/<key>`` (read from ``eval.json``, which ``evaluate`` writes when it is missing
-            or older than the run's last step) or a key of ``metrics.jsonl``.
-        last: For a training metric, the number of last steps averaged.
+        metric: What to score (see :func:`describe_score`):
+
+            - ``eval/<key>``: read from ``eval.json``, which ``evaluate`` writes when it is missing
+              or older than the run's last step;
+            - ``<key>``: the mean of the key of ``metrics.jsonl`` over the last ``last`` steps;
+            - ``auc(<key>)``: its mean over all steps (the area under its curve over the number of steps);
+            - ``steps_to(<key>, <threshold>)``: the first step at which its mean over the last ``last``
+              steps reaches the threshold; a run that never reaches it scores its last step + 1, a
+              lower bound.
+        last: The averaging window for a training metric.
         evaluate: Scores the run's latest checkpoint (e.g. :func:`rlsdk.trainer.evaluate_checkpoint`).
 
     Raises:
-        ConfigError: The metric is not recorded; the message lists the keys that are.
+        ConfigError: The metric is not recorded (the message lists the keys that are), or a bad score.
     """
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir / "metrics.jsonl")
     if not rows:
         raise ConfigError(f"run {str(run_dir)!r} has no metrics.jsonl rows; it has not trained")
-    if metric.startswith("eval/"):
+    summary, key, threshold = parse_score(metric)
+    if summary == "eval":
         eval_path = run_dir / "eval.json"
         result = json.loads(eval_path.read_text()) if eval_path.exists() else None
         if (result is None or result.get("step") != rows[-1]["step"]) and evaluate is not None:
             result = evaluate(run_dir)
         if result is None:
             raise ConfigError(f"run {str(run_dir)!r} has no eval.json; run `rlsdk eval {run_dir}` or score by a training metric")
-        if metric not in result:
+        if key not in result:
             keys = sorted(k for k in result if k.startswith("eval/"))
-            raise ConfigError(f"score {metric!r} is not in {str(eval_path)!r}; it holds {', '.join(keys)}")
-        return float(result[metric])
-    values = [r[metric] for r in rows if r.get(metric) is not None]
-    if not values:
+            raise ConfigError(f"score {key!r} is not in {str(eval_path)!r}; it holds {', '.join(keys)}")
+        return float(result[key])
+    points = [(int(r["step"]), float(r[key])) for r in rows if isinstance(r.get(key), (int, float))]
+    if not points:
         keys = sorted({k for r in rows for k in r} - {"step", "wall_time"})
-        raise ConfigError(f"score {metric!r} is not in {str(run_dir / 'metrics.jsonl')!r}; its keys: {', '.join(keys)}")
-    tail = [float(v) for v in values[-last:]]
-    return sum(tail) / len(tail)
+        raise ConfigError(f"score {key!r} is not in {str(run_dir / 'metrics.jsonl')!r}; its keys: {', '.join(keys)}")
+    values = [v for _, v in points]
+    if summary == "auc":
+        return sum(values) / len(values)
+    if summary == "last":
+        tail = values[-last:]
+        return sum(tail) / len(tail)
+    for i, (step, _) in enumerate(points):
+        window = values[max(0, i + 1 - last) : i + 1]
+        if sum(window) / len(window) >= threshold:
+            return float(step)
+    return float(points[-1][0] + 1)
 
 
 def _check_same(exp_dir: Path, spec: ExperimentSpec) -> list[int]:
