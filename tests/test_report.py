@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats as sps
 
 from rlsdk import ConfigError
 from rlsdk.config import load_config
@@ -19,6 +20,7 @@ from rlsdk.research.report import (
     DYNAMICS_KEYS,
     _comparison_figure,
     _experiment_curves,
+    significant_steps,
     _present_keys,
     curve_band,
     plot_comparison,
@@ -148,7 +150,7 @@ def test_plot_run_draws_one_panel_per_present_key(run_dir, tmp_path):
 
 def test_plot_experiment_lines_are_the_seed_median_and_band(exp_dir):
     spec = ExperimentSpec(**yaml.safe_load((exp_dir / "experiment.yaml").read_text()))
-    curves, seeds = _experiment_curves(exp_dir, spec, "default", DYNAMICS_KEYS, smooth=1)
+    curves, seeds, _ = _experiment_curves(exp_dir, spec, "default", DYNAMICS_KEYS, smooth=1)
     assert seeds == {"grpo": [0, 1], "reinforce": [0, 1]}
     assert list(curves) == list(DYNAMICS_KEYS)
     for arm in spec.arms:
@@ -174,7 +176,7 @@ def test_plot_experiment_uses_the_runs_that_exist(exp_dir, tmp_path):
     (out / "experiment.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     (run_path(out, "reinforce", "default", 1) / "metrics.jsonl").unlink()
     spec = ExperimentSpec(**data)
-    curves, seeds = _experiment_curves(out, spec, "default", DYNAMICS_KEYS, smooth=2)
+    curves, seeds, _ = _experiment_curves(out, spec, "default", DYNAMICS_KEYS, smooth=2)
     assert seeds == {"grpo": [0, 1], "reinforce": [0]} and set(curves["loss"]) == {"grpo", "reinforce"}
     alone = read_metrics(run_path(out, "reinforce", "default", 0) / "metrics.jsonl")
     np.testing.assert_allclose(curves["loss"]["reinforce"][1], curve_band([alone], "loss", smooth=2)[1])
@@ -253,7 +255,7 @@ def test_report_draws_each_task_of_a_multi_task_experiment(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text("".join(json.dumps({"step": s, "reward/mean": s * (seed + 1), "kl": None}) + "\n" for s in (1, 2, 3)))
     assert report(tmp_path) == [tmp_path / "curves-rev.png", tmp_path / "curves-add.png"]
-    curves, seeds = _experiment_curves(tmp_path, spec, "add", DYNAMICS_KEYS, 1)
+    curves, seeds, _ = _experiment_curves(tmp_path, spec, "add", DYNAMICS_KEYS, 1)
     assert list(curves) == ["reward/mean"] and seeds == {"a": [0]}  # kl is all null: no panel; arm b: no runs
     assert png_shape(tmp_path / "curves-add.png") == (340, 420)
 
@@ -268,3 +270,21 @@ def test_cli_report(run_dir, tmp_path, capsys):
     assert capsys.readouterr().out == f"written: {run / 'dynamics.png'}\n" and (run / "dynamics.png").exists()
     assert main(["report", str(tmp_path)]) == 2
     assert "run folder" in capsys.readouterr().err
+
+
+def test_significant_steps_are_welch_per_step_with_bh():
+    """Runs that differ by +5 on steps 1-4 and agree (up to noise) on steps 5-8."""
+    rng = np.random.default_rng(0)
+
+    def runs(shift: float) -> list[list[dict]]:
+        return [
+            [{"step": t, "r": (shift if t <= 4 else 0.0) + float(rng.normal(0, 0.5))} for t in range(1, 9)] for _ in range(4)
+        ]
+
+    arm, base = runs(5.0), runs(0.0)
+    assert significant_steps(arm, base, "r").tolist() == [1, 2, 3, 4]
+    # the same decision by hand: one Welch test per step, then Benjamini-Hochberg over the 8 steps
+    p = [sps.ttest_ind([r[t]["r"] for r in arm], [r[t]["r"] for r in base], equal_var=False).pvalue for t in range(8)]
+    assert significant_steps(arm, base, "r").tolist() == [t + 1 for t in range(8) if sps.false_discovery_control(p)[t] < 0.05]
+    assert significant_steps(arm[:1], base, "r").size == 0  # one seed: no test
+    assert significant_steps(arm, base, "missing").size == 0

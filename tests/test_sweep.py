@@ -78,7 +78,7 @@ def test_load_sweep_errors(tmp_path, fields, message):
 @settings(max_examples=60, deadline=None)
 @given(
     st.one_of(
-        st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd"), whitelist_characters="._-/ "), max_size=12),
+        st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd"), whitelist_characters="._-/ {}[],:#'\"!&*"), max_size=12),
         st.integers(-10**6, 10**6),
         st.floats(allow_nan=False, allow_infinity=False, width=64),
         st.booleans(),

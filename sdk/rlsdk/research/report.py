@@ -26,10 +26,11 @@ import numpy as np
 import yaml
 
 from rlsdk.errors import ConfigError, did_you_mean
+from rlsdk.research import stats
 from rlsdk.research.experiment import ExperimentSpec, run_path
 from rlsdk.rundir import atomic_write_bytes, read_metrics
 
-__all__ = ["DYNAMICS_KEYS", "curve_band", "plot_run", "plot_experiment", "plot_comparison", "report"]
+__all__ = ["DYNAMICS_KEYS", "curve_band", "significant_steps", "plot_run", "plot_experiment", "plot_comparison", "report"]
 
 #: The default panels in order (reward, held-out reward, KL, entropy, loss, clip fraction, grad norm,
 #: response length and learning rate); a panel is drawn when its key was logged.
@@ -101,6 +102,34 @@ def curve_band(
     values = np.asarray([[s[t] for t in steps] for s in series], dtype=np.float64)
     lo, med, hi = np.percentile(values, [low, 50, high], axis=0)
     return np.asarray(steps), med, lo, hi
+
+
+def significant_steps(
+    runs: list[list[dict[str, Any]]], baseline_runs: list[list[dict[str, Any]]], key: str, alpha: float = 0.05, smooth: int = 1
+) -> np.ndarray:
+    """The steps at which ``key`` differs between two sets of runs: a Welch t-test across seeds at each
+    step, Benjamini-Hochberg-corrected over the steps (the per-step marks of Colas et al., *A Hitchhiker's
+    Guide to Statistical Comparisons of RL Algorithms*, 2019, with false-discovery-rate control).
+
+    Args:
+        runs: One arm's runs (``metrics.jsonl`` rows each), at least 2.
+        baseline_runs: The baseline's runs, at least 2.
+        key: The metric.
+        alpha: The false-discovery rate.
+        smooth: Trailing moving-average window of each run (as in :func:`curve_band`).
+
+    Returns:
+        The steps (shared by every run of both sets) whose adjusted p-value is below ``alpha``;
+        empty when either set has fewer than 2 runs.
+    """
+    if len(runs) < 2 or len(baseline_runs) < 2:
+        return np.zeros(0, dtype=np.int64)
+    a, b = ([_series(rows, key, smooth) for rows in group] for group in (runs, baseline_runs))
+    steps = sorted(set.intersection(*(set(s) for s in a + b)))
+    if not steps:
+        return np.zeros(0, dtype=np.int64)
+    p = [stats.welch_test([s[t] for s in a], [s[t] for s in b]).p_value for t in steps]
+    return np.asarray(steps, dtype=np.int64)[stats.benjamini_hochberg(p) < alpha]
 
 
 def _plt() -> Any:
@@ -192,15 +221,16 @@ def _load_spec(exp_dir: Path) -> ExperimentSpec:
 
 def _experiment_curves(
     exp_dir: Path, spec: ExperimentSpec, task: str, keys: tuple[str, ...] | list[str], smooth: int
-) -> tuple[dict[str, dict[str, _Band]], dict[str, list[int]]]:
-    """``({key: {arm: curve_band(...)}}, {arm: seeds used})`` over the seeds whose run has metrics."""
+) -> tuple[dict[str, dict[str, _Band]], dict[str, list[int]], dict[str, list[list[dict[str, Any]]]]]:
+    """``({key: {arm: curve_band(...)}}, {arm: seeds used}, {arm: their runs' rows})`` over the seeds
+    whose run has metrics."""
     runs, seeds = {}, {}
     for arm in spec.arms:
         found = [(s, rows) for s in spec.seeds if (rows := read_metrics(run_path(exp_dir, arm, task, s) / "metrics.jsonl"))]
         if found:
             seeds[arm], runs[arm] = [s for s, _ in found], [rows for _, rows in found]
     present = _present_keys([r for rows in runs.values() for run in rows for r in run], keys)
-    return {k: {arm: curve_band(rows, k, smooth=smooth) for arm, rows in runs.items()} for k in present}, seeds
+    return {k: {arm: curve_band(rows, k, smooth=smooth) for arm, rows in runs.items()} for k in present}, seeds, runs
 
 
 def _curves_name(spec: ExperimentSpec, task: str) -> str:
@@ -215,7 +245,9 @@ def plot_experiment(
     smooth: int = 1,
 ) -> Path:
     """Draw an experiment's training curves for one task: per key a panel, per arm the median over
-    seeds (from :func:`curve_band`) and its 10th-90th percentile band.
+    seeds (from :func:`curve_band`) and its 10th-90th percentile band, and along the bottom of each
+    panel a tick at every step where an arm differs from the baseline (the first arm;
+    :func:`significant_steps`, when both have at least 2 seeds).
 
     Only seeds whose run has metrics are used, and only the steps all of an arm's runs have reached;
     an arm with no runs yet is named in the title. The legend gives each arm's number of seeds.
@@ -239,11 +271,14 @@ def plot_experiment(
     task = next(iter(spec.tasks)) if task is None else task
     if task not in spec.tasks:
         raise ConfigError(f"task {task!r} is not in {str(exp_dir)!r}{did_you_mean(task, spec.tasks)}; tasks: {', '.join(spec.tasks)}")
-    curves, seeds = _experiment_curves(exp_dir, spec, task, keys, smooth)
+    curves, seeds, runs = _experiment_curves(exp_dir, spec, task, keys, smooth)
     if not curves:
         raise ConfigError(f"no run of task {task!r} in {str(exp_dir)!r} has metrics of {', '.join(keys)} yet")
     title = f"{spec.name}, task {task}: median over seeds, 10th-90th percentile band"
     title += f", trailing mean of {smooth} steps" if smooth > 1 else ""
+    baseline = next(iter(spec.arms))
+    marked = [arm for arm in runs if arm != baseline and baseline in runs and min(len(runs[arm]), len(runs[baseline])) >= 2]
+    title += f"\nmarks at the bottom: steps where an arm differs from {baseline} (Welch per step, BH-corrected, 5%)" if marked else ""
     missing = [arm for arm in spec.arms if arm not in seeds]
     title += f"\nno runs yet: {', '.join(missing)}" if missing else ""
     fig, axes = _grid(len(curves), title)
@@ -261,6 +296,10 @@ def plot_experiment(
             else:
                 (handles[arm],) = ax.plot(steps, med, color=colors[arm], linewidth=1.5)
                 ax.fill_between(steps, lo, hi, color=colors[arm], alpha=0.2, linewidth=0)
+        for row, arm in enumerate(marked):
+            marks = significant_steps(runs[arm], runs[baseline], key, smooth=smooth)
+            # x in data, y in axes units: a row of ticks per arm along the panel's bottom edge
+            ax.plot(marks, np.full(len(marks), 0.03 + 0.04 * row), "|", color=colors[arm], markersize=5, transform=ax.get_xaxis_transform())
         _panel(ax, key, span)
     labels = [f"{arm} ({len(seeds[arm])} seed{'s' * (len(seeds[arm]) != 1)})" for arm in handles]
     fig.legend(list(handles.values()), labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)

@@ -116,8 +116,12 @@ def _as_overrides(params: dict[str, Any]) -> list[str]:
 
     out = []
     for key, value in params.items():
-        plain = f"{key}={value}" if isinstance(value, str) else None
-        out.append(plain if plain and parse_overrides([plain]) == parse_overrides([f"{key}={json.dumps(value, ensure_ascii=False)}"]) else f"{key}={json.dumps(value, ensure_ascii=False)}")
+        quoted, plain = f"{key}={json.dumps(value, ensure_ascii=False)}", f"{key}={value}"
+        try:
+            keep_plain = isinstance(value, str) and parse_overrides([plain]) == parse_overrides([quoted])
+        except ConfigError:  # e.g. a string YAML reads as a flow mapping
+            keep_plain = False
+        out.append(plain if keep_plain else quoted)
     return out
 
 
