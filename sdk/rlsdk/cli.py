@@ -348,7 +348,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     best = summary["best"]["overrides"]
     train_cmd = shlex.join(["rlsdk", "train", *([spec.config] if spec.config else []), *spec.overrides, *best])
     print(
-        f"\nThe best value is biased upwards: it is the best of {len(done)} noisy estimates. Confirm it on fresh seeds\n"
+        f"\nThe best value is optimistic: it is the best of {len(done)} noisy estimates. Confirm it on fresh seeds\n"
         f"beside your baseline, as an experiment arm:  tuned: [{', '.join(best)}]\n"
         f"train it alone: {train_cmd}\nwritten: {sweep_dir / 'sweep.json'}"
     )

@@ -30,9 +30,9 @@ reproducible from their folders).
 Optuna 5 defaults worth knowing (its changelog): TPE is multivariate with ``constant_liar=True``, and
 ``optuna.importance.get_param_importances`` uses PED-ANOVA. ``sweep.json`` reports those importances.
 
-The best trial's value is biased upwards: it is the maximum of noisy estimates (the winner's curse).
+The best trial's value is optimistic: it is the best of many noisy estimates (the winner's curse).
 Confirm it against the baseline on fresh seeds with ``rlsdk experiment`` before reporting it;
-:func:`run_sweep` prints the experiment arm to use.
+``rlsdk sweep`` prints the experiment arm to use.
 """
 
 from __future__ import annotations
