@@ -36,6 +36,7 @@ COMMON_FILES = {
     ".gitignore",
     "README.md",
     "configs/train.yaml",
+    "configs/compare.yaml",
     "pyproject.toml",
     "src/{module}/__init__.py",
     "src/{module}/plugin.py",
@@ -368,6 +369,29 @@ def test_generated_project_trains_with_its_config(installed_project):
         assert config["rewards"][components["reward"]]["weight"] > 0
     manifest = json.loads((run / "manifest.json").read_text())
     assert any(p.get("distribution") == installed_project.names.distribution for p in manifest["plugins"])
+
+
+@pytest.mark.slow
+def test_generated_project_compares_with_the_reference(installed_project):
+    """configs/compare.yaml: an experiment whose `reference` arm swaps rlsdk's components back in."""
+    out = installed_project.root / "exp"
+    cmd = [
+        str(installed_project.python), "-m", "rlsdk.cli", "experiment", "configs/compare.yaml", "train.steps=1",
+        "train.prompts_per_step=2", "eval.size=4", "run.plot=false", "--seeds", "2", "--out", str(out), "--reps", "100",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=installed_project.project, capture_output=True, text=True, timeout=600, env=clean_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    arm = installed_project.names.distribution
+    assert f"| {arm} | 2 |" in proc.stdout and "| **reference** (baseline) | 2 |" in proc.stdout
+    reference, mine = (yaml.safe_load((out / "runs" / a / "default" / "seed_0" / "config.yaml").read_text()) for a in ("reference", arm))
+    components = installed_project.names.components
+    for section, builtin in (("loss", "clipped_pg"), ("advantage", "grpo"), ("sampler", "group")):
+        if section in components:
+            assert mine[section]["name"] == components[section] and reference[section]["name"] == builtin
+    if "sampler" in components:
+        assert mine["sampler"]["n"] == reference["sampler"]["n"] == 16
+    if "reward" in components:
+        assert mine["rewards"][components["reward"]]["weight"] > 0 == reference["rewards"][components["reward"]]["weight"]
 
 
 @pytest.mark.slow
