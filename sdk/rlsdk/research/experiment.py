@@ -54,7 +54,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -344,10 +344,8 @@ def run_experiment(
     from rlsdk.trainer import evaluate_checkpoint, train
 
     exp_dir = Path(exp_dir)
-    earlier = _check_same(exp_dir, spec)
-    for seed in earlier:  # seeds may only grow: keep the runs already there
-        if seed not in spec.seeds:
-            spec.seeds.append(seed)
+    earlier = _check_same(exp_dir, spec)  # seeds may only grow: keep the runs already there
+    spec = replace(spec, seeds=[*spec.seeds, *(s for s in earlier if s not in spec.seeds)])
     configs = {
         (arm, task, seed): load_config(registry, spec.config, spec.run_overrides(arm, task, seed))
         for arm in spec.arms
