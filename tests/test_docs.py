@@ -22,10 +22,16 @@ def test_markdown_links_resolve():
 
 
 def test_readme_shows_install_and_test_commands():
+    """The README's two commands, and .ci/run installs exactly the README's install (CI tests what users get)."""
+    import shlex
+
     readme = (ROOT / "README.md").read_text()
-    assert re.search(r"^pip install .*-e '\.\[test,docs\]' && rlsdk train$", readme, re.M)
-    assert re.search(r"^pytest$", readme, re.M)
-    assert "pytest" in (ROOT / ".ci" / "run").read_text()
+    install = re.search(r"^pip install (.*-e '\.\[test,docs\]') && rlsdk train$", readme, re.M)
+    assert install and re.search(r"^pytest$", readme, re.M)
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_install = re.search(r"^readme_install=\((.*)\)$", ci, re.M)
+    assert ci_install and shlex.split(ci_install.group(1)) == shlex.split(install.group(1))
+    assert 'pip install --quiet "${readme_install[@]}"' in ci and "python -m pytest -q -p no:cacheprovider\n" in ci
 
 
 def test_every_config_default_is_documented():

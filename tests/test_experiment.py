@@ -82,7 +82,11 @@ def test_run_experiment_trains_scores_and_continues(tmp_path):
     spec = load_spec(write_spec(tmp_path))
     out, lines = tmp_path / "out", []
     result = run_experiment(spec, registry, out, log=lines.append)
-    assert len(lines) == 4 and lines[0].startswith("[1/4] grpo / default / seed 0: eval/reward = ")
+    runs = [line for line in lines if not line.startswith("  ")]  # without the lines within a (slow) run
+    assert len(runs) == 4 and runs[0].startswith("[1/4] grpo / default / seed 0: eval/reward = ")
+    # each line: the run's time, then the runs left and the time they will take (no estimate after the last)
+    assert re.search(r"  \(\S+ (s|min|h); 3 runs left, about \S+ (s|min|h)\)$", runs[0]), runs[0]
+    assert re.search(r"  \(\S+ (s|min|h)\)$", runs[3]), runs[3]
     for arm in ("grpo", "reinforce"):
         for seed in (0, 1):
             run = run_path(out, arm, "default", seed)
@@ -100,8 +104,14 @@ def test_run_experiment_trains_scores_and_continues(tmp_path):
     lines.clear()
     run_experiment(load_spec(write_spec(tmp_path, seeds=3)), registry, out, log=lines.append)
     assert (run_path(out, "grpo", "default", 0) / "metrics.jsonl").stat().st_mtime_ns == before
-    assert len(lines) == 6 and (run_path(out, "reinforce", "default", 2) / "summary.json").exists()
+    runs = [line for line in lines if not line.startswith("  ")]
+    assert runs[0] == f"reused 4 finished runs from {out / 'runs'}; 2 to train"
+    assert [line.split(":")[0] for line in runs[1:]] == ["[3/6] grpo / default / seed 2", "[6/6] reinforce / default / seed 2"]
+    assert "; 1 run left, about " in runs[1] and (run_path(out, "reinforce", "default", 2) / "summary.json").exists()
     assert load_scores(out)[0]["grpo"].shape == (3, 1)
+    lines.clear()
+    run_experiment(load_spec(write_spec(tmp_path, seeds=3)), registry, out, log=lines.append)
+    assert lines == [f"reused 6 finished runs from {out / 'runs'}; nothing to train"]
 
     # A spec that asks another question is refused, naming what differs.
     with pytest.raises(ConfigError, match="holds runs of another spec \\(arms differ\\)"):
@@ -362,8 +372,9 @@ def test_cli_ablate(tmp_path, capsys):
     path = tmp_path / "abl.yaml"
     path.write_text(yaml.safe_dump({"seeds": 2, "overrides": [*TINY, "train.steps=1"], "full": [], "ablations": {"reinforce": ["loss.name=reinforce"]}, "score": "reward/mean"}))
     out = tmp_path / "out"
-    assert main(["ablate", str(path), "--out", str(out), "--reps", "100"]) == 0
+    assert main(["ablate", str(path), "--out", str(out), "--reps", "100", "--no-progress"]) == 0
     printed = capsys.readouterr().out
+    assert "[1/4] full / default / seed 0: reward/mean = " in printed and "3 runs left, about " in printed
     assert "| **full** (baseline) | 2 |" in printed and "paired t p (Holm)" in printed
     assert json.loads((out / "comparison.json").read_text())["paired"] is True
     assert main(["compare", str(out), "--no-paired", "--json", "--reps", "100"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -145,21 +146,52 @@ def test_misspelt_hook_is_reported(plugin_path):
     assert "never" not in registry.names("reward")
 
 
-def test_name_clash_names_both_plugins(plugin_path):
-    make_distribution(
-        plugin_path,
-        "rlsdk-ext-clash",
-        "ext_clash",
-        """
+BAD_REGISTRATIONS = {
+    "clash": ('register("exact_match", object)', r"'exact_match' is registered by two plugins: rlsdk:rewards and rlsdk-ext-bad:ext_bad"),
+    "invalid name": ('register("has space", object)', r"invalid name 'has space'"),
+    "name not a string": ("register(3, object)", r"invalid name 3"),
+    "not callable": ('register("not_callable", 42)', r"'not_callable' with a non-callable 42"),
+}
+
+
+@pytest.mark.parametrize("call,message", BAD_REGISTRATIONS.values(), ids=BAD_REGISTRATIONS)
+def test_bad_register_call_skips_that_plugin_only(plugin_path, monkeypatch, call, message):
+    """A bad register() (clash, invalid name, non-callable) drops that plugin whole; the rest work."""
+    source = f"""
         import rlsdk
 
         @rlsdk.hookimpl
+        def register_losses(register):
+            register("bad_plugin_loss", object)  # registered first, dropped with the plugin
+
+        @rlsdk.hookimpl
         def register_rewards(register):
-            register("exact_match", object)
-        """,
-    )
-    with pytest.raises(PluginError, match=r"'exact_match' is registered by two plugins: .*rlsdk:rewards.*rlsdk-ext-clash:ext_clash"):
+            {call}
+        """
+    make_distribution(plugin_path, "rlsdk-ext-bad", "ext_bad", source)
+    make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
+    with pytest.warns(RuntimeWarning, match=r"plugin rlsdk-ext-bad:ext_bad failed to register \(register_rewards\) and is skipped.*" + message):
+        registry = get_registry(refresh=True)
+    assert "always_one" in registry.names("reward") and "grpo" in registry.names("algorithm")
+    assert "bad_plugin_loss" not in registry.names("loss")
+    assert registry.owner("reward", "exact_match") == "rlsdk:rewards"
+    bad = next(p for p in registry.plugins if p.distribution == "rlsdk-ext-bad")
+    assert bad.registers == {} and re.search(message, bad.error)
+    monkeypatch.setenv("RLSDK_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match=message):
         get_registry(refresh=True)
+
+
+def test_commands_work_beside_a_plugin_whose_registration_is_bad(tmp_path):
+    """`rlsdk plugins` (and so every command) still runs, and shows the bad plugin's error."""
+    make_distribution(tmp_path, "rlsdk-ext-bad", "ext_bad", "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('exact_match', object)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "rlsdk.cli", "plugins", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["distribution"], r["name"]): r for r in json.loads(proc.stdout)}
+    assert "registered by two plugins" in rows[("rlsdk-ext-bad", "ext_bad")]["error"]
+    assert rows[("rlsdk", "rewards")]["error"] is None and "exact_match" in rows[("rlsdk", "rewards")]["registers"]["reward"]
+    assert "rlsdk-ext-bad:ext_bad failed to register" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_load_plugins_selects_distributions(plugin_path, monkeypatch):

@@ -22,6 +22,7 @@ from rlsdk.research.report import (
     _experiment_curves,
     significant_steps,
     _present_keys,
+    arm_colors,
     curve_band,
     plot_comparison,
     plot_experiment,
@@ -39,10 +40,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def png_shape(path: Path) -> tuple[int, int]:
+    """(height, width) in pixels, each rounded to the nearest 10: matplotlib 3.7 makes a 9.0 in figure
+    at 100 dpi 899 px high where 3.10 makes it 900."""
     import matplotlib.image
 
     assert path.read_bytes()[:8] == PNG_MAGIC
-    return matplotlib.image.imread(path).shape[:2]
+    height, width = matplotlib.image.imread(path).shape[:2]
+    return round(height, -1), round(width, -1)
 
 
 def no_open_figures() -> bool:
@@ -225,6 +229,59 @@ def test_plot_comparison_of_the_baseline_alone_has_one_panel(tmp_path):
     with pytest.raises(ConfigError, match="needs 'arms' and 'baseline'"):
         plot_comparison({"metric": "iqm"}, tmp_path / "bad.png")
     assert no_open_figures()
+
+
+def test_arm_colors_follow_the_arm_order():
+    colors = arm_colors(["base", "a", "b"])
+    assert list(colors) == ["base", "a", "b"] and len(set(colors.values())) == 3
+    assert arm_colors(["base", "a", "b", "c"])["b"] == colors["b"]  # the i-th arm, the i-th colour
+    many = arm_colors([f"arm{i}" for i in range(20)])
+    assert len(set(many.values())) == 20
+
+
+@pytest.mark.parametrize("significant", [False, True])
+def test_each_arm_has_one_colour_in_every_plot(exp_dir, tmp_path, monkeypatch, significant):
+    """curves.png and comparison.png draw each arm in its colour of arm_colors(spec.arms), the baseline
+    included, even when the comparison's baseline (listed first there) is not the experiment's first arm."""
+    import matplotlib.colors
+
+    from rlsdk.research import report as report_module
+
+    out = copy_experiment(exp_dir, tmp_path / "exp")
+    scores, seeds, spec = load_scores(out)
+    data = {**compare(scores, "reinforce", reps=200, pair_reps=100).to_dict(), "seeds": seeds}
+    assert data["arms"][1]["arm"] == "grpo"
+    data["arms"][1]["significant"] = significant  # significant: filled; not: hollow
+    (out / "comparison.json").write_text(json.dumps(data))
+    drawn, markers = {}, []  # file name -> {arm: colours its elements are drawn in}; the comparison's markers
+    save = report_module._save
+
+    def record(fig, path, rect=(0, 0, 1, 1)):
+        seen = {}
+        if fig.legends:  # curves: the legend's lines, "<arm> (2 seeds)"
+            for text, handle in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles):
+                seen.setdefault(text.get_text().split(" ")[0], set()).add(matplotlib.colors.to_hex(handle.get_color()))
+        else:  # comparison: each row's label and its marker, on both panels
+            for ax in fig.axes:
+                rows = {round(t): label.get_text().split(" ")[0] for t, label in zip(ax.get_yticks(), ax.get_yticklabels())}
+                for label in ax.get_yticklabels():
+                    seen.setdefault(label.get_text().split(" ")[0], set()).add(matplotlib.colors.to_hex(label.get_color()))
+                for line in ax.lines:
+                    if line.get_marker() in ("o", "D") and len(line.get_ydata()) == 1:
+                        arm = rows[round(line.get_ydata()[0])]
+                        markers.append(arm)
+                        seen.setdefault(arm, set()).add(matplotlib.colors.to_hex(line.get_markeredgecolor()))
+                        filled = matplotlib.colors.to_hex(line.get_markerfacecolor()) != "#ffffff"
+                        assert filled == (arm == "reinforce" or significant), arm  # the baseline always filled
+        drawn[Path(path).name] = seen
+        return save(fig, path, rect)
+
+    monkeypatch.setattr(report_module, "_save", record)
+    assert report(out) == [out / "curves.png", out / "comparison.png"]
+    want = arm_colors(spec.arms)
+    assert list(want) == ["grpo", "reinforce"] and sorted(markers) == ["grpo", "grpo", "reinforce"]  # 2 on the left, 1 on the right
+    for name in ("curves.png", "comparison.png"):
+        assert drawn[name] == {arm: {color} for arm, color in want.items()}, name
 
 
 # --------------------------------------------------------------------------------------------------

@@ -155,6 +155,15 @@ def test_environment_differences(original):
     (line,) = environment_differences(resumed, manifest)
     assert line.startswith("resumes: from step 2 (original) vs never (now)") and "CPU" in line
     assert manifest["versions"]["torch"] == torch.__version__
+    # every installed package is recorded; one that changed is named (once, also when in `versions`)
+    import scipy
+
+    assert manifest["packages"]["scipy"] == scipy.__version__ and "torch" in manifest["packages"]
+    assert changed(lambda m: m["packages"].update(scipy="0.1")) == [f"packages.scipy: {scipy.__version__} (original) vs 0.1 (now)"]
+    assert changed(lambda m: m["packages"].pop("scipy")) == [f"packages.scipy: {scipy.__version__} (original) vs missing (now)"]
+    assert changed(lambda m: m["packages"].update(torch="0.1")) == []  # versions.torch is the one compared
+    older = {k: v for k, v in manifest.items() if k != "packages"}  # a run from before packages were recorded
+    assert environment_differences(older, manifest) == environment_differences(manifest, older) == []
 
 
 def test_errors(registry, original, tmp_path):

@@ -29,6 +29,7 @@ EXAMPLES = sorted((DOCS / "examples").glob("*.py"))
 PUBLIC_MODULES = [
     "rlsdk.config",
     "rlsdk.trainer",
+    "rlsdk.progress",
     "rlsdk.plugins",
     "rlsdk.rundir",
     "rlsdk.validation",
@@ -40,6 +41,7 @@ PUBLIC_MODULES = [
     "rlsdk.research.sweep",
     "rlsdk.research.reproduce",
     "rlsdk.research.report",
+    "rlsdk.research.packages",
     "rlsdk.scaffold",
     "rlsdk.testing",
 ]

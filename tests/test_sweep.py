@@ -94,7 +94,9 @@ def test_run_sweep_trains_scores_and_continues(tmp_path):
     registry = get_registry()
     out, lines = tmp_path / "out", []
     summary = run_sweep(load_sweep(write_sweep(tmp_path)), registry, out, log=lines.append)
+    lines = [line for line in lines if not line.startswith("  ")]  # without the lines within a (slow) run
     assert summary["finished"] == 3 and len(lines) == 3 and lines[0].startswith("trial 0 (1/3): reward/mean = ")
+    assert "; about " in lines[0] and lines[0].endswith(" left)") and "; about " not in lines[2]  # the time left
     for trial in summary["trials"]:
         run_dir = out / "trials" / f"{trial['number']:04d}" / "seed_0"
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -145,7 +147,7 @@ def test_a_bad_space_fails_before_the_first_trial(tmp_path):
 
 def test_cli_sweep(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["sweep", str(write_sweep(tmp_path)), "--out", str(out), "--trials", "2", "train.steps=1"]) == 0
+    assert main(["sweep", str(write_sweep(tmp_path)), "--out", str(out), "--trials", "2", "train.steps=1", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["finished"] == 2 and "best of 2 finished trial(s):" in printed

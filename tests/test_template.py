@@ -312,7 +312,10 @@ def make_venv(path: Path) -> Path:
         venv_site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        Path(venv_site, "_rlsdk_parent.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+        # site.addsitedir (not a bare path line) also runs the parent's .pth files: an editable install
+        # of rlsdk is such a file (setuptools' import hook), and a bare path would not find it.
+        parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
+        Path(venv_site, "_rlsdk_parent.pth").write_text(f"import site; [site.addsitedir(p) for p in {parents!r}]\n")
     return python
 
 

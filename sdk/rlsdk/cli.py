@@ -6,6 +6,8 @@
     Score the run's latest checkpoint on the task's held-out examples.
 ``rlsdk plugins [--json]``
     List installed plugins and what they register.
+``rlsdk env [RUN_DIR] [--check LOCK|RUN_DIR]``
+    Print the installed packages (or a run's) as a lock file, or check them against one.
 ``rlsdk new-plugin [NAME] [--component KIND ...] [--output-dir DIR] [--no-input]``
     Create a plugin package from the cookiecutter template.
 ``rlsdk experiment EXPERIMENT.yaml [key=value ...] [--out DIR] [--seeds N|LIST]``
@@ -64,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="print JSON")
     plugin_flag(pl)
 
+    en = sub.add_parser(
+        "env",
+        help="print this environment's packages as a lock, or check them against one",
+        description="Print the installed packages as a lock file (pip constraints, one name==version a line; "
+        "install it with `pip install -c FILE ...`), or with RUN_DIR the packages that run was trained with. "
+        "--check compares this environment with a lock file or a run folder and exits with status 1 when a "
+        "version differs or a package is missing.",
+    )
+    en.add_argument("source", nargs="?", metavar="RUN_DIR", help="print the packages recorded in this run's manifest.json")
+    en.add_argument("--check", metavar="LOCK|RUN_DIR", help="compare the installed packages with a lock file or a run's")
+    en.add_argument("--all", action="store_true", help="with --check, also list installed packages the lock does not name")
+    en.add_argument("--json", action="store_true", help="print JSON")
+
     from rlsdk.scaffold import COMPONENT_KINDS
 
     np_ = sub.add_parser(
@@ -107,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         ex.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
         ex.add_argument("--out", metavar="DIR", help="the experiment folder (default: experiments/<name>)")
         ex.add_argument("--seeds", metavar="N|LIST", help="replace the file's seeds: a count (5) or a list (0,1,2)")
+        ex.add_argument("--no-progress", action="store_true", help="hide the progress within runs (a line per finished run stays)")
         _compare_flags(ex)
         plugin_flag(ex)
 
@@ -121,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
     sw.add_argument("--out", metavar="DIR", help="the sweep folder (default: sweeps/<name>)")
     sw.add_argument("--trials", type=int, metavar="N", help="replace the file's number of trials (finished trials wanted)")
+    sw.add_argument("--no-progress", action="store_true", help="hide the progress within runs (a line per finished trial stays)")
     plugin_flag(sw)
 
     rt = sub.add_parser(
@@ -258,6 +275,46 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(ns: argparse.Namespace) -> int:
+    """``rlsdk env``: the installed packages as a lock, a run's, or the differences from one."""
+    import datetime
+    import platform
+
+    from rlsdk.research.packages import differences, installed_packages, lock_text, read_lock
+
+    if ns.check and ns.source:
+        raise ConfigError("give either RUN_DIR (print its packages) or --check LOCK|RUN_DIR, not both")
+    if ns.all and not ns.check:
+        raise ConfigError("--all only applies with --check")
+    installed = installed_packages()
+    if ns.check:
+        diffs = differences(read_lock(ns.check), installed, extras=ns.all)
+        if ns.json:
+            print(json.dumps([d.__dict__ for d in diffs], indent=2))
+        elif diffs:
+            print(f"{len(diffs)} package(s) differ from {ns.check}:")
+            print("\n".join(f"  {d}" for d in diffs))
+            lock = "lock.txt" if Path(ns.check).is_dir() else ns.check
+            first = f"rlsdk env {shlex.quote(ns.check)} > lock.txt, then " if lock != ns.check else ""
+            print(f"to install those versions: {first}pip install -c {shlex.quote(lock)} followed by what you install")
+        else:
+            print(f"every package of {ns.check} is installed at its version")
+        return 1 if any(d.wanted is not None for d in diffs) else 0
+    if ns.source:
+        packages, header = read_lock(ns.source), f"the packages of the run {ns.source} (rlsdk env {ns.source})"
+    else:
+        header = (
+            f"the packages of Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+            f"{datetime.date.today().isoformat()} (rlsdk env)"
+        )
+        packages = installed
+    if ns.json:
+        print(json.dumps(packages, indent=2))
+    else:
+        print(lock_text(packages, header + "\ninstall: pip install -c THIS_FILE ...; check: rlsdk env --check THIS_FILE"), end="")
+    return 0
+
+
 def cmd_new_plugin(ns: argparse.Namespace) -> int:
     """``rlsdk new-plugin``: generate a plugin package (see :func:`rlsdk.scaffold.new_plugin`)."""
     from rlsdk.scaffold import new_plugin, next_steps
@@ -321,7 +378,7 @@ def cmd_experiment(ns: argparse.Namespace) -> int:
     exp_dir = Path(ns.out) if ns.out else Path("experiments") / spec.name
     runs = len(spec.arms) * len(spec.tasks) * len(spec.seeds)
     print(f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}")
-    run_experiment(spec, registry, exp_dir, log=lambda line: print(line, flush=True))
+    run_experiment(spec, registry, exp_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress)
     from rlsdk.research.report import report
 
     result, _ = _compare_and_write(exp_dir, ns, registry)
@@ -338,7 +395,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     spec = load_sweep(ns.spec, ns.overrides, ns.trials)
     sweep_dir = Path(ns.out) if ns.out else Path("sweeps") / spec.name
     print(f"sweep {spec.name!r}: {spec.trials} trial(s) x {len(spec.seeds)} seed(s), {spec.sampler} sampler, {spec.direction} {spec.score}, in {sweep_dir}")
-    summary = run_sweep(spec, _registry(ns.plugin), sweep_dir, log=lambda line: print(line, flush=True))
+    summary = run_sweep(spec, _registry(ns.plugin), sweep_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress)
     done = sorted((t for t in summary["trials"] if t["state"] == "COMPLETE"), key=lambda t: t["value"], reverse=spec.direction == "maximize")
     print(f"\nbest of {len(done)} finished trial(s):")
     for t in done[:5]:
@@ -391,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         setattr(ns, field, [*getattr(ns, field), *extra])
     handlers = {
-        "train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "new-plugin": cmd_new_plugin,
+        "train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "env": cmd_env, "new-plugin": cmd_new_plugin,
         "experiment": cmd_experiment, "ablate": cmd_experiment, "compare": cmd_compare, "sweep": cmd_sweep, "reproduce": cmd_reproduce,
         "report": cmd_report,
     }  # fmt: skip

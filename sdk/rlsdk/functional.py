@@ -137,7 +137,8 @@ def kl_estimate(
     """Per-token estimate of KL(pi || pi_ref) from ``x = logprobs - ref_logprobs``.
 
     - ``k1``: ``x``;  ``abs``: ``|x|``;  ``k2``: ``x**2 / 2``;
-    - ``k3`` (low-variance KL): ``exp(-x) + x - 1``;
+    - ``k3`` (low-variance KL): ``exp(-x) + x - 1``, computed as ``expm1(-x) + x`` so that it keeps
+      its digits near ``x = 0`` and is never negative (the form as written cancels to ``-1e-16``);
     - ``<name>+`` (straight-through, verl's documented intent): the value of ``<name>`` with the
       gradient of ``k2``: ``k2 - sg[k2] + sg[k_name]``.
 
@@ -157,7 +158,7 @@ def kl_estimate(
     elif base == "k2":
         value = 0.5 * x * x
     else:
-        value = torch.exp(-x) + x - 1.0
+        value = torch.expm1(-x) + x
     if output_clamp is not None:
         value = value.clamp(-output_clamp, output_clamp)
     if estimator.endswith("+"):

@@ -104,11 +104,15 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _normalise(distribution: str) -> str:
+    return distribution.strip().lower().replace("_", "-")
+
+
 def _load_filter() -> set[str] | None:
     raw = os.environ.get("RLSDK_LOAD_PLUGINS")
     if raw is None:
         return None
-    return {part.strip().lower().replace("_", "-") for part in raw.split(",") if part.strip()}
+    return {_normalise(part) for part in raw.split(",") if part.strip()}
 
 
 def _report(info: PluginInfo, exc: BaseException, what: str) -> None:
@@ -151,9 +155,11 @@ def get_plugin_manager(
     infos: list[PluginInfo] = []
     if load_entrypoints:
         wanted = _load_filter()
-        for dist in importlib.metadata.distributions():
+        # rlsdk's own plugins load (and so register) first: on a name clash they keep the name.
+        dists = sorted(importlib.metadata.distributions(), key=lambda d: _normalise(d.metadata["Name"] or "?") != CORE_DISTRIBUTION)
+        for dist in dists:
             dist_name = dist.metadata["Name"] or "?"
-            normalised = dist_name.lower().replace("_", "-")
+            normalised = _normalise(dist_name)
             for ep in dist.entry_points:
                 if ep.group != ENTRY_POINT_GROUP:
                     continue
@@ -221,9 +227,11 @@ def _enable_tracing(pm: pluggy.PluginManager) -> None:
 class Registry:
     """Every registered component factory, by kind and name.
 
-    Built by calling each registration hook of each plugin separately, so a plugin that raises is
-    reported and skipped while the others register. Two plugins registering the same name of the same
-    kind is a :class:`PluginError` naming both.
+    Built by calling each registration hook of each plugin separately, so a plugin that raises, or
+    whose ``register`` call is bad (an invalid name, a factory that is not callable, a name another
+    plugin registered first), is reported and skipped whole while the others register. A clash names
+    both plugins; the first one registered keeps the name (rlsdk's own register first).
+    ``RLSDK_STRICT_PLUGINS=1`` turns each of these into a :class:`PluginError`.
     """
 
     def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo]):
@@ -235,7 +243,7 @@ class Registry:
         trace = _env_flag("RLSDK_TRACE_PLUGINS")
         for kind, hook_name in KINDS.items():
             hook = getattr(pm.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order (rlsdk first)
                 info = by_label.get(impl.plugin_name) or PluginInfo(name=impl.plugin_name)
                 if info.error:
                     continue
@@ -244,9 +252,7 @@ class Registry:
                     print(f"[rlsdk trace] {hook_name}(register) -> {impl.plugin_name}", file=sys.stderr)
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
-                except PluginError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - a bad name, a clash or a raise: the plugin's
                     self._drop(info)
                     _report(info, exc, f"register ({hook_name})")
 
@@ -262,8 +268,8 @@ class Registry:
             owner = self._owners[kind].get(name)
             if owner is not None:
                 raise PluginError(
-                    f"{kind} {name!r} is registered by two plugins: {owner} and {info.label}. "
-                    "Uninstall one, or select plugins with RLSDK_LOAD_PLUGINS."
+                    f"{kind} {name!r} is registered by two plugins: {owner} and {info.label} "
+                    f"(kept: {owner}'s). Uninstall one, or select plugins with RLSDK_LOAD_PLUGINS."
                 )
             self._factories[kind][name] = factory
             self._owners[kind][name] = info.label

@@ -27,6 +27,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from rlsdk.config import dump_yaml, load_config, load_yaml, reward_specs
 from rlsdk.errors import ConfigError
 from rlsdk.functional import aggregate, kl_estimate, masked_mean
 from rlsdk.plugins import Registry
+from rlsdk.progress import TrainProgress
 from rlsdk.research.manifest import build_manifest
 from rlsdk.research.seeds import SeedTree
 from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
@@ -493,6 +495,7 @@ def train(
     resume: bool = False,
     progress: bool | None = None,
     until: int | None = None,
+    on_step: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train, writing the run folder; return a summary.
 
@@ -504,6 +507,8 @@ def train(
         progress: Show a progress bar (default: ``config["run"]["progress"]``).
         until: Stop after this step (default: ``train.steps``). The learning-rate schedule still
             follows ``train.steps``, so the steps run are those of the full run (``rlsdk reproduce --steps``).
+        on_step: Called after every step (once its metrics are written) with the step and its
+            metrics; ``rlsdk experiment`` shows its progress within runs this way.
     """
     run_dir = Path(run_dir or config["run"]["dir"] or default_run_dir(config))
     config = copy.deepcopy(config)
@@ -536,7 +541,7 @@ def train(
     every = int(config["run"]["checkpoint_every"])
     last_saved = run.step
     show = config["run"]["progress"] if progress is None else progress
-    bar = _Progress(steps, run.step, enabled=bool(show))
+    bar = TrainProgress(steps, run.step, enabled=bool(show))
     try:
         while run.step < steps:
             metrics = train_step(run)
@@ -554,6 +559,8 @@ def train(
                 rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
                 last_saved = run.step
             bar.update(run.step, metrics)
+            if on_step is not None:
+                on_step(run.step, dict(metrics))
     except KeyboardInterrupt:
         if run.step > last_saved:
             rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
@@ -586,28 +593,3 @@ def _summary(run: Run) -> dict[str, Any]:
         "checkpoint": str(run.dir.latest_checkpoint()),
         "final": run.history[-1] if run.history else {},
     }
-
-
-class _Progress:
-    """A rich progress bar showing reward and loss (a no-op when disabled)."""
-
-    def __init__(self, total: int, done: int, enabled: bool):
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, info="")
-
-    def update(self, step: int, metrics: dict[str, Any]) -> None:
-        if self.bar is not None:
-            info = f"reward {metrics['reward/mean']:.3f}  loss {metrics.get('loss', 0.0):+.4f}  {metrics['step_time']:.2f}s/step"
-            self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -327,6 +327,7 @@ def run_experiment(
     registry: Any,
     exp_dir: str | Path,
     log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train every arm, task and seed of ``spec`` that is not finished yet, and score each run.
 
@@ -334,13 +335,19 @@ def run_experiment(
         spec: The experiment.
         registry: The components (:func:`rlsdk.get_registry`).
         exp_dir: The experiment folder (created, or continued).
-        log: Receives one line per run.
+        log: Receives the lines to show: how many finished runs are reused, then one line per run
+            trained, with its score, its time and the time left (the mean time per step of the runs
+            trained so far times the steps left; see :class:`rlsdk.progress.RunsProgress`).
+        progress: Show progress within runs: on a terminal two rows redrawn in place (all runs,
+            and the current run's step, reward, loss and s/step), else a line through ``log`` at
+            most once a minute. False: only the lines above.
 
     Returns:
         The content of ``scores.json``: ``{"score", "last", "scores": {arm: {task: {seed: value}}},
         "seconds": {...}}`` with seeds as strings (JSON keys).
     """
     from rlsdk.config import load_config
+    from rlsdk.progress import RunsProgress
     from rlsdk.trainer import evaluate_checkpoint, train
 
     exp_dir = Path(exp_dir)
@@ -356,19 +363,39 @@ def run_experiment(
     atomic_write_text(exp_dir / "experiment.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
     result = _read_scores(exp_dir)
     result.update(score=spec.score, last=spec.last)
-    for i, ((arm, task, seed), config) in enumerate(configs.items(), 1):
-        run_dir = run_path(exp_dir, arm, task, seed)
-        label = f"[{i}/{len(configs)}] {arm} / {task} / seed {seed}"
-        if not (run_dir / "summary.json").exists():
-            resume = (run_dir / "config.yaml").exists()
-            start = time.perf_counter()
-            train(config, registry, run_dir=run_dir, resume=resume, progress=False)
-            result["seconds"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = round(time.perf_counter() - start, 3)
-        value = score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry))
-        result["scores"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = value
-        atomic_write_text(exp_dir / "scores.json", json.dumps(result, indent=2) + "\n")
-        log(f"{label}: {spec.score} = {value:.4f}")
+    finished = {key for key in configs if (run_path(exp_dir, *key) / "summary.json").exists()}
+    pending = {key: _steps_left(run_path(exp_dir, *key), config) for key, config in configs.items() if key not in finished}
+    if finished:
+        rest = f"{len(pending)} to train" if pending else "nothing to train"
+        log(f"reused {len(finished)} finished run{'s' * (len(finished) != 1)} from {exp_dir / 'runs'}; {rest}")
+    display = RunsProgress(len(pending), sum(steps for steps, _ in pending.values()), log=log, progress=progress)
+    try:
+        for i, ((arm, task, seed), config) in enumerate(configs.items(), 1):
+            run_dir = run_path(exp_dir, arm, task, seed)
+            label = f"[{i}/{len(configs)}] {arm} / {task} / seed {seed}"
+            if (arm, task, seed) in pending:
+                steps, done = pending[arm, task, seed]
+                display.start_run(label, steps + done, done)
+                start = time.perf_counter()
+                train(config, registry, run_dir=run_dir, resume=(run_dir / "config.yaml").exists(), progress=False, on_step=display.on_step)
+                result["seconds"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = round(time.perf_counter() - start, 3)
+            value = score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry))
+            result["scores"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = value
+            atomic_write_text(exp_dir / "scores.json", json.dumps(result, indent=2) + "\n")
+            if (arm, task, seed) in pending:
+                log(f"{label}: {spec.score} = {value:.4f}  ({display.end_run()})")
+    finally:
+        display.close()
     return result
+
+
+def _steps_left(run_dir: Path, config: dict[str, Any]) -> tuple[int, int]:
+    """``(steps to train, steps done)`` of an unfinished run: an interrupted run continues from the
+    last step of its metrics (its checkpoint may be a little earlier; this is for estimates)."""
+    total = int(config["train"]["steps"])
+    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "config.yaml").exists() else []
+    done = min(int(rows[-1]["step"]), total) if rows else 0
+    return total - done, done
 
 
 def _read_scores(exp_dir: Path) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from rlsdk.research.packages import installed_packages
+
 __all__ = ["build_manifest", "git_info", "file_sha256"]
 
 _ENV_PREFIXES = ("RLSDK_", "CUDA_VISIBLE_DEVICES", "CUBLAS_", "OMP_NUM_THREADS", "PYTHONHASHSEED", "TRITON_")
@@ -94,6 +96,7 @@ def build_manifest(
         "seed": config.get("seed"),
         "seeds": seeds,
         "versions": versions,
+        "packages": installed_packages(),
         "platform": platform.platform(),
         "hostname": platform.node(),
         "hardware": hardware(),

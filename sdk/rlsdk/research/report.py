@@ -30,7 +30,7 @@ from rlsdk.research import stats
 from rlsdk.research.experiment import ExperimentSpec, run_path
 from rlsdk.rundir import atomic_write_bytes, read_metrics
 
-__all__ = ["DYNAMICS_KEYS", "curve_band", "significant_steps", "plot_run", "plot_experiment", "plot_comparison", "report"]
+__all__ = ["DYNAMICS_KEYS", "arm_colors", "curve_band", "significant_steps", "plot_run", "plot_experiment", "plot_comparison", "report"]
 
 #: The default panels in order (reward, held-out reward, KL, entropy, loss, clip fraction, grad norm,
 #: response length and learning rate); a panel is drawn when its key was logged.
@@ -39,6 +39,22 @@ DYNAMICS_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 
 _Band = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def arm_colors(arms: list[str] | tuple[str, ...] | dict[str, Any]) -> dict[str, str]:
+    """Each arm's colour in every plot of an experiment (curves and comparison), from the arms'
+    order (the experiment's: the baseline first): the i-th arm gets the i-th colour of matplotlib's
+    ``tab10`` cycle, then of ``tab20``'s lighter shades, then the cycle again. The baseline is
+    the first arm's colour like any other; significance is drawn by marker fill, not colour.
+
+    Returns:
+        Arm name -> a ``#rrggbb`` colour.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    palette = [to_hex(c) for c in colormaps["tab10"].colors] + [to_hex(c) for c in colormaps["tab20"].colors[1::2]]
+    return {arm: palette[i % len(palette)] for i, arm in enumerate(arms)}
 
 
 def _value(row: dict[str, Any], key: str) -> float | None:
@@ -282,7 +298,7 @@ def plot_experiment(
     missing = [arm for arm in spec.arms if arm not in seeds]
     title += f"\nno runs yet: {', '.join(missing)}" if missing else ""
     fig, axes = _grid(len(curves), title)
-    colors = {arm: f"C{i}" for i, arm in enumerate(spec.arms)}
+    colors = arm_colors(spec.arms)
     drawn = np.concatenate([band[0] for bands in curves.values() for band in bands.values()])
     span = (drawn.min(), drawn.max()) if len(drawn) else (0, 1)
     handles = {}
@@ -306,19 +322,24 @@ def plot_experiment(
     return _save(fig, out or exp_dir / _curves_name(spec, task), rect=(0, 0.06, 1, 1))
 
 
-def _errorbar(ax: Any, y: int, interval: dict[str, Any], **kw: Any) -> None:
+def _errorbar(ax: Any, y: int, interval: dict[str, Any], color: str, filled: bool = True, marker: str = "o", **kw: Any) -> None:
     point, low, high = interval.get("point"), interval.get("low"), interval.get("high")
     if point is None:
         return
     xerr = None if low is None or high is None else [[point - low], [high - point]]
-    ax.errorbar([point], [y], xerr=xerr, fmt="o", capsize=4, **kw)
+    face = color if filled else "white"
+    ax.errorbar(
+        [point], [y], xerr=xerr, fmt=marker, capsize=4, color=color, markerfacecolor=face, markeredgecolor=color, markeredgewidth=1.5, **kw
+    )
 
 
-def _comparison_figure(comparison: dict[str, Any]) -> Any:
+def _comparison_figure(comparison: dict[str, Any], colors: dict[str, str] | None = None) -> Any:
     """The figure of :func:`plot_comparison` (one panel when no arm is compared with the baseline)."""
     if "arms" not in comparison or "baseline" not in comparison:
         raise ConfigError("a comparison needs 'arms' and 'baseline' (the content of comparison.json)")
     arms, baseline = comparison["arms"], comparison["baseline"]
+    palette = arm_colors([a["arm"] for a in arms])
+    colors = {**palette, **(colors or {})}
     rows = [i for i, a in enumerate(arms) if a["arm"] != baseline and a.get("p_improve") is not None]
     others = [arms[i] for i in rows]  # on the right panel, on the rows they have on the left
     plt = _plt()
@@ -326,22 +347,28 @@ def _comparison_figure(comparison: dict[str, Any]) -> Any:
     left = axes[0, 0]
     for i, a in enumerate(arms):
         base = a["arm"] == baseline
-        _errorbar(left, i, a["value"], color="C3" if base else "C0", markersize=7 if base else 5)
+        # the baseline a diamond; the other arms filled when Holm-significant, hollow when not
+        filled = base or bool(a.get("significant"))
+        _errorbar(left, i, a["value"], colors[a["arm"]], filled=filled, marker="D" if base else "o", markersize=7)
     base_value = next((a["value"].get("point") for a in arms if a["arm"] == baseline), None)
     if base_value is not None:
-        left.axvline(base_value, color="C3", linestyle=":", linewidth=1)
+        left.axvline(base_value, color=colors[baseline], linestyle=":", linewidth=1)
     left.set_yticks(range(len(arms)), [f"{a['arm']} (n={a['runs']})" + (" [baseline]" if a["arm"] == baseline else "") for a in arms])
+    for label, a in zip(left.get_yticklabels(), arms):
+        label.set_color(colors[a["arm"]])
     left.set_xlabel(comparison.get("metric", "metric"))
-    left.set_title("aggregate score", fontsize=9)
+    left.set_title("aggregate score (filled: Holm-significant)" if others else "aggregate score", fontsize=9)
     if others:
         right = axes[0, 1]
         for i, a in zip(rows, others):
-            _errorbar(right, i, a["p_improve"], color="C2" if a.get("significant") else "C0")
+            _errorbar(right, i, a["p_improve"], colors[a["arm"]], filled=bool(a.get("significant")), markersize=7)
         right.axvline(0.5, color="gray", linestyle="--", linewidth=1)
         right.set_xlim(-0.02, 1.02)
         right.set_yticks(rows, [a["arm"] + (" *" if a.get("significant") else "") for a in others])
+        for label, a in zip(right.get_yticklabels(), others):
+            label.set_color(colors[a["arm"]])
         right.set_xlabel(f"P(arm > {baseline})")
-        right.set_title("probability of improvement (* Holm-significant)", fontsize=9)
+        right.set_title("probability of improvement (filled, *: Holm-significant)", fontsize=9)
     for ax in axes.flat:
         ax.set_ylim(len(arms) - 0.5, -0.5)  # the first arm (the baseline) on top
         ax.grid(axis="x", alpha=0.3)
@@ -352,14 +379,17 @@ def _comparison_figure(comparison: dict[str, Any]) -> Any:
     return fig
 
 
-def plot_comparison(comparison: dict[str, Any], out: str | Path) -> Path:
-    """Draw a comparison: left, each arm's metric with its interval (the baseline in red, with a
+def plot_comparison(comparison: dict[str, Any], out: str | Path, colors: dict[str, str] | None = None) -> Path:
+    """Draw a comparison: left, each arm's metric with its interval (the baseline a diamond, with a
     dotted line at its point); right, ``P(arm > baseline)`` with its interval for the other arms and
-    a line at 0.5 (absent when no arm is compared with the baseline).
+    a line at 0.5 (absent when no arm is compared with the baseline). An arm's marker is filled when
+    its difference from the baseline is Holm-significant, hollow when not.
 
     Args:
         comparison: A ``comparison.json`` dict (:meth:`rlsdk.research.compare.Comparison.to_dict`).
         out: The PNG.
+        colors: Arm -> colour (default :func:`arm_colors` of the comparison's arms in its order;
+            :func:`report` passes the experiment's, so each arm has its colour of ``curves.png``).
 
     Returns:
         The PNG's path.
@@ -367,7 +397,7 @@ def plot_comparison(comparison: dict[str, Any], out: str | Path) -> Path:
     Raises:
         ConfigError: The dict has no ``arms`` or ``baseline``.
     """
-    return _save(_comparison_figure(comparison), out, rect=(0, 0, 1, 0.95))
+    return _save(_comparison_figure(comparison, colors), out, rect=(0, 0, 1, 0.95))
 
 
 def report(path: str | Path, smooth: int = 1) -> list[Path]:
@@ -403,7 +433,7 @@ def report(path: str | Path, smooth: int = 1) -> list[Path]:
             if any(m.is_file() and m.stat().st_size for m in metrics):
                 written.append(plot_experiment(path, task=task, smooth=smooth))
         if data is not None:
-            written.append(plot_comparison(data, path / "comparison.png"))
+            written.append(plot_comparison(data, path / "comparison.png", colors=arm_colors(spec.arms)))
         if not written:
             raise ConfigError(f"experiment folder {str(path)!r} has no run with metrics yet; run `rlsdk experiment` first")
         return written

@@ -162,6 +162,8 @@ def _fields(manifest: dict[str, Any]) -> dict[str, Any]:
     out = {"seed": manifest.get("seed"), "platform": manifest.get("platform")}
     for section in ("seeds", "versions", "hardware", "environment", "determinism"):
         out.update({f"{section}.{k}": v for k, v in (manifest.get(section) or {}).items()})
+    versions = manifest.get("versions") or {}  # the packages that are not already there
+    out.update({f"packages.{k}": v for k, v in (manifest.get("packages") or {}).items() if k not in versions})
     for where, info in (manifest.get("git") or {}).items():
         out.update({f"git.{where}.{k}": (info or {}).get(k) for k in ("commit", "dirty")})
     for p in manifest.get("plugins") or []:
@@ -174,7 +176,7 @@ def _fields(manifest: dict[str, Any]) -> dict[str, Any]:
 def environment_differences(original: dict[str, Any], reproduced: dict[str, Any]) -> list[str]:
     """What differs between two ``manifest.json`` that can change results.
 
-    Compared: seeds, versions, platform, hardware (CPU, GPUs, thread count), thread and CUDA
+    Compared: seeds, versions (of every installed package), platform, hardware (CPU, GPUs, thread count), thread and CUDA
     environment variables, determinism settings, git commit and dirty flag (of the working folder
     and of rlsdk), plugins (distribution and version) and data file hashes; ignored: the time, the
     command line, the working folder and the host name. A resumed original is noted too.
@@ -187,6 +189,8 @@ def environment_differences(original: dict[str, Any], reproduced: dict[str, Any]
         One line per difference, ``"field: value (original) vs value (now)"``; ``[]`` when none.
     """
     a, b = _fields(original), _fields(reproduced)
+    if not (original.get("packages") and reproduced.get("packages")):  # one predates the packages record
+        a, b = ({k: v for k, v in f.items() if not k.startswith("packages.")} for f in (a, b))
     lines = [
         f"{key}: {_fmt(a.get(key, _MISSING))} (original) vs {_fmt(b.get(key, _MISSING))} (now)"
         for key in dict.fromkeys([*a, *b])

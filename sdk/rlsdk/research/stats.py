@@ -461,11 +461,18 @@ def _check_power_args(n, alpha, alternative, target=None) -> None:
 
 def _power(d: float, n: int, alpha: float, alternative: str, paired: bool = False) -> float:
     df, delta = (n - 1, d * np.sqrt(n)) if paired else (2 * n - 2, d * np.sqrt(n / 2))
-    if alternative == "greater":
-        return float(_sps.nct.sf(_sps.t.ppf(1 - alpha, df), df, delta))
-    t = _sps.t.ppf(1 - alpha / 2, df)
-    # F_nct(-t; df, delta) = sf_nct(t; df, -delta): the same value, without scipy's nan for large delta.
-    return float(_sps.nct.sf(t, df, delta) + _sps.nct.sf(t, df, -delta))
+    # scipy 1.10 warns "invalid value" / "divide by zero encountered in _nct_sf" at small df while
+    # returning the value scipy 1.17 gives: the warning is silenced, a non-finite result is not.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if alternative == "greater":
+            power = float(_sps.nct.sf(_sps.t.ppf(1 - alpha, df), df, delta))
+        else:
+            t = _sps.t.ppf(1 - alpha / 2, df)
+            # F_nct(-t; df, delta) = sf_nct(t; df, -delta): the same value, without scipy's nan for large delta.
+            power = float(_sps.nct.sf(t, df, delta) + _sps.nct.sf(t, df, -delta))
+    if not np.isfinite(power):
+        raise FloatingPointError(f"scipy's noncentral t gave power {power} for df={df}, noncentrality {delta:.4g}")
+    return power
 
 
 def power(d: float, n: int, alpha: float = 0.05, alternative: str = "two-sided", *, paired: bool = False) -> float:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -230,14 +231,18 @@ def _summary(study: Any, spec: SweepSpec) -> dict[str, Any]:
     return out
 
 
-def run_sweep(spec: SweepSpec, registry: Any, sweep_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_sweep(
+    spec: SweepSpec, registry: Any, sweep_dir: str | Path, log: Callable[[str], None] = print, progress: bool = True
+) -> dict[str, Any]:
     """Run trials until ``spec.trials`` have finished; write and return ``sweep.json``'s content.
 
     Args:
         spec: The sweep.
         registry: The components (:func:`rlsdk.get_registry`).
         sweep_dir: The sweep folder (created, or continued).
-        log: Receives one line per trial.
+        log: Receives one line per trial, with its time and the time left (the mean time per step
+            of the runs trained so far times the steps of the trials still to run).
+        progress: Show progress within runs, as :func:`rlsdk.research.experiment.run_experiment` does.
 
     Returns:
         ``{"name", "direction", "score", "finished", "trials": [...], "best": {...}, "importances": {...}}``
@@ -248,6 +253,7 @@ def run_sweep(spec: SweepSpec, registry: Any, sweep_dir: str | Path, log: Callab
             an existing folder, or a missing Optuna.
     """
     from rlsdk.config import load_config
+    from rlsdk.progress import RunsProgress, format_seconds
     from rlsdk.trainer import evaluate_checkpoint, train
 
     optuna = _optuna()
@@ -283,26 +289,42 @@ def run_sweep(spec: SweepSpec, registry: Any, sweep_dir: str | Path, log: Callab
     def finished() -> int:
         return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
-    while finished() < spec.trials:
-        trial = study.ask()
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-        params = {p.key: p.suggest(trial) for p in spec.space}
-        scores = []
-        try:
-            for seed in spec.seeds:
-                run_dir = sweep_dir / "trials" / f"{trial.number:04d}" / f"seed_{seed}"
-                config = load_config(registry, spec.config, spec.trial_overrides(params, seed))
-                train(config, registry, run_dir=run_dir, progress=False)
-                scores.append(score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry)))
-        except BaseException:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        trial.set_user_attr("scores", scores)
-        value = sum(scores) / len(scores)
-        study.tell(trial, value)
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-        log(f"trial {trial.number} ({finished()}/{spec.trials}): {spec.score} = {value:.4f}  {shown}")
+    def runs_left(seeds_done: int = 0) -> int:
+        return max(spec.trials - finished(), 0) * len(spec.seeds) - seeds_done
+
+    steps = int(load_config(registry, spec.config, spec.trial_overrides({}, spec.seeds[0]))["train"]["steps"])
+    display = RunsProgress(runs_left(), runs_left() * steps, log=log, progress=progress)
+    try:
+        while finished() < spec.trials:
+            trial = study.ask()
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            params = {p.key: p.suggest(trial) for p in spec.space}
+            scores, start = [], time.perf_counter()
+            try:
+                for j, seed in enumerate(spec.seeds):
+                    run_dir = sweep_dir / "trials" / f"{trial.number:04d}" / f"seed_{seed}"
+                    config = load_config(registry, spec.config, spec.trial_overrides(params, seed))
+                    steps = int(config["train"]["steps"])  # the trials still to run are guessed to be this long
+                    display.set_plan(runs_left(j), runs_left(j) * steps)
+                    display.start_run(f"trial {trial.number} / seed {seed}", steps)
+                    train(config, registry, run_dir=run_dir, progress=False, on_step=display.on_step)
+                    scores.append(score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry)))
+                    display.end_run()
+            except BaseException:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            trial.set_user_attr("scores", scores)
+            value = sum(scores) / len(scores)
+            study.tell(trial, value)
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+            display.set_plan(runs_left(), runs_left() * steps)
+            note = format_seconds(time.perf_counter() - start)
+            left = display.left() if runs_left() else None
+            note += f"; about {format_seconds(left)} left" if left is not None else ""
+            log(f"trial {trial.number} ({finished()}/{spec.trials}): {spec.score} = {value:.4f}  {shown}  ({note})")
+    finally:
+        display.close()
     summary = _summary(study, spec)
     atomic_write_text(sweep_dir / "sweep.json", json.dumps(summary, indent=2) + "\n")
     return summary
