@@ -1,7 +1,8 @@
-"""The kernel benchmarks run without a GPU: ``benchmarks/kernels.py``'s CPU table, and (slow) every
-GPU row of it and every candidate of ``benchmarks/tune_kernels.py``, Triton interpreted.
+"""The benchmarks run without a GPU: ``benchmarks/kernels.py``'s CPU table, one round of
+``benchmarks/startup.py``, and (slow) every GPU row of ``kernels.py`` and every candidate of
+``benchmarks/tune_kernels.py``, Triton interpreted.
 
-They are what a rare, 15-minute GPU session spends its time on, so a row that fails to build, a
+The kernel ones are what a rare, 15-minute GPU session spends its time on, so a row that fails to build, a
 candidate that is not a valid configuration or a goal check that crashes must show up here first, in CI.
 """
 
@@ -51,6 +52,21 @@ def test_cpu_table() -> None:
         assert float(ms) > 0 and peak == "n/a (CPU)" and float(error) < 1e-4, (name, rows[name])
     if hasattr(torch.nn, "LinearCrossEntropyOptions"):  # PyTorch's own chunked op, a peer from 2.13 on
         assert float(rows["PyTorch `linear_cross_entropy` (chunked), reduction none"][2]) < 1e-4
+
+
+def test_startup_round_runs() -> None:
+    """``benchmarks/startup.py`` times every command once and prints each row and goal (the times,
+    on a test machine, mean nothing)."""
+    out = _run("startup.py", "--rounds", "1", timeout=300)
+    rows = _rows(out)
+    for name in ("import torch", "import torch + torch.optim.AdamW(...)", "rlsdk plugins --json", "rlsdk plugins",
+                 "rlsdk train, to the end of step 1", "rlsdk train, before step 1"):  # fmt: skip
+        runs, low, median, high, ratio = rows[name]
+        assert runs == "1" and 0 < float(low) <= float(median) <= float(high) and float(ratio) > 0, (name, rows[name])
+    assert rows["import torch"][-1] == "1.00"
+    assert float(rows["rlsdk train, before step 1"][2]) < float(rows["rlsdk train, to the end of step 1"][2])
+    for name in ("rlsdk plugins --json", "rlsdk plugins", "rlsdk train, to the end of step 1"):
+        assert re.search(rf"- {re.escape(name)}: [0-9.]+x \(goal <= [0-9.]+\): (met|not met)", out), name
 
 
 @pytest.mark.slow

@@ -44,12 +44,16 @@ import torch
 from rlsdk.functional import AGGREGATION_MODES
 from rlsdk_kernels import _buffers
 from rlsdk_kernels._gemm import add_mm
-from rlsdk_kernels.linear_logprob import CUDA_TILES, MATMULS, KernelConfig, TritonLogprobBackend, fused_linear_logprobs
+from rlsdk_kernels.linear_logprob import (
+    CUDA_TILES, MATMULS, KernelConfig, TritonLogprobBackend, fused_linear_logprobs, triton_available, triton_problem,
+)  # fmt: skip
 from rlsdk_kernels.pg_loss import FusedClippedPG
 from rlsdk_plugins.policy_gradient import ClippedPG
 from torch import Tensor
 
 pytest.importorskip("triton")
+if not triton_available():
+    pytest.skip(f"needs a triton that runs the kernels: {triton_problem()}", allow_module_level=True)
 #: Without CUDA: the checks at small sizes, interpreted (tests/conftest.py set TRITON_INTERPRET=1).
 SCALED_DOWN = not torch.cuda.is_available()
 if not SCALED_DOWN and os.environ.get("TRITON_INTERPRET", "0") == "1":

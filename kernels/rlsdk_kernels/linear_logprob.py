@@ -53,9 +53,11 @@ because the interpreter has no bf16 arithmetic (kernels.md section 6).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +67,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import ConfigError, LogprobOutput
 from rlsdk.validation import check_bool, check_choice, check_int, check_logprob_inputs, check_number
+from rlsdk_kernels import _compile
 from rlsdk_kernels._buffers import empty, rows_within
 from rlsdk_kernels._gemm import add_mm, gemm_operands
 
@@ -73,10 +76,12 @@ __all__ = [
     "CUDA_TILES",
     "GRAD_ACCUM",
     "KernelConfig",
+    "MIN_TRITON",
     "TritonLogprobBackend",
     "fused_linear_logprobs",
     "reference_logprobs",
     "triton_available",
+    "triton_problem",
 ]
 
 #: Default CUDA tiles and warps per ``matmul`` path: the widest whose sm_90 build has no register
@@ -94,12 +99,34 @@ MATMULS = ("torch", "triton")
 GRAD_ACCUM = ("weight", "float32")
 
 
-def triton_available() -> bool:
-    """True when the ``triton`` package can be imported (without importing it)."""
+#: The oldest triton release these kernels run with. 3.4 fails their float64 tests under
+#: ``TRITON_INTERPRET=1`` and 3.0 cannot build them at all; torch 2.9 is the first to bring a 3.5.
+MIN_TRITON = (3, 5)
+
+
+def triton_problem() -> str | None:
+    """Why triton cannot run these kernels here (not installed, or older than :data:`MIN_TRITON`),
+    or None when it can. Reads the package metadata only: triton is not imported."""
     try:
-        return importlib.util.find_spec("triton") is not None
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed"
     except (ValueError, ImportError):
-        return False
+        return "triton is not installed"
+    try:
+        version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None  # a build without metadata (e.g. pytorch-triton): nothing to check
+    release = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if release < MIN_TRITON:
+        oldest = ".".join(map(str, MIN_TRITON))
+        return f"triton {version} is installed, older than {oldest}, the oldest these kernels run with (torch >= 2.9 brings one)"
+    return None
+
+
+def triton_available() -> bool:
+    """True when a triton that runs these kernels is installed (see
+    :func:`~rlsdk_kernels.linear_logprob.triton_problem`)."""
+    return triton_problem() is None
 
 
 def interpreting() -> bool:
@@ -630,7 +657,7 @@ class _FusedLinearLogprob(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None, None
 
 
-@torch.compiler.disable
+@_compile.disable
 def fused_linear_logprobs(
     hidden: Tensor,
     weight: Tensor,
@@ -791,9 +818,10 @@ class TritonLogprobBackend:
             ``rlsdk.LogprobOutput(logprobs [N] float32, entropy [N] float32 or None)``.
         """
         if not self.supports(hidden.device):
+            problem = triton_problem()
             raise RuntimeError(
                 f"triton logprob backend: device {hidden.device} is not supported (needs CUDA with triton, "
-                "or CPU with TRITON_INTERPRET=1); use logprob.backend=torch"
+                f"or CPU with TRITON_INTERPRET=1{'; ' + problem if problem else ''}); use logprob.backend=torch"
             )
         config = self.cuda_config if hidden.is_cuda else self.cpu_config
         logprobs, entropy = fused_linear_logprobs(

@@ -46,6 +46,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import LossOutput, TrainBatch
 from rlsdk.validation import check_logprob_inputs
+from rlsdk_kernels import _compile
 from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
 from rlsdk_kernels._gemm import gemm_operands
 from rlsdk_kernels.linear_logprob import KernelConfig, _compute_dtype, logits_to_grad, reduce_rows
@@ -168,7 +169,7 @@ class _LinearLossFunction(torch.autograd.Function):
         return hand_over(ctx, grad_loss, "fused linear loss") + (None,) * 9
 
 
-@torch.compiler.disable
+@_compile.disable
 def fused_linear_loss(
     hidden: Tensor,
     weight: Tensor,

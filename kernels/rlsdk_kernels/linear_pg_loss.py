@@ -50,6 +50,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlsdk import ConfigError, TrainBatch
 from rlsdk.validation import check_choice, check_logprob_inputs, check_number
+from rlsdk_kernels import _compile
 from rlsdk_kernels._buffers import empty, rows_within
 from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
 from rlsdk_kernels._gemm import gemm_operands
@@ -277,7 +278,7 @@ class _LinearPGFunction(torch.autograd.Function):
         return hand_over(ctx, grad_loss, "fused linear pg loss") + (None,) * 7
 
 
-@torch.compiler.disable
+@_compile.disable
 def fused_linear_pg_loss(
     hidden: Tensor,
     weight: Tensor,

@@ -13,7 +13,7 @@ order")::
     u   = -A * min(rho, delta)                              c   = -A * clip(rho, 1 - eps_low, 1 + eps_high)
     L   = max(u, c);   L = -C * A  where A < 0 and L > -C * A  (dual clip, Ye et al. 2020)
     x   = clamp(lp - lp_ref, -in_clamp, in_clamp)           KL  = clamp(k(x), -out_clamp, out_clamp)
-    k1 = x,  abs = |x|,  k2 = x^2 / 2,  k3 = exp(-x) + x - 1
+    k1 = x,  abs = |x|,  k2 = x^2 / 2,  k3 = exp(-x) + x - 1  (its Taylor polynomial where |x| < 0.125)
 
 and ``loss = agg(L) + kl_coef * agg(KL) - entropy_coef * agg(H)`` with the aggregation weights of
 ``rlsdk.aggregate``: ``agg(V) = sum_{b,t} w_{b,t} V_{b,t}``, ``w_{b,t} = m_{b,t} * s_b`` where ``s_b`` is
@@ -46,6 +46,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from rlsdk import LossOutput, TrainBatch
 from rlsdk.functional import AGGREGATION_MODES
 from rlsdk_plugins.policy_gradient import ClippedPG
+from rlsdk_kernels import _compile
 from rlsdk_kernels._buffers import empty
 from rlsdk_kernels.linear_logprob import interpreting, triton_available
 
@@ -161,9 +162,18 @@ def token_terms() -> Any:
                 kl = 0.5 * x * x
                 d_kl = x
             else:
+                # exp(-x) + x - 1 cancels near 0 (fp32: about -6e-8 where the value is x^2/2): the
+                # Taylor series to x^10 there keeps the digits and the sign (truncation < 1e-15
+                # relative). Only small integers appear, which are exact in any dtype.
                 e = tl.exp(-x)
-                kl = e + x - 1.0
-                d_kl = 1.0 - e
+                small = tl.abs(x) < 0.125
+                s = 1.0 - x / 9.0 * (1.0 - x / 10.0)
+                s = 1.0 - x / 6.0 * (1.0 - x / 7.0 * (1.0 - x / 8.0 * s))
+                poly = x * x / 2.0 * (1.0 - x / 3.0 * (1.0 - x / 4.0 * (1.0 - x / 5.0 * s)))
+                r = 1.0 - x / 6.0 * (1.0 - x / 7.0 * (1.0 - x / 8.0 * (1.0 - x / 9.0)))
+                d_poly = x * (1.0 - x / 2.0 * (1.0 - x / 3.0 * (1.0 - x / 4.0 * (1.0 - x / 5.0 * r))))
+                kl = tl.where(small, poly, e + x - 1.0)
+                d_kl = tl.where(small, d_poly, 1.0 - e)
             if HAS_OUT_CLAMP:
                 d_kl = tl.where((kl >= -out_clamp) & (kl <= out_clamp), d_kl, zero)
                 kl = tl.minimum(tl.maximum(kl, -out_clamp), out_clamp)
@@ -337,7 +347,7 @@ class _FusedPGFunction(torch.autograd.Function):
         return (grad * grad_loss).to(ctx.lp_dtype), None, None
 
 
-@torch.compiler.disable
+@_compile.disable
 def fused_pg_loss(logprobs: Tensor, batch: TrainBatch, **opts: Any) -> tuple[Tensor, dict[str, Tensor]]:
     """The clipped surrogate plus KL term, aggregated, in one Triton launch (no entropy bonus).
 

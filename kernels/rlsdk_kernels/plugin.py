@@ -1,9 +1,10 @@
 """The rlsdk plugin of ``rlsdk_kernels`` (entry point ``kernels = "rlsdk_kernels.plugin"``).
 
 Loaded at every rlsdk start-up, so it imports neither triton nor CUDA: the component modules are
-imported when the registry is built (they import torch, never triton), and triton only when a kernel
-first runs. Registering the classes themselves keeps rlsdk's option checking (an unknown option is a
-``ConfigError`` listing the valid ones).
+imported when the registry is built (they import torch, never triton nor ``torch._dynamo``: their
+``torch.compiler.disable`` is built on the first call, see ``rlsdk_kernels._compile``), and triton
+only when a kernel first runs. Registering the classes themselves keeps rlsdk's option checking (an
+unknown option is a ``ConfigError`` listing the valid ones). ``tests/test_startup.py`` checks this.
 """
 
 from __future__ import annotations

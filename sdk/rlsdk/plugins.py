@@ -155,27 +155,28 @@ def get_plugin_manager(
     infos: list[PluginInfo] = []
     if load_entrypoints:
         wanted = _load_filter()
-        # rlsdk's own plugins load (and so register) first: on a name clash they keep the name.
-        dists = sorted(importlib.metadata.distributions(), key=lambda d: _normalise(d.metadata["Name"] or "?") != CORE_DISTRIBUTION)
-        for dist in dists:
-            dist_name = dist.metadata["Name"] or "?"
+        # Only the group's entry points (reading every distribution's metadata costs more than all
+        # of rlsdk's own imports). rlsdk's plugins load, and so register, first: on a name clash
+        # they keep the name.
+        found = []
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist_name = (ep.dist.name if ep.dist is not None else None) or "?"
+            found.append((_normalise(dist_name) != CORE_DISTRIBUTION, dist_name, ep))
+        for _, dist_name, ep in sorted(found, key=lambda item: item[0]):
             normalised = _normalise(dist_name)
-            for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP:
-                    continue
-                if wanted is not None and normalised != CORE_DISTRIBUTION and normalised not in wanted:
-                    continue
-                info = PluginInfo(name=ep.name, distribution=dist_name, version=dist.version, module=ep.value)
-                if any(i.label == info.label for i in infos):
-                    continue  # the same distribution seen twice on sys.path
-                infos.append(info)
-                try:
-                    plugin = ep.load()
-                    pm.register(plugin, name=info.label)
-                except Exception as exc:  # noqa: BLE001 - any failure is the plugin's, reported by name
-                    if pm.get_plugin(info.label) is not None:
-                        pm.unregister(name=info.label)
-                    _report(info, exc, "load")
+            if wanted is not None and normalised != CORE_DISTRIBUTION and normalised not in wanted:
+                continue
+            info = PluginInfo(name=ep.name, distribution=dist_name, version=ep.dist.version if ep.dist else None, module=ep.value)
+            if any(i.label == info.label for i in infos):
+                continue  # the same distribution seen twice on sys.path
+            infos.append(info)
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=info.label)
+            except Exception as exc:  # noqa: BLE001 - any failure is the plugin's, reported by name
+                if pm.get_plugin(info.label) is not None:
+                    pm.unregister(name=info.label)
+                _report(info, exc, "load")
     for plugin in extra:
         if isinstance(plugin, (str, Path)):
             info = PluginInfo(name=Path(plugin).stem, module=str(plugin))

@@ -34,13 +34,28 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:
+    """``Name`` and ``Version`` from the metadata's header lines: parsing the whole file as an email,
+    as ``dist.metadata`` does, takes ten times as long (0.07 s for 90 packages, at every run's start)."""
+    fields: dict[str, str] = {}
+    for line in (dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "").splitlines():
+        if not line:
+            break  # the headers end at the first blank line
+        key, _, value = line.partition(":")
+        if key in ("Name", "Version"):
+            fields.setdefault(key, value.strip())
+    if "Name" not in fields or "Version" not in fields:
+        return dist.metadata["Name"], dist.version
+    return fields["Name"], fields["Version"]
+
+
 def installed_packages() -> dict[str, str]:
     """``{normalised name: version}`` of every distribution this interpreter sees (first one wins)."""
     out: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            out.setdefault(_normalise(name), dist.version)
+        name, version = _name_and_version(dist)
+        if name and version:
+            out.setdefault(_normalise(name), version)
     return dict(sorted(out.items()))
 
 
