@@ -31,7 +31,7 @@ def test_readme_shows_install_and_test_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     ci_install = re.search(r"^readme_install=\((.*)\)$", ci, re.M)
     assert ci_install and shlex.split(ci_install.group(1)) == shlex.split(install.group(1))
-    assert 'pip install --quiet "${readme_install[@]}"' in ci and "python -m pytest -q -p no:cacheprovider\n" in ci
+    assert 'pip_install "${readme_install[@]}"' in ci and "python -m pytest -q -p no:cacheprovider\n" in ci
 
 
 def test_every_config_default_is_documented():

@@ -315,7 +315,7 @@ def make_venv(path: Path) -> Path:
         # site.addsitedir (not a bare path line) also runs the parent's .pth files: an editable install
         # of rlsdk is such a file (setuptools' import hook), and a bare path would not find it.
         parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
-        Path(venv_site, "_rlsdk_parent.pth").write_text(f"import site; [site.addsitedir(p) for p in {parents!r}]\n")
+        Path(venv_site, "_rlsdk_parent.pth").write_text(f"import site; list(map(site.addsitedir, {parents!r}))\n")
     return python
 
 
