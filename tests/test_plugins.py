@@ -177,6 +177,7 @@ def test_bad_register_call_skips_that_plugin_only(plugin_path, monkeypatch, call
     assert registry.owner("reward", "exact_match") == "rlsdk:rewards"
     bad = next(p for p in registry.plugins if p.distribution == "rlsdk-ext-bad")
     assert bad.registers == {} and re.search(message, bad.error)
+    assert registry.pm.get_plugin("rlsdk-ext-bad:ext_bad") is None  # nor are its event hooks called
     monkeypatch.setenv("RLSDK_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match=message):
         get_registry(refresh=True)

@@ -158,11 +158,12 @@ def get_plugin_manager(
         # Only the group's entry points (reading every distribution's metadata costs more than all
         # of rlsdk's own imports). rlsdk's plugins load, and so register, first: on a name clash
         # they keep the name.
-        found = []
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist_name = (ep.dist.name if ep.dist is not None else None) or "?"
-            found.append((_normalise(dist_name) != CORE_DISTRIBUTION, dist_name, ep))
-        for _, dist_name, ep in sorted(found, key=lambda item: item[0]):
+        def distribution(ep: importlib.metadata.EntryPoint) -> str:
+            return (ep.dist.name if ep.dist is not None else None) or "?"
+
+        found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        for ep in sorted(found, key=lambda ep: _normalise(distribution(ep)) != CORE_DISTRIBUTION):
+            dist_name = distribution(ep)
             normalised = _normalise(dist_name)
             if wanted is not None and normalised != CORE_DISTRIBUTION and normalised not in wanted:
                 continue
@@ -255,6 +256,7 @@ class Registry:
                     impl.function(**{arg: register for arg in impl.argnames})
                 except Exception as exc:  # noqa: BLE001 - a bad name, a clash or a raise: the plugin's
                     self._drop(info)
+                    pm.unregister(name=impl.plugin_name)  # skipped whole: its event hooks too
                     _report(info, exc, f"register ({hook_name})")
 
     def _make_register(self, kind: str, info: PluginInfo) -> Callable[[str, Callable[..., Any]], None]:
