@@ -41,6 +41,7 @@ def test_differences_compare_public_versions_like_pip():
         PackageDifference("numpy", "2.0.0", "2.4.6"),
     ]
     assert PackageDifference("new", None, "0.1") in differences(wanted, installed, extras=True)
+    assert differences({}, {"pip": "26.0", "rlsdk": "0.1.0"}, extras=True) == []  # never locked
     assert [str(d) for d in differences(wanted, installed, extras=True)] == [
         "exact: 1.0+cpu installed, wanted 1.0+cu121", "gone: not installed (wanted 1.0)",
         "new: 0.1 installed, not in the lock", "numpy: 2.4.6 installed, wanted 2.0.0",

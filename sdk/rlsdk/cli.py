@@ -291,15 +291,15 @@ def cmd_env(ns: argparse.Namespace) -> int:
         diffs = differences(read_lock(ns.check), installed, extras=ns.all)
         if ns.json:
             print(json.dumps([d.__dict__ for d in diffs], indent=2))
-        elif diffs:
-            print(f"{len(diffs)} package(s) differ from {ns.check}:")
-            print("\n".join(f"  {d}" for d in diffs))
+        else:
+            print(f"{len(diffs)} package(s) differ from {ns.check}:" if diffs else f"every package of {ns.check} is installed at its version")
+            print("".join(f"  {d}\n" for d in diffs), end="")
+        differ = any(d.wanted is not None for d in diffs)
+        if differ and not ns.json:
             lock = "lock.txt" if Path(ns.check).is_dir() else ns.check
             first = f"rlsdk env {shlex.quote(ns.check)} > lock.txt, then " if lock != ns.check else ""
             print(f"to install those versions: {first}pip install -c {shlex.quote(lock)} followed by what you install")
-        else:
-            print(f"every package of {ns.check} is installed at its version")
-        return 1 if any(d.wanted is not None for d in diffs) else 0
+        return 1 if differ else 0
     if ns.source:
         packages, header = read_lock(ns.source), f"the packages of the run {ns.source} (rlsdk env {ns.source})"
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rlsdk.errors import ConfigError
 
-__all__ = ["PackageDifference", "installed_packages", "read_lock", "lock_text", "differences"]
+__all__ = ["UNLOCKED", "PackageDifference", "installed_packages", "read_lock", "lock_text", "differences"]
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)\s*(?:;(.*))?$")
 
@@ -107,7 +107,11 @@ def read_lock(path: str | Path) -> dict[str, str]:
     return pins
 
 
-def lock_text(packages: dict[str, str], header: str = "", exclude: tuple[str, ...] = ("pip", "rlsdk")) -> str:
+#: Never pinned, never reported as missing from a lock: the installer, and rlsdk (installed from its source).
+UNLOCKED = ("pip", "rlsdk")
+
+
+def lock_text(packages: dict[str, str], header: str = "", exclude: tuple[str, ...] = UNLOCKED) -> str:
     """A lock file of ``packages``: ``name==version`` lines, sorted, with ``header`` as comments.
 
     Local version labels are dropped (``2.13.0+cpu`` -> ``2.13.0``), so the pin installs from any
@@ -147,12 +151,12 @@ def _same(wanted: str, installed: str) -> bool:
 
 def differences(wanted: dict[str, str], installed: dict[str, str], extras: bool = False) -> list[PackageDifference]:
     """Where ``installed`` departs from ``wanted``: other versions, missing packages (and with
-    ``extras``, packages ``wanted`` does not list), sorted by name."""
+    ``extras``, packages ``wanted`` does not list, but those of :data:`UNLOCKED`), sorted by name."""
     out = [
         PackageDifference(name, version, installed.get(name))
         for name, version in wanted.items()
         if name not in installed or not _same(version, installed[name])
     ]
     if extras:
-        out += [PackageDifference(name, None, version) for name, version in installed.items() if name not in wanted]
+        out += [PackageDifference(name, None, version) for name, version in installed.items() if name not in wanted and name not in UNLOCKED]
     return sorted(out, key=lambda d: d.name)
