@@ -107,7 +107,8 @@ def read_lock(path: str | Path) -> dict[str, str]:
     return pins
 
 
-#: Never pinned, never reported as missing from a lock: the installer, and rlsdk (installed from its source).
+#: Packages a lock never pins and ``--check --all`` never reports, the installer and rlsdk itself
+#: (installed from its source).
 UNLOCKED = ("pip", "rlsdk")
 
 
