@@ -176,10 +176,11 @@ def _fields(manifest: dict[str, Any]) -> dict[str, Any]:
 def environment_differences(original: dict[str, Any], reproduced: dict[str, Any]) -> list[str]:
     """What differs between two ``manifest.json`` that can change results.
 
-    Compared: seeds, versions (of every installed package), platform, hardware (CPU, GPUs, thread count), thread and CUDA
-    environment variables, determinism settings, git commit and dirty flag (of the working folder
-    and of rlsdk), plugins (distribution and version) and data file hashes; ignored: the time, the
-    command line, the working folder and the host name. A resumed original is noted too.
+    Compared: seeds, versions (of every installed package), platform, hardware (CPU, GPUs, thread
+    count), thread and CUDA environment variables, determinism settings, git commit and dirty flag
+    (of the working folder and of rlsdk), plugins (distribution and version) and data file hashes;
+    ignored: the time, the command line, the working folder and the host name. A resumed original is
+    noted too.
 
     Args:
         original: The original run's manifest.

@@ -339,7 +339,10 @@ def welch_test(x, y) -> TestResult:
     if vx + vy == 0:
         return TestResult("welch", 0.0 if diff == 0 else float(np.copysign(np.inf, diff)), 1.0 if diff == 0 else 0.0)
     t = diff / np.sqrt(vx + vy)
-    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
+    # df in the shares a = vx / (vx + vy), b = vy / (vx + vy): 1 / (a^2/(N_x-1) + b^2/(N_y-1)), the same
+    # value, without squaring variances that underflow (vx = 1e-300 would give 0 / 0)
+    a, b = vx / (vx + vy), vy / (vx + vy)
+    df = 1.0 / (a**2 / (len(x) - 1) + b**2 / (len(y) - 1))
     return TestResult("welch", float(t), float(2 * _sps.t.sf(abs(t), df)), float(df))
 
 
@@ -461,8 +464,8 @@ def _check_power_args(n, alpha, alternative, target=None) -> None:
 
 def _power(d: float, n: int, alpha: float, alternative: str, paired: bool = False) -> float:
     df, delta = (n - 1, d * np.sqrt(n)) if paired else (2 * n - 2, d * np.sqrt(n / 2))
-    # scipy 1.10 warns "invalid value" / "divide by zero encountered in _nct_sf" at small df while
-    # returning the value scipy 1.17 gives: the warning is silenced, a non-finite result is not.
+    # scipy 1.10 and 1.11 warn "invalid value" / "divide by zero encountered in _nct_sf" at small df
+    # while returning the value scipy 1.17 gives: the warning is silenced, a non-finite result is not.
     with np.errstate(invalid="ignore", divide="ignore"):
         if alternative == "greater":
             power = float(_sps.nct.sf(_sps.t.ppf(1 - alpha, df), df, delta))
