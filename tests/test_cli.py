@@ -24,7 +24,9 @@ def test_train_then_eval(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["eval/examples"] == 10 and result["step"] == 2
     assert 0.0 <= result["eval/char_match"] <= 1.0
-    assert json.loads((run / "eval.json").read_text()) == result
+    saved = json.loads((run / "eval.json").read_text())
+    assert {key: saved[key] for key in result} == result
+    assert saved["fingerprint"]["name"] == "step_000002.pt" and saved["eval_config"]["eval"]["size"] == 10
 
 
 def test_config_file_and_print_config(tmp_path, capsys):
@@ -43,7 +45,7 @@ def test_config_file_and_print_config(tmp_path, capsys):
         (["train", "loss.name=nope"], "unknown loss 'nope' (from loss.name)"),
         (["train", "notaconfig"], "unexpected argument 'notaconfig'"),
         (["train", "missing.yaml"], "does not exist"),
-        (["eval", "/nonexistent/run"], "does not exist"),
+        (["eval", "/nonexistent/run"], "is not a run folder (it has no config.yaml)"),
     ],
 )
 def test_errors_exit_2_with_a_message(args, message, capsys):

@@ -18,8 +18,8 @@ from rlsdk.plugins import get_registry
 from rlsdk.research import stats
 from rlsdk.research.compare import compare
 from rlsdk.research.experiment import describe_score, load_scores, load_spec, parse_score, run_experiment, run_path, score_run
-from rlsdk.rundir import read_metrics
-from rlsdk.trainer import train
+from rlsdk.rundir import RunDir, read_metrics
+from rlsdk.trainer import eval_settings, train
 
 TINY = [
     "train.prompts_per_step=2", "sampler.n=2", "policy.d_model=16", "policy.n_heads=2", "run.plot=false",
@@ -149,14 +149,24 @@ def test_score_run_training_metric_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="has no eval.json"):
         score_run(run, "eval/reward")
     calls = []
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": {"name": "reverse"}, "eval": {"size": 5}}))
+    RunDir(run).save_checkpoint(5, {"step": 5})
 
     def fake_eval(d):
         calls.append(d)
-        (d / "eval.json").write_text(json.dumps({"step": 5, "eval/reward": 0.25}))
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        tie = {"fingerprint": RunDir.fingerprint(RunDir(d).latest_checkpoint()), "eval_config": eval_settings(config)}
+        (d / "eval.json").write_text(json.dumps({"step": 5, "eval/reward": 0.25, **tie}))
         return {"step": 5, "eval/reward": 0.25}
 
     assert score_run(run, "eval/reward", evaluate=fake_eval) == 0.25 and calls == [run]
     assert score_run(run, "eval/reward", evaluate=fake_eval) == 0.25 and len(calls) == 1  # up to date: reused
+    RunDir(run).save_checkpoint(6, {"step": 6})  # another checkpoint: evaluated again
+    with pytest.raises(ConfigError, match="has an eval.json of another checkpoint or config"):
+        score_run(run, "eval/reward")
+    assert score_run(run, "eval/reward", evaluate=fake_eval) == 0.25 and len(calls) == 2
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": {"name": "reverse"}, "eval": {"size": 50}}))
+    assert score_run(run, "eval/reward", evaluate=fake_eval) == 0.25 and len(calls) == 3  # another eval config
     with pytest.raises(ConfigError, match="'eval/exact' is not in .*it holds eval/reward"):
         score_run(run, "eval/exact")
 

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pluggy
@@ -203,8 +204,33 @@ def test_load_plugins_selects_distributions(plugin_path, monkeypatch):
     assert "grpo" in registry.names("algorithm")  # rlsdk's own always load
     monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-good")
     assert "always_one" in get_registry(refresh=True).names("reward")
-    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "something-else")
-    assert "always_one" not in get_registry(refresh=True).names("reward")
+    # names compare normalised (case, '_' for '-'), and rlsdk itself may be listed
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", " rlsdk , RLSDK_ext_good ")
+    assert "always_one" in get_registry(refresh=True).names("reward")
+
+
+def test_load_plugins_with_a_misspelt_name_is_an_error(plugin_path, monkeypatch, capsys):
+    """A misspelt distribution in RLSDK_LOAD_PLUGINS is named, with the closest installed one."""
+    make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
+    make_distribution(plugin_path, "rlsdk-ext-other", "ext_other", "raise RuntimeError('must not be imported')\n")
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-god")
+    with pytest.raises(PluginError) as info:
+        get_registry(refresh=True)
+    message = str(info.value)
+    assert message.startswith(
+        "RLSDK_LOAD_PLUGINS names 'rlsdk-ext-god', which is not an installed rlsdk plugin distribution "
+        "(did you mean 'rlsdk-ext-good'?); installed: "
+    ), message
+    assert "rlsdk-ext-good" in message.split("installed: ")[1] and "rlsdk-ext-other" in message
+    assert "ext_other" not in sys.modules  # raised before importing any plugin
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-good,nothing-like-it,rlsdk-ext-othr")
+    with pytest.raises(PluginError, match=r"names 'nothing-like-it', 'rlsdk-ext-othr' \(did you mean 'rlsdk-ext-other'\?\), which are not installed"):
+        get_registry(refresh=True)
+    # the command line reports it as one line and exits with status 2
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-god")
+    assert main(["plugins"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlsdk plugins: error: RLSDK_LOAD_PLUGINS names 'rlsdk-ext-god'") and err.count("\n") == 1, err
 
 
 def test_trace_prints_hook_calls(plugin_path, monkeypatch, capsys):
@@ -228,6 +254,75 @@ def test_extra_plugin_objects_and_files(tmp_path):
     path.write_text(GOOD)
     registry = Registry(*get_plugin_manager(load_entrypoints=False, extra=[str(path)]))
     assert registry.names("reward") == ["always_one"]
+
+
+BROKEN_FILES = {
+    "syntax error": ("import rlsdk\n\ndef register_rewards(register:\n    pass\n", r"failed to import: SyntaxError: .* \(line 3\)$"),
+    "name error": ("import rlsdk\n\nx = 1\nfoo\n", r"failed to import: NameError: name 'foo' is not defined \(line 4\)$"),
+    "missing module": ("import rlsdk\nimport rlsdk_no_such_module_xyz\n", r"failed to import: ModuleNotFoundError: No module named 'rlsdk_no_such_module_xyz' \(line 2\)$"),
+    "register raises": (
+        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('fine', object)\n    raise RuntimeError('boom')\n",
+        r"failed to register \(register_rewards\): RuntimeError: boom \(line 6\)$",
+    ),
+    "register clashes": (
+        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('exact_match', object)\n",
+        r"failed to register \(register_rewards\): PluginError: reward 'exact_match' is registered by two plugins.* \(line 5\)$",
+    ),
+    "invalid name": (
+        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_losses(register):\n    register('has space', object)\n",
+        r"failed to register \(register_losses\): PluginError: .*invalid name 'has space'.* \(line 5\)$",
+    ),
+    "misspelt hook": ("import rlsdk\n\n@rlsdk.hookimpl\ndef register_reward(register):\n    pass\n", r"failed to validate \(unknown hook\): .*'register_reward'"),
+    "bad hook arguments": (
+        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register, extra):\n    pass\n",
+        r"failed to validate: PluginValidationError: .*'extra'",
+    ),
+}
+
+
+@pytest.mark.parametrize("strict", ["0", "1"])
+@pytest.mark.parametrize("source,message", BROKEN_FILES.values(), ids=BROKEN_FILES)
+def test_broken_plugin_file_is_an_error(tmp_path, monkeypatch, source, message, strict):
+    """A plugin file the user named is never skipped: any failure is a one-line PluginError naming it."""
+    monkeypatch.setenv("RLSDK_STRICT_PLUGINS", strict)
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "")  # rlsdk's own plugins, nothing else installed
+    monkeypatch.chdir(tmp_path)
+    Path("bad.py").write_text(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # raised, not warned
+        with pytest.raises(PluginError) as info:
+            Registry(*get_plugin_manager(extra=["bad.py"]))
+    text = str(info.value)
+    assert text.startswith("plugin file 'bad.py' failed to ") and "\n" not in text, text
+    assert re.search(message, text), text
+
+
+def test_plugin_file_is_imported_as_a_module(tmp_path):
+    """The file's module is in sys.modules while it runs, so a dataclass with string annotations works."""
+    path = tmp_path / "dc_plugin.py"
+    path.write_text(
+        "from __future__ import annotations\n\nimport dataclasses\nimport typing\n\nimport rlsdk\n\n\n"
+        "@dataclasses.dataclass\nclass Options:\n    shared: typing.ClassVar[int] = 1\n    weight: float = 1.0\n\n\n"
+        "@rlsdk.hookimpl\ndef register_rewards(register):\n    register('dc_reward', Options)\n"
+    )
+    registry = Registry(*get_plugin_manager(load_entrypoints=False, extra=[path]))
+    assert registry.names("reward") == ["dc_reward"] and registry.create("reward", "dc_reward", {"weight": 2.0}).weight == 2.0
+
+
+def test_missing_plugin_file_is_an_error(tmp_path):
+    with pytest.raises(PluginError, match="plugin file '.*nope.py' does not exist"):
+        get_plugin_manager(load_entrypoints=False, extra=[tmp_path / "nope.py"])
+
+
+def test_broken_plugin_file_fails_the_command(tmp_path, monkeypatch, capsys):
+    """`rlsdk train --plugin bad.py` stops with status 2 and one line, before any run starts."""
+    monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "")  # no other installed plugin's warning on stderr
+    monkeypatch.chdir(tmp_path)
+    Path("bad.py").write_text("import rlsdk\n\nfoo\n")
+    assert main(["train", "--plugin", "bad.py", "train.steps=1", "--no-progress", "--run-dir", "run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "rlsdk train: error: plugin file 'bad.py' failed to import: NameError: name 'foo' is not defined (line 3)\n"
+    assert captured.out == "" and not Path("run").exists()
 
 
 def test_plugins_command_json(plugin_path, capsys):

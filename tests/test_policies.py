@@ -370,3 +370,101 @@ def test_hf_logit_softcapping_refused(hf_dir, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(rlsdk.ConfigError, match=r"final_logit_softcapping=30\.0"):
         rlsdk.create("policy", "hf", path=str(tmp_path))
+
+
+def model_only(hf_dir, folder):
+    """Copy the model files of ``hf_dir`` to ``folder``, leaving its tokenizer files behind."""
+    import shutil
+
+    shutil.copytree(hf_dir, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tokenizer*", "special_*"))
+    assert not list(folder.glob("tokenizer*"))
+    return folder
+
+
+def raises_one_line(folder, match: str) -> str:
+    """The ConfigError message of loading ``folder``: one line naming policy.path and its value."""
+    with pytest.raises(rlsdk.ConfigError, match=match) as info:
+        rlsdk.create("policy", "hf", path=str(folder))
+    message = str(info.value)
+    assert message.startswith(f"policy.path {str(folder)!r}: ") and "\n" not in message
+    return message
+
+
+def test_hf_missing_tokenizer_files(hf_dir, tmp_path):
+    # transformers raises for llama (no backend tokenizer) but builds an empty GPT2Tokenizer for gpt2,
+    # whose prompts tokenise to nothing: both give the same clear error.
+    message = raises_one_line(model_only(hf_dir, tmp_path), "the folder has no tokenizer files")
+    assert "tokenizer.save_pretrained(path)" in message
+
+
+def test_hf_empty_tokenizer_refused(hf_dir, tmp_path):
+    from tokenizers import Tokenizer, models
+
+    empty = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({}, unk_token=None)))
+    empty.save_pretrained(model_only(hf_dir, tmp_path))
+    raises_one_line(tmp_path, r"the tokenizer has no ordinary tokens \(len\(tokenizer\) = 0")
+
+
+def test_hf_tokenizer_without_eos_refused(hf_dir, tmp_path):
+    tok = hf_tokenizer()
+    tok.eos_token = None
+    tok.save_pretrained(model_only(hf_dir, tmp_path))
+    raises_one_line(tmp_path, "the tokenizer has no eos token; set eos_token in its tokenizer_config.json")
+
+
+def test_hf_tokenizer_that_loses_text_refused(hf_dir, tmp_path):
+    from tokenizers import Regex, normalizers
+
+    tok = hf_tokenizer()
+    tok.backend_tokenizer.normalizer = normalizers.Replace(Regex("."), "")  # every text normalises to ""
+    tok.save_pretrained(model_only(hf_dir, tmp_path))
+    raises_one_line(tmp_path, r"the tokenizer loses text: 'Hello, world 123' encodes to no tokens")
+
+
+def test_hf_malformed_tokenizer_refused(hf_dir, tmp_path):
+    model_only(hf_dir, tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
+    raises_one_line(tmp_path, r"could not load the tokenizer \(\w+: .*\); save it again with tokenizer\.save_")
+
+
+def test_hf_tokenizer_larger_than_model_refused(hf_dir, tmp_path):
+    tok = hf_tokenizer()
+    tok.add_tokens(["xyz", "uvw"])
+    tok.save_pretrained(model_only(hf_dir, tmp_path))
+    rows = len(HF_CHARS) + 2
+    message = raises_one_line(tmp_path, rf"token ids up to {rows + 1} but the model's output layer has only {rows} ")
+    assert "resize_token_embeddings" in message
+
+
+def test_hf_config_vocab_size_checked(hf_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    shutil.copytree(hf_dir, tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "vocab_size": 40}))
+    raises_one_line(tmp_path, "could not load a causal LM: ")  # transformers raises a RuntimeError
+    # A model whose config disagrees with its loaded output layer (custom code can do that).
+    model = tiny_hf_model("llama")
+    model.config.vocab_size = 40
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *args, **kwargs: model)
+    raises_one_line(hf_dir, r"config says vocab_size=40 but its output layer has 19 rows; set vocab_size to 19")
+
+
+def test_hf_check_prompts(hf_policy):
+    import re
+
+    where = re.escape(f"policy 'hf' (policy.path {hf_policy.path!r}): ")
+    hf_policy.check_prompts(["12+3=", "7-a", "12+3="], 8)
+    hf_policy.check_prompts(["1" * 64], None)  # exactly max_position_embeddings = 64
+    assert hf_policy.max_positions == 64
+    with pytest.raises(rlsdk.ConfigError, match=where + "the prompt '' tokenises to no tokens; "):
+        hf_policy.check_prompts(["1+1=", ""], 8)
+    with pytest.raises(rlsdk.ConfigError, match=where + "the prompt 'Hello' cannot be tokenised"):
+        hf_policy.check_prompts(["Hello"], 8)
+    too_long = r"the prompt '1{57}\.\.\.' has 61 tokens, which with sampler\.max_new_tokens = 8 exceeds the model's"
+    with pytest.raises(rlsdk.ConfigError, match=where + too_long + " maximum of 64 positions") as info:
+        hf_policy.check_prompts(["1+1=", "1" * 61], 8)
+    assert "lower sampler.max_new_tokens" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(rlsdk.ConfigError, match="has 65 tokens"):
+        hf_policy.check_prompts(["1" * 65], None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import errno
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import torch
 
 import rlsdk
 from rlsdk.config import load_config
+from rlsdk.errors import StorageError
 from rlsdk.plugins import get_registry
 from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
 from rlsdk.trainer import build_run, sequence_logprobs, train, train_step, trained_logprobs
@@ -206,10 +208,10 @@ def test_atomic_write_keeps_the_old_file_on_a_crash(tmp_path, monkeypatch):
     atomic_write_text(path, "old\n")
 
     def crash(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match=r"cannot write '.*config\.yaml': No space left on device \(errno 28\)"):
         atomic_write_text(path, "new\n")
     assert path.read_text() == "old\n"
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
@@ -277,7 +279,8 @@ def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
     calls = []
 
     def result(tag):
-        return rlsdk.LossOutput(loss=torch.tensor(float(len(tag))), metrics={}), None, torch.full((2, 3), float(len(tag)))
+        loss = torch.tensor(float(len(tag)), requires_grad=True)
+        return rlsdk.LossOutput(loss=loss, metrics={}), None, torch.full((2, 3), float(len(tag)))
 
     class Backend:
         def __init__(self, fused):
@@ -285,7 +288,7 @@ def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
 
         def __call__(self, h, w, t, *, temperature, with_entropy):
             calls.append(("backend", temperature, with_entropy))
-            return rlsdk.LogprobOutput(logprobs=torch.zeros(h.shape[0]), entropy=torch.ones(h.shape[0]))
+            return rlsdk.LogprobOutput(logprobs=torch.zeros(h.shape[0], requires_grad=True), entropy=torch.ones(h.shape[0]))
 
         def loss_from_hidden(self, h, w, t, batch, loss, *, temperature):
             calls.append(("loss_from_hidden", loss.name))
@@ -309,8 +312,8 @@ def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
 
     def run(loss, backend):
         calls.clear()
-        out, entropy = trainer.micro_batch_loss(SimpleNamespace(policy=policy, loss=loss, backend=backend), micro, 3, 0.7)
-        return calls[:], float(out.loss), float(entropy[0, 0])
+        out, entropy = trainer.micro_batch_loss(SimpleNamespace(policy=policy, loss=loss, backend=backend, label=str), micro, 3, 0.7)
+        return calls[:], float(out.loss.detach()), float(entropy[0, 0])
 
     assert run(LossWithFromHidden(), Backend(True)) == ([("from_hidden", 0.7)], 3.0, 3.0)
     assert run(Loss(), Backend(True)) == ([("loss_from_hidden", "plain")], 7.0, 7.0)

@@ -1,6 +1,6 @@
 """Sphinx directives that generate rlsdk's hook and CLI references from the code itself.
 
-- ``.. rlsdk-hooks:: registration`` / ``.. rlsdk-hooks:: event`` emit, for every hook spec in
+- ``.. rlsdk-hooks:: registration`` / ``check`` / ``event`` emit, for every hook spec in
   :mod:`rlsdk.hookspecs` of that group, a ``hook`` target and an ``autofunction``; a new hook appears
   without editing the docs, and a hook that fits neither group fails the build.
 - ``.. rlsdk-cli::`` renders ``rlsdk --help`` and the help of every subcommand of
@@ -21,7 +21,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import make_refnode, nested_parse_with_titles
 
-HOOK_GROUPS = ("registration", "event")
+HOOK_GROUPS = ("registration", "check", "event")
 HELP_WIDTH = 90
 
 
@@ -42,16 +42,18 @@ def hook_specs() -> list[tuple[str, Any]]:
 
 
 def hook_group(name: str) -> str:
-    """``registration`` for ``register_*`` hooks, ``event`` for ``on_*`` hooks."""
+    """``registration`` for ``register_*`` hooks, ``check`` for ``check_*`` hooks, ``event`` for ``on_*`` hooks."""
     if name.startswith("register_"):
         return "registration"
     if name.startswith("on_"):
         return "event"
-    raise ValueError(f"hook {name!r} is neither register_* nor on_*; add its group to docs/_ext/rlsdk_docs.py")
+    if name.startswith("check_"):
+        return "check"
+    raise ValueError(f"hook {name!r} is neither register_*, check_* nor on_*; add its group to docs/_ext/rlsdk_docs.py")
 
 
 class HooksDirective(SphinxDirective):
-    """``.. rlsdk-hooks:: GROUP``: document every hook spec of GROUP (registration or event)."""
+    """``.. rlsdk-hooks:: GROUP``: document every hook spec of GROUP (registration, check or event)."""
 
     required_arguments = 1
 

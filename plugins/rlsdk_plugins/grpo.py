@@ -36,6 +36,7 @@ __all__ = [
     "dr_grpo_preset",
     "result_dtype",
     "broadcast_to_tokens",
+    "group_size",
 ]
 
 SINGLE_GROUP_MODES = ("reward", "zero")
@@ -199,3 +200,33 @@ def register_algorithms(register: Register) -> None:
     """Register this module's algorithm presets."""
     register("grpo", grpo_preset)
     register("dr_grpo", dr_grpo_preset)
+
+
+def group_size(config: dict[str, Any]) -> int | None:
+    """``sampler.n`` if the config sets it to an int >= 1, else None (the sampler reports other values)."""
+    n = (config.get("sampler") or {}).get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
+@rlsdk.hookimpl
+def check_config(config: dict[str, Any]) -> None:
+    """A group-normalised advantage needs groups of at least two completions (``sampler.n >= 2``).
+
+    ``grpo`` accepts ``sampler.n=1`` when ``advantage.single_group`` is set explicitly: that option
+    exists for groups of one. ``grpo_passk`` always needs two (it compares the best with the second).
+    """
+    advantage = config.get("advantage") or {}
+    name, n = advantage.get("name"), group_size(config)
+    if n is None or n >= 2:
+        return
+    if name == "grpo" and "single_group" not in advantage:
+        raise ConfigError(
+            f"advantage 'grpo' normalises rewards within each prompt's group, but sampler.n={n} gives groups of one "
+            "(every advantage is then R/(1+eps), no baseline); set sampler.n >= 2, or set advantage.single_group "
+            "('reward' or 'zero') to train on groups of one on purpose"
+        )
+    if name == "grpo_passk":
+        raise ConfigError(
+            "advantage 'grpo_passk' credits the best completion of each prompt's group against the second best, "
+            f"but sampler.n={n} gives groups of one; set sampler.n >= 2"
+        )

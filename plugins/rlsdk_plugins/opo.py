@@ -12,13 +12,15 @@ one gets b = 0, A = R (verl). A[i, t] = A_i * mask[i, t].
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 import rlsdk
-from rlsdk import RolloutBatch
+from rlsdk import ConfigError, RolloutBatch
 from rlsdk.hookspecs import Register
-from rlsdk_plugins.grpo import broadcast_to_tokens, result_dtype
+from rlsdk_plugins.grpo import broadcast_to_tokens, group_size, result_dtype
 
 __all__ = ["OPOAdvantage"]
 
@@ -56,3 +58,14 @@ class OPOAdvantage:
 def register_advantages(register: Register) -> None:
     """Register this module's advantage estimators."""
     register("opo", OPOAdvantage)
+
+
+@rlsdk.hookimpl
+def check_config(config: dict[str, Any]) -> None:
+    """``opo``'s baseline comes from the other completions of a prompt: it needs ``sampler.n >= 2``."""
+    n = group_size(config)
+    if (config.get("advantage") or {}).get("name") == "opo" and n is not None and n < 2:
+        raise ConfigError(
+            "advantage 'opo' subtracts the length-weighted mean reward of each prompt's group, "
+            f"but sampler.n={n} gives groups of one (every advantage is then R, no baseline); set sampler.n >= 2"
+        )

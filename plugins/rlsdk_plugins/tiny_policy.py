@@ -10,6 +10,7 @@ uniform.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -19,9 +20,9 @@ from torch import Tensor, nn
 
 import rlsdk
 from rlsdk import ConfigError, DecodeOutput
-from rlsdk.validation import check_int, check_number
+from rlsdk.validation import check_int, check_memory, check_number
 
-__all__ = ["CharTokenizer", "TinyPolicy", "positions_from_mask", "register_policies"]
+__all__ = ["CharTokenizer", "TinyPolicy", "positions_from_mask", "parameter_count", "register_policies", "check_config"]
 
 DEFAULT_ALPHABET = "0123456789 +-*/=<>()[]:;,.?!abcdefghijklmnopqrstuvwxyz"
 
@@ -129,6 +130,19 @@ class TinyPolicy(nn.Module):
         self.lm_head = nn.Linear(d_model, vocab, bias=False)
         self._init_weights(init_std, n_layers)
 
+    def check_prompts(self, prompts: list[str], max_new_tokens: int | None) -> None:
+        """Check, before training, that every prompt is in ``policy.alphabet`` and fits ``max_len``
+        with ``max_new_tokens`` completion tokens; raise :class:`rlsdk.ConfigError` otherwise."""
+        longest = max(prompts, key=len, default="")
+        for prompt in prompts:
+            self.tokenizer.encode(prompt)  # names a character outside the alphabet
+        if len(longest) + (max_new_tokens or 0) > self.max_len:
+            raise ConfigError(
+                f"policy.max_len={self.max_len} (tiny) is too short: the prompt {longest!r} has {len(longest)} tokens "
+                f"and sampler.max_new_tokens={max_new_tokens}; raise policy.max_len to at least "
+                f"{len(longest) + (max_new_tokens or 0)} or lower sampler.max_new_tokens"
+            )
+
     def _init_weights(self, std: float, n_layers: int) -> None:
         for name, param in self.named_parameters():
             if param.dim() < 2:
@@ -194,7 +208,52 @@ def _check_options(alphabet: str, d_model: int, n_layers: int, n_heads: int, max
     check_number(init_std, "policy.init_std", low=0.0, low_open=True)
 
 
+def parameter_count(vocab: int, d_model: int, n_layers: int, max_len: int) -> int:
+    """Parameters of a :class:`TinyPolicy`: both embeddings, the blocks, the final LayerNorm and the untied output layer.
+
+    Per block: ``qkv`` 3 H^2, ``proj`` H^2, ``fc`` and ``fc_out`` 4 H^2 each (12 H^2, no biases) and two
+    LayerNorms (4 H).
+    """
+    return vocab * d_model + max_len * d_model + n_layers * (12 * d_model**2 + 4 * d_model) + 2 * d_model + vocab * d_model
+
+
 @rlsdk.hookimpl
 def register_policies(register) -> None:  # noqa: ANN001 - the hook's callback
     """Register the ``tiny`` policy."""
     register("tiny", TinyPolicy)
+
+
+@rlsdk.hookimpl
+def check_config(config: dict[str, Any]) -> None:
+    """For ``policy.name=tiny``: its options, that the policy fits in memory, and that completions fit ``max_len``.
+
+    The memory estimate counts float32 parameters, their gradients, AdamW's two moments and, with
+    ``train.reference``, the reference copy (activations are left out: it is a lower bound). Prompt
+    lengths are checked later, by the trainer, with the task's real prompts; here only
+    ``sampler.max_new_tokens`` is compared with ``max_len`` (a prompt takes at least one position).
+    """
+    policy = config.get("policy") or {}
+    if policy.get("name") != "tiny":
+        return
+    defaults = {k: p.default for k, p in inspect.signature(TinyPolicy.__init__).parameters.items() if k != "self"}
+    options = {**defaults, **{k: v for k, v in policy.items() if k != "name"}}
+    _check_options(**options)  # the constructor's checks, now rather than when the run starts
+    d_model, n_layers, max_len = options["d_model"], options["n_layers"], options["max_len"]
+    train = config.get("train") or {}
+    reference = train.get("reference", True) is True
+    copies = 4 + reference  # weights, gradients, two Adam moments (+ the reference's weights)
+    nbytes = 4 * copies * parameter_count(len(options["alphabet"]) + 2, d_model, n_layers, max_len)
+    parts = "parameters, gradients, Adam state" + (" and the reference" if reference else "")
+    check_memory(
+        nbytes,
+        f"policy (tiny) with d_model={d_model}, n_layers={n_layers} ({parts})",
+        train.get("device", "cpu"),
+        hint="lower policy.d_model or policy.n_layers",
+    )
+    new_tokens = (config.get("sampler") or {}).get("max_new_tokens")
+    if isinstance(new_tokens, int) and not isinstance(new_tokens, bool) and new_tokens >= max_len:
+        raise ConfigError(
+            f"sampler.max_new_tokens={new_tokens} does not fit policy.max_len={max_len} (tiny): a prompt and its "
+            f"completion share the max_len positions, so max_new_tokens must be < {max_len}; raise policy.max_len "
+            "or lower sampler.max_new_tokens"
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from rlsdk.errors import ConfigError, PluginError, RlsdkError
+from rlsdk.errors import ComponentError, ConfigError, FolderLocked, Interrupted, PluginError, RlsdkError, StorageError
 from rlsdk.hookspecs import hookimpl
 from rlsdk.plugins import create, get_registry
 
@@ -36,6 +36,10 @@ __all__ = [
     "RlsdkError",
     "ConfigError",
     "PluginError",
+    "ComponentError",
+    "StorageError",
+    "FolderLocked",
+    "Interrupted",
 ]
 
 

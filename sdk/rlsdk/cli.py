@@ -23,18 +23,26 @@
 ``rlsdk reproduce RUN_DIR [--out DIR] [--steps K] [--atol A]``
     Train a run again and compare its metrics and environment with the original's.
 
-Every command accepts ``--plugin FILE.py`` (repeatable) to load a plugin from a file.
+Every command that builds components accepts ``--plugin FILE.py`` (repeatable) to load a plugin from a
+file (``env`` and ``report`` do not), and every command ``--debug`` (or ``RLSDK_DEBUG=1``) to show
+the traceback of an error instead of its one-line message.
+
+Exit status: 0 on success, 1 when a check fails (``reproduce``, ``env --check``) or on an unexpected
+error (a bug), 2 for a bad input or a component that broke its contract, 128 + the signal's number
+when SIGINT (130) or SIGTERM (143) stopped training after writing a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
-from rlsdk.errors import ConfigError, RlsdkError
+from rlsdk.errors import ConfigError, Interrupted, RlsdkError
 
 __all__ = ["main", "build_parser"]
 
@@ -42,10 +50,15 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rlsdk`` (also used to generate the CLI reference)."""
     parser = argparse.ArgumentParser(prog="rlsdk", description="Plugin-based RL post-training for language models.")
+    debug_help = "show the traceback of an error (also RLSDK_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def plugin_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--plugin", action="append", default=[], metavar="FILE", help="load a plugin from a .py file (repeatable)")
+        p.add_argument(
+            "--plugin", action="append", default=[], metavar="FILE",
+            help="load a plugin from a .py file (repeatable; it runs the file's code, see the security page)",
+        )  # fmt: skip
 
     train = sub.add_parser("train", help="train a policy", description="Train a policy. Arguments ending in .yaml/.yml are a config file; key=value pairs override settings.")
     train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and dotted overrides, e.g. train.steps=50 loss.name=reinforce")
@@ -182,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
     _compare_flags(cp)
     plugin_flag(cp)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
@@ -225,6 +240,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
         if path:
             raise ConfigError("--resume takes the run's own config.yaml; give only key=value overrides")
         run_dir = Path(ns.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {ns.resume!r}: not a run folder (it has no config.yaml)")
         base = load_yaml(run_dir / "config.yaml")
         config = load_config(registry, overrides=overrides, base=base)
     else:
@@ -367,24 +384,25 @@ def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline
 
 def cmd_experiment(ns: argparse.Namespace) -> int:
     """``rlsdk experiment`` and ``rlsdk ablate``."""
-    import yaml
-
+    from rlsdk.config import load_yaml
     from rlsdk.research.experiment import load_spec, run_experiment
 
     registry = _registry(ns.plugin)
     spec = load_spec(ns.spec, ns.overrides, _seeds_arg(ns.seeds))
-    if ns.command == "ablate" and "ablations" not in yaml.safe_load(Path(ns.spec).read_text()):
+    if ns.command == "ablate" and "ablations" not in load_yaml(ns.spec, "ablation file"):
         raise ConfigError(f"{ns.spec!r} lists arms, not an ablation: give 'full' and 'ablations' (or run `rlsdk experiment`)")
     exp_dir = Path(ns.out) if ns.out else Path("experiments") / spec.name
     runs = len(spec.arms) * len(spec.tasks) * len(spec.seeds)
     print(f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}")
-    run_experiment(spec, registry, exp_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress)
     from rlsdk.research.report import report
+    from rlsdk.rundir import FolderLock
 
-    result, _ = _compare_and_write(exp_dir, ns, registry)
-    print()
-    print(result.to_markdown(), end="")
-    plots = ", ".join(str(p) for p in report(exp_dir))
+    with FolderLock(exp_dir, "experiment folder"):  # through the comparison and its plots
+        run_experiment(spec, registry, exp_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress)
+        result, _ = _compare_and_write(exp_dir, ns, registry)
+        print()
+        print(result.to_markdown(), end="")
+        plots = ", ".join(str(p) for p in report(exp_dir))
     print(f"\nwritten: {exp_dir / 'comparison.md'}, {exp_dir / 'comparison.json'}, {plots}")
     return 0
 
@@ -432,7 +450,12 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     exp_dir = Path(ns.exp_dir)
     if ns.last is not None and ns.score is None:
         raise ConfigError("--last only applies with --score (the experiment's own score already fixes it)")
-    result, data = _compare_and_write(exp_dir, ns, _registry(ns.plugin), ns.baseline, ns.score, ns.last)
+    from rlsdk.rundir import FolderLock
+
+    if not (exp_dir / "experiment.yaml").is_file():
+        raise ConfigError(f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first")
+    with FolderLock(exp_dir, "experiment folder"):
+        result, data = _compare_and_write(exp_dir, ns, _registry(ns.plugin), ns.baseline, ns.score, ns.last)
     print(json.dumps(data, indent=2) if ns.json else result.to_markdown(), end="\n" if ns.json else "")
     return 0
 
@@ -453,11 +476,41 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
     }  # fmt: skip
     handler = handlers[ns.command]
+    debug = bool(getattr(ns, "debug", False)) or os.environ.get("RLSDK_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    prefix = f"rlsdk {ns.command}"
     try:
         return handler(ns)
-    except RlsdkError as exc:
-        print(f"rlsdk {ns.command}: error: {exc}", file=sys.stderr)
+    except Interrupted as exc:
+        where = f"checkpoint {exc.checkpoint} written" if exc.checkpoint else "the last checkpoint is kept"
+        again = "run the same command again"
+        if ns.command == "train" and exc.checkpoint:
+            again = shlex.join(["rlsdk", "train", "--resume", str(Path(exc.checkpoint).parent.parent)])
+        print(f"{prefix}: stopped by {signal.Signals(exc.signum).name}; {where}; to continue: {again}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except (RlsdkError, OSError) as exc:
+        if debug:
+            raise
+        print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with --debug
+        if debug:
+            raise
+        print(
+            f"{prefix}: internal error: {type(exc).__name__}: {_one_line(exc)} (a bug in rlsdk or a plugin; "
+            "rerun with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a YAML parser's, say, spans several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
 
-__all__ = ["RlsdkError", "ConfigError", "PluginError", "did_you_mean"]
+__all__ = ["RlsdkError", "ConfigError", "PluginError", "ComponentError", "StorageError", "FolderLocked", "Interrupted", "did_you_mean"]
 
 
 class RlsdkError(Exception):
@@ -18,6 +19,43 @@ class ConfigError(RlsdkError, ValueError):
 
 class PluginError(RlsdkError):
     """A plugin failed to load or to register, or two plugins registered the same name."""
+
+
+class ComponentError(RlsdkError):
+    """A component (a plugin's loss, reward, sampler ...) raised, or returned what its contract forbids.
+
+    The message names the component, the plugin that registered it, and what the contract expects.
+    """
+
+
+class StorageError(RlsdkError):
+    """A file could not be written or read (a full disk, a read-only folder, a path that is a file)."""
+
+
+class FolderLocked(RlsdkError):
+    """A run or experiment folder is in use by another process (the message names its pid)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM, after saving a checkpoint that resumes exactly.
+
+    A ``KeyboardInterrupt``, so code that catches Ctrl-C catches this too.
+
+    Attributes:
+        signum: The signal's number (``signal.SIGINT`` or ``signal.SIGTERM``).
+        checkpoint: The checkpoint written on the way out, or None (a second signal stops at once).
+        exit_status: The conventional exit status of a process stopped by the signal, 128 plus its
+            number (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, checkpoint: str | None = None):
+        self.signum = signum
+        self.checkpoint = checkpoint
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_status(self) -> int:  # noqa: D102 - documented in the class docstring
+        return 128 + int(self.signum)
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

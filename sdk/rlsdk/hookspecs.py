@@ -4,6 +4,9 @@ Registration hooks are called once when the plugin manager is built, each with a
 callback: ``register(name, factory)``. The factory is called with the keyword arguments of the
 component's config section and returns the component. Names are unique per kind across all plugins.
 
+The check hook (``check_config``) is called when a config is loaded; it raises
+:class:`rlsdk.ConfigError` or returns nothing.
+
 Event hooks are called by the trainer and return nothing.
 
 An implementation may accept any subset of a hook's arguments (pluggy matches them by name).
@@ -125,6 +128,32 @@ def register_trackers(register: Register) -> None:
 
     Args:
         register: Call ``register("name", factory)`` once per tracker.
+    """
+
+
+@hookspec
+def check_config(config: dict[str, Any]) -> None:
+    """Check the settings that involve your components together; raise :class:`rlsdk.ConfigError`.
+
+    Called by :func:`rlsdk.config.load_config` (through :func:`~rlsdk.config.validate_config`) once
+    the config is resolved and every key has passed its own check, before anything is built: the
+    place for a rule that one component's constructor cannot see, such as "a group-normalised
+    advantage needs ``sampler.n >= 2``", "the completion fits the policy's ``max_len``" or "the
+    policy fits in memory". Check only the sections that name your components (a section's keys
+    other than ``name`` may be missing: the factory's defaults apply) and return None when all is
+    well. Any other exception is reported as a ConfigError naming your plugin.
+
+    Args:
+        config: The resolved config (a copy; changing it changes nothing).
+
+    Example::
+
+        @rlsdk.hookimpl
+        def check_config(config):
+            n = config["sampler"].get("n")
+            if config["advantage"]["name"] == "my_adv" and isinstance(n, int) and n < 2:
+                raise rlsdk.ConfigError(f"advantage 'my_adv' compares the completions of a prompt; "
+                                        f"sampler.n={n} gives one; set sampler.n >= 2")
     """
 
 

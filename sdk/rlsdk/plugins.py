@@ -2,13 +2,22 @@
 
 Plugins are modules (or any namespace) with :data:`rlsdk.hookimpl` functions. Installed plugins are
 found through entry points in the group ``rlsdk``; each entry point is loaded on its own, so one
-broken plugin is reported by name while the others keep working.
+broken installed plugin is reported by name (a warning, and its ``error`` in ``rlsdk plugins``)
+while the others keep working.
+
+A plugin file the user names (``--plugin FILE``, a path in ``extra``) is not optional: if it fails
+to import, names a hook that does not exist, or its registration hook raises or registers badly,
+that is a :class:`~rlsdk.errors.PluginError` naming the file (and the line in it, when known),
+whatever ``RLSDK_STRICT_PLUGINS`` says.
 
 Environment variables:
 
 - ``RLSDK_LOAD_PLUGINS``: unset loads every installed plugin; ``""`` loads only rlsdk's own;
-  ``"a,b"`` loads rlsdk's own plus the distributions ``a`` and ``b``.
-- ``RLSDK_STRICT_PLUGINS=1``: a plugin that fails to import or register raises instead of warning.
+  ``"a,b"`` loads rlsdk's own plus the distributions ``a`` and ``b``. A name that is not an
+  installed distribution with an ``rlsdk`` entry point is a :class:`~rlsdk.errors.PluginError`
+  (a misspelt name would otherwise drop that plugin silently).
+- ``RLSDK_STRICT_PLUGINS=1``: an installed plugin that fails to import, validate or register
+  raises instead of warning.
 - ``RLSDK_TRACE_PLUGINS=1``: print every hook call (arguments and results) to stderr.
 """
 
@@ -20,6 +29,7 @@ import inspect
 import os
 import re
 import sys
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +82,8 @@ class PluginInfo:
         hooks: Hooks it implements.
         registers: kind -> names it registered.
         error: Why it failed to load or register, or None.
+        file: The ``.py`` file it was loaded from (``--plugin FILE``), or None. A failure of such a
+            plugin raises :class:`PluginError` instead of being skipped.
     """
 
     name: str
@@ -81,6 +93,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     registers: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    file: str | None = None
 
     @property
     def label(self) -> str:
@@ -108,15 +121,58 @@ def _normalise(distribution: str) -> str:
     return distribution.strip().lower().replace("_", "-")
 
 
-def _load_filter() -> set[str] | None:
+def _load_filter() -> dict[str, str] | None:
+    """``RLSDK_LOAD_PLUGINS`` as normalised name -> the name as written, or None when unset."""
     raw = os.environ.get("RLSDK_LOAD_PLUGINS")
     if raw is None:
         return None
-    return {_normalise(part) for part in raw.split(",") if part.strip()}
+    return {_normalise(part): part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _check_load_filter(wanted: dict[str, str], installed: dict[str, str]) -> None:
+    """Raise :class:`PluginError` for a name in ``RLSDK_LOAD_PLUGINS`` that no installed plugin has.
+
+    Args:
+        wanted: Normalised name -> name as written (from :func:`_load_filter`).
+        installed: Normalised name -> distribution name, of the distributions with an entry point
+            in the ``rlsdk`` group.
+    """
+    unknown = [name for name in wanted if name != CORE_DISTRIBUTION and name not in installed]
+    if not unknown:
+        return
+    choices = [key for key in installed if key != CORE_DISTRIBUTION]
+    listed = ", ".join(sorted(installed[key] for key in choices)) or "(none besides rlsdk)"
+    if len(unknown) == 1:
+        name = unknown[0]
+        named = f"{wanted[name]!r}, which is not an installed rlsdk plugin distribution{did_you_mean(name, choices)}"
+    else:
+        each = ", ".join(f"{wanted[name]!r}{did_you_mean(name, choices)}" for name in unknown)
+        named = f"{each}, which are not installed rlsdk plugin distributions"
+    raise PluginError(f"RLSDK_LOAD_PLUGINS names {named}; installed: {listed}")
+
+
+def _where_in_file(exc: BaseException, path: str | Path) -> str:
+    """`` (line N)``: where in the plugin file ``path`` the error ``exc`` was raised, or ``""``."""
+    target = os.path.realpath(path)
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        if os.path.realpath(exc.filename) == target:
+            return f" (line {exc.lineno})"
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename and os.path.realpath(f.filename) == target]
+    return f" (line {lines[-1]})" if lines and lines[-1] else ""
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line; a :class:`SyntaxError`'s message without its ``(file, line N)``."""
+    message = " ".join((exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _report(info: PluginInfo, exc: BaseException, what: str) -> None:
     info.error = f"{what}: {type(exc).__name__}: {exc}"
+    if info.file is not None:
+        # named by the user (--plugin FILE): never skipped, whatever RLSDK_STRICT_PLUGINS says
+        where = _where_in_file(exc, info.file)
+        raise PluginError(f"plugin file {info.file!r} failed to {what}: {_describe(exc)}{where}") from exc
     if _env_flag("RLSDK_STRICT_PLUGINS"):
         raise PluginError(f"plugin {info.label} failed to {what}: {exc}") from exc
     warnings.warn(
@@ -128,13 +184,21 @@ def _report(info: PluginInfo, exc: BaseException, what: str) -> None:
 
 
 def _load_file_plugin(path: str | Path) -> ModuleType:
+    """Import plugin file ``path`` (running its top-level code); any failure is a :class:`PluginError`."""
     path = Path(path)
     if not path.is_file():
         raise PluginError(f"plugin file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"rlsdk_file_plugin_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin file {str(path)!r} cannot be imported (is it a .py file?)")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # in sys.modules while it runs, as for any import (dataclasses, pickle and typing look it up there)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - whatever the file raises, it is the file's error
+        sys.modules.pop(spec.name, None)
+        raise PluginError(f"plugin file {str(path)!r} failed to import: {_describe(exc)}{_where_in_file(exc, path)}") from exc
     return module
 
 
@@ -162,6 +226,10 @@ def get_plugin_manager(
             return (ep.dist.name if ep.dist is not None else None) or "?"
 
         found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if wanted:
+            # before importing anything: a misspelt name would otherwise drop that plugin silently
+            installed = {_normalise(distribution(ep)): distribution(ep) for ep in found if ep.dist is not None}
+            _check_load_filter(wanted, installed)
         for ep in sorted(found, key=lambda ep: _normalise(distribution(ep)) != CORE_DISTRIBUTION):
             dist_name = distribution(ep)
             normalised = _normalise(dist_name)
@@ -180,12 +248,13 @@ def get_plugin_manager(
                 _report(info, exc, "load")
     for plugin in extra:
         if isinstance(plugin, (str, Path)):
-            info = PluginInfo(name=Path(plugin).stem, module=str(plugin))
+            info = PluginInfo(name=Path(plugin).stem, module=str(plugin), file=str(plugin))
             infos.append(info)
+            module = _load_file_plugin(plugin)
             try:
-                pm.register(_load_file_plugin(plugin), name=info.label)
-            except Exception as exc:  # noqa: BLE001
-                _report(info, exc, "load")
+                pm.register(module, name=info.label)
+            except Exception as exc:  # noqa: BLE001 - the user named this file: _report raises
+                _report(info, exc, "validate")
             continue
         if pm.is_registered(plugin):
             continue  # already loaded through its entry point

@@ -18,6 +18,13 @@ stay on the device until the optimiser step.
 Everything random comes from named streams of one root seed (:class:`rlsdk.research.SeedTree`),
 and checkpoints carry the generators' states, so a resumed run repeats the uninterrupted one exactly
 on the CPU.
+
+What each component returns is checked against its contract (:mod:`rlsdk.checks`); a component that
+raises or returns something else stops the run with a :class:`~rlsdk.errors.ComponentError` naming it
+and its plugin. A non-finite loss or gradient stops it before the optimiser step, so the last
+checkpoint stays the last good state. SIGINT and SIGTERM let the current step finish, write a
+checkpoint and raise :class:`~rlsdk.errors.Interrupted`; a second signal stops at once, keeping the
+previous checkpoint. The run folder is locked while :func:`train` writes it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,8 +45,9 @@ import pluggy
 import torch
 from torch import Tensor
 
-from rlsdk.config import dump_yaml, load_config, load_yaml, reward_specs
-from rlsdk.errors import ConfigError
+from rlsdk.checks import check_advantages, check_examples, check_loss_output, check_rewards, check_rollout, guard
+from rlsdk.config import dump_yaml, load_config, load_yaml, reward_specs, validate_config
+from rlsdk.errors import ComponentError, ConfigError, Interrupted, RlsdkError, StorageError
 from rlsdk.functional import aggregate, kl_estimate, masked_mean
 from rlsdk.plugins import Registry
 from rlsdk.progress import TrainProgress
@@ -49,7 +59,8 @@ from rlsdk.types import Example, LogprobBackend, LossOutput, Policy, RolloutBatc
 __all__ = [
     "Run", "RewardTerm", "build_run", "train", "completion_states", "sequence_logprobs", "trained_logprobs",
     "micro_batch_loss",
-    "select_backend", "default_run_dir", "evaluate", "evaluate_checkpoint",
+    "select_backend", "default_run_dir", "evaluate", "evaluate_checkpoint", "current_eval", "eval_settings",
+    "component_label",
 ]
 
 
@@ -60,6 +71,7 @@ class RewardTerm:
     name: str
     weight: float
     fn: Any
+    label: str = ""
 
 
 @dataclass
@@ -84,6 +96,11 @@ class Run:
     device: torch.device
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def label(self, kind: str) -> str:
+        """How messages name the run's component of ``kind``: ``loss 'clipped_pg' (plugin rlsdk:policy_gradient)``."""
+        return self.labels.get(kind, kind)
 
     @property
     def hook(self) -> pluggy.HookRelay:
@@ -105,27 +122,43 @@ def default_run_dir(config: dict[str, Any]) -> Path:
     return path
 
 
+def component_label(registry: Registry, kind: str, name: str) -> str:
+    """``kind 'name' (plugin dist:plugin)``: how error messages name a registered component."""
+    return f"{kind} {name!r} (plugin {registry.owner(kind, name)})"
+
+
+def _create(registry: Registry, kind: str, name: str, options: dict[str, Any], where: str) -> Any:
+    """``registry.create`` with the factory's own failures reported as the component's."""
+    registry.factory(kind, name, where)
+    with guard(component_label(registry, kind, name), f"its factory with {where} options {options}"):
+        return registry.create(kind, name, options, where=where)
+
+
 def _component(registry: Registry, config: dict[str, Any], section: str, kind: str) -> Any:
     spec = dict(config[section])
     name = spec.pop("name")
-    return registry.create(kind, name, spec, where=section)
+    return _create(registry, kind, name, spec, section)
 
 
 def select_backend(registry: Registry, spec: dict[str, Any], device: torch.device) -> LogprobBackend:
     """The logprob backend named by ``spec["backend"]``; ``auto`` picks the highest ``priority`` among
     the registered backends whose ``supports(device)`` is true. The other keys of ``spec`` are the
     backend's options (with ``auto``, those of the backend it picks)."""
+    return _select_backend(registry, spec, device)[1]
+
+
+def _select_backend(registry: Registry, spec: dict[str, Any], device: torch.device) -> tuple[str, LogprobBackend]:
     options = dict(spec)
     name = options.pop("backend", "auto")
     if name != "auto":
-        backend = registry.create("logprob_backend", name, options, where="logprob.backend")
+        backend = _create(registry, "logprob_backend", name, options, "logprob")
         supports = getattr(backend, "supports", None)
         if supports is not None and not supports(device):
             raise ConfigError(f"logprob.backend {name!r} does not support device {device}")
-        return backend
+        return name, backend
     best, best_name, best_priority = None, "", -math.inf
     for candidate in registry.names("logprob_backend"):
-        backend = registry.create("logprob_backend", candidate, {})
+        backend = _create(registry, "logprob_backend", candidate, {}, "logprob")
         supports = getattr(backend, "supports", None)
         if supports is not None and not supports(device):
             continue
@@ -136,8 +169,8 @@ def select_backend(registry: Registry, spec: dict[str, Any], device: torch.devic
         raise ConfigError(f"logprob.backend=auto found no backend for device {device}; registered: {registry.names('logprob_backend')}")
     if options:  # never dropped silently: they must fit the backend auto picked
         where = f"logprob (backend=auto picked {best_name!r} on {device}; name a backend to pin it)"
-        best = registry.create("logprob_backend", best_name, options, where=where)
-    return best
+        best = _create(registry, "logprob_backend", best_name, options, where)
+    return best_name, best
 
 
 def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -> Run:
@@ -155,10 +188,13 @@ def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -
     advantage = _component(registry, config, "advantage", "advantage")
     loss = _component(registry, config, "loss", "loss")
     rewards = [
-        RewardTerm(name, weight, registry.create("reward", name, options, where=f"rewards.{name}"))
+        RewardTerm(name, weight, _create(registry, "reward", name, options, f"rewards.{name}"), component_label(registry, "reward", name))
         for name, weight, options in reward_specs(config)
     ]
-    backend = select_backend(registry, config.get("logprob") or {}, device)
+    backend_name, backend = _select_backend(registry, config.get("logprob") or {}, device)
+    labels = {kind: component_label(registry, kind, config[kind]["name"]) for kind in ("task", "policy", "sampler", "advantage", "loss")}
+    labels["logprob_backend"] = component_label(registry, "logprob_backend", backend_name)
+    _check_prompts(policy, task, sampler, labels)
     needs_ref = any(getattr(c, "needs_ref_logprobs", False) for c in (loss, advantage))
     if needs_ref and not train_cfg["reference"]:
         raise ConfigError("the loss or advantage needs reference log-probs (KL) but train.reference=false; set it to true")
@@ -173,15 +209,30 @@ def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -
         weight_decay=float(train_cfg["weight_decay"]),
     )
     trackers = [
-        registry.create("tracker", name, dict(options or {}), where=f"trackers.{name}")
+        _create(registry, "tracker", name, dict(options or {}), f"trackers.{name}")
         for name, options in (config.get("trackers") or {}).items()
     ]
     generators = {name: seeds.generator(name) for name in ("data", "sampling")}
     return Run(
         config=config, dir=RunDir(run_dir), registry=registry, policy=policy, reference=reference,
         optimizer=optimizer, task=task, sampler=sampler, advantage=advantage, loss=loss, rewards=rewards,
-        backend=backend, trackers=trackers, seeds=seeds, generators=generators, device=device,
+        backend=backend, trackers=trackers, seeds=seeds, generators=generators, device=device, labels=labels,
     )
+
+
+def _check_prompts(policy: Policy, task: Any, sampler: Any, labels: dict[str, str]) -> None:
+    """Before training, let a policy that defines ``check_prompts(prompts, max_new_tokens)`` check the
+    task's held-out prompts (each tokenises, and fits its length limit with the sampler's
+    ``max_new_tokens``), so a bad tokenizer or a too-short ``max_len`` fails before anything is written.
+    The training prompts are checked again as they are drawn (the policy raises when one does not fit)."""
+    check = getattr(policy, "check_prompts", None)
+    if check is None:
+        return
+    with guard(labels["task"], "task.eval_examples()"):
+        examples = task.eval_examples()
+    prompts = [e.prompt for e in check_examples(examples, None, labels["task"], "task.eval_examples()")[:256]] if examples else []
+    with guard(labels["policy"], "policy.check_prompts(prompts, max_new_tokens)"):
+        check(prompts, getattr(sampler, "max_new_tokens", None))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,24 +322,29 @@ def micro_batch_loss(
     Otherwise the loss gets the log-probs of the configured backend, and ``batch.entropy`` when it
     ``needs_entropy``.
     """
-    hidden, targets = completion_states(run.policy, micro.sequences, micro.attention_mask, completion_length)
+    with guard(run.label("policy"), "policy.hidden_states(sequences, attention_mask)"):
+        hidden, targets = completion_states(run.policy, micro.sequences, micro.attention_mask, completion_length)
+        weight = run.policy.output_weight()
     temperature = _logit_temperature(temperature)
-    weight = run.policy.output_weight()
+    loss_label, backend_label = run.label("loss"), run.label("logprob_backend")
     from_hidden = getattr(run.loss, "from_hidden", None)
     if from_hidden is not None:
-        out, _, entropy = from_hidden(hidden, weight, targets, micro, temperature=temperature, backend=run.backend)
-        return out, entropy
+        with guard(loss_label, "loss.from_hidden(hidden, weight, targets, batch)"):
+            out, _, entropy = from_hidden(hidden, weight, targets, micro, temperature=temperature, backend=run.backend)
+        return check_loss_output(out, loss_label), entropy
     loss_from_hidden = getattr(run.backend, "loss_from_hidden", None)
-    fused = loss_from_hidden(hidden, weight, targets, micro, run.loss, temperature=temperature) if loss_from_hidden else None
+    with guard(backend_label, "backend.loss_from_hidden(hidden, weight, targets, batch, loss)"):
+        fused = loss_from_hidden(hidden, weight, targets, micro, run.loss, temperature=temperature) if loss_from_hidden else None
     if fused is not None:
         out, _, entropy = fused
-        return out, entropy
-    lp, ent = trained_logprobs(
-        run.backend, hidden, weight, targets, micro.mask, temperature=temperature, with_entropy=True
-    )
+        return check_loss_output(out, f"{loss_label} fused by {backend_label}"), entropy
+    with guard(backend_label, "backend(hidden, weight, targets)"):
+        lp, ent = trained_logprobs(run.backend, hidden, weight, targets, micro.mask, temperature=temperature, with_entropy=True)
     logprobs, entropy = lp.view(micro.mask.shape), ent.view(micro.mask.shape)
     micro.entropy = entropy if getattr(run.loss, "needs_entropy", False) else None
-    return run.loss(logprobs, micro), entropy
+    with guard(loss_label, "loss(logprobs, batch)"):
+        out = run.loss(logprobs, micro)
+    return check_loss_output(out, loss_label), entropy
 
 
 def learning_rate(train_cfg: dict[str, Any], step: int) -> float:
@@ -315,17 +371,30 @@ def make_score(run: Run):
         total = torch.zeros(len(batch.completions), dtype=torch.float32)
         components = {}
         for term in run.rewards:
-            values = term.fn(batch.prompts, batch.completions, metadata)
-            if len(values) != len(batch.completions):
-                raise ValueError(f"reward {term.name!r} returned {len(values)} values for {len(batch.completions)} completions")
-            tensor = torch.tensor([float(v) for v in values], dtype=torch.float32)
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"reward {term.name!r} returned a non-finite value: {values}")
+            label = term.label or f"reward {term.name!r}"
+            with guard(label, "reward(prompts, completions, metadata)"):
+                values = term.fn(batch.prompts, batch.completions, metadata)
+            tensor = check_rewards(values, batch.completions, label)
             components[term.name] = tensor
             total = total + term.weight * tensor
         return batch.replace(rewards=total, reward_components=components)
 
     return score
+
+
+def _check_finite(run: Run, stats: dict[str, Any]) -> None:
+    """Stop before the optimiser step when the loss or the gradient is not finite (one device sync)."""
+    values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32).detach().cpu().reshape(()) for k in ("loss", "grad_norm")])
+    if bool(torch.isfinite(values).all()):
+        return
+    loss, grad_norm = values.tolist()
+    saved = run.dir.latest_checkpoint()
+    kept = f"the last checkpoint ({saved.name}) is kept" if saved is not None else "no checkpoint was written"
+    raise ComponentError(
+        f"{run.label('loss')} gave loss {loss} and gradient norm {grad_norm} at step {run.step + 1}; "
+        f"training stops before the optimiser step and {kept}. Lower train.lr, set train.max_grad_norm, "
+        "or check the loss and rewards for overflow"
+    )
 
 
 def _to(batch: TrainBatch, device: torch.device) -> TrainBatch:
@@ -339,18 +408,25 @@ def train_step(run: Run) -> dict[str, Any]:
     temperature = float(getattr(run.sampler, "temperature", 1.0))
 
     # -- rollout ----------------------------------------------------------------------------------
-    examples: list[Example] = run.task.sample(int(cfg["prompts_per_step"]), run.generators["data"])
-    rollout = run.sampler(run.policy, examples, make_score(run), run.generators["sampling"])
+    n = int(cfg["prompts_per_step"])
+    with guard(run.label("task"), f"task.sample({n}, generator)"):
+        examples: list[Example] = run.task.sample(n, run.generators["data"])
+    examples = check_examples(examples, n, run.label("task"), f"task.sample({n}, generator)")
+    with guard(run.label("sampler"), "sampler(policy, examples, score, generator)"):
+        rollout = run.sampler(run.policy, examples, make_score(run), run.generators["sampling"])
+    rollout = check_rollout(rollout, len(examples), run.label("sampler"))
     t_len = rollout.mask.shape[1]
     seqs, attn = rollout.sequences.to(run.device), rollout.attention_mask.to(run.device)
-    with torch.no_grad():
+    with torch.no_grad(), guard(f"{run.label('policy')} with {run.label('logprob_backend')}", "the rollout's log-probs"):
         mask = rollout.mask.to(run.device)
         old, _ = sequence_logprobs(run.policy, run.backend, seqs, attn, t_len, temperature, mask=mask)
         ref = None
         if run.reference is not None:
             ref, _ = sequence_logprobs(run.reference, run.backend, seqs, attn, t_len, temperature, mask=mask)
     rollout = rollout.replace(old_logprobs=old.float().cpu(), ref_logprobs=None if ref is None else ref.float().cpu())
-    advantages = run.advantage(rollout)
+    with guard(run.label("advantage"), "advantage(batch)"):
+        advantages = run.advantage(rollout)
+    advantages = check_advantages(advantages, rollout.mask, run.label("advantage"))
     gen_time = time.perf_counter() - start
 
     # -- updates (the policy stays in eval mode: dropout would make the on-policy ratio differ from 1)
@@ -370,7 +446,8 @@ def train_step(run: Run) -> dict[str, Any]:
             for micro in mini.split(min(int(cfg["micro_batches"]), mini.mask.shape[0])):
                 micro = _to(micro, run.device)
                 out, entropy = micro_batch_loss(run, micro, t_len, temperature)
-                out.loss.backward()
+                with guard(run.label("loss"), "loss.backward()"):
+                    out.loss.backward()
                 stats["loss"] += out.loss.detach()
                 stats["entropy"] += aggregate(entropy.detach(), micro, "token-mean")
                 for key, value in out.metrics.items():
@@ -379,6 +456,7 @@ def train_step(run: Run) -> dict[str, Any]:
             params = [p for p in run.policy.parameters() if p.grad is not None]
             max_norm = float(cfg["max_grad_norm"]) if cfg["max_grad_norm"] else math.inf
             stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else 0.0
+            _check_finite(run, stats)
             run.optimizer.step()
             updates += 1
             for key, value in stats.items():
@@ -443,14 +521,51 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     run.step = int(state["step"])
 
 
+def _restore_checkpoint(run: Run, path: Path) -> None:
+    """:func:`restore` from the file ``path``; a checkpoint that does not fit the config is a ConfigError."""
+    state = RunDir.load_checkpoint(path)
+    try:
+        restore(run, state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        raise ConfigError(
+            f"checkpoint {str(path)!r} does not fit this run's config ({detail}); the policy's shape (policy.*) "
+            "cannot change on --resume: was config.yaml edited, or a policy option overridden?"
+        ) from exc
+
+
+def eval_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The config sections an evaluation's result depends on (recorded in ``eval.json``)."""
+    return {key: copy.deepcopy(config.get(key)) for key in ("task", "policy", "sampler", "rewards", "eval")}
+
+
+def current_eval(run_dir: str | Path) -> dict[str, Any] | None:
+    """``RUN_DIR/eval.json`` if it scored the run's latest checkpoint under the run's current config, else None."""
+    rundir = RunDir(run_dir)
+    path, ckpt = rundir.path / "eval.json", rundir.latest_checkpoint()
+    if not path.exists() or ckpt is None or not rundir.config_path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    same_config = result.get("eval_config") == json.loads(json.dumps(eval_settings(load_yaml(rundir.config_path))))
+    return result if result.get("fingerprint") == RunDir.fingerprint(ckpt) and same_config else None
+
+
 def evaluate(run: Run, size: int | None = None, temperature: float = 0.0) -> dict[str, float]:
     """Score the policy on the task's held-out examples (greedy by default)."""
-    examples = run.task.eval_examples()
+    with guard(run.label("task"), "task.eval_examples()"):
+        examples = run.task.eval_examples()
+    examples = check_examples(examples, None, run.label("task"), "task.eval_examples() (the held-out prompts rlsdk eval scores)")
     if size:
         examples = examples[:size]
     sampler = copy.copy(run.sampler)
     sampler.n, sampler.temperature = 1, temperature
-    rollout = sampler(run.policy, examples, make_score(run), run.seeds.generator("eval"))
+    with guard(run.label("sampler"), "sampler(policy, examples, score, generator) for evaluation"):
+        rollout = sampler(run.policy, examples, make_score(run), run.seeds.generator("eval"))
+    rollout = check_rollout(rollout, len(examples), run.label("sampler"))
     out = {"eval/reward": float(rollout.rewards.mean()), "eval/examples": float(len(examples))}
     for name, values in rollout.reward_components.items():
         out[f"eval/{name}"] = float(values.mean())
@@ -462,6 +577,10 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Score a run's checkpoint on the task's held-out examples and write ``RUN_DIR/eval.json``.
 
+    ``eval.json`` records which checkpoint it scored (its :meth:`~rlsdk.rundir.RunDir.fingerprint`)
+    and the config sections the score depends on, so :func:`current_eval` reuses it only for that
+    checkpoint and config. The run folder is locked while this runs.
+
     Args:
         run_dir: A run folder written by :func:`train`.
         registry: The components.
@@ -469,23 +588,91 @@ def evaluate_checkpoint(
         checkpoint: The checkpoint file (default: the run's latest).
 
     Returns:
-        ``{"checkpoint", "step", "eval/reward", "eval/examples", "eval/<reward name>" ...}``.
+        ``{"checkpoint", "step", "eval/reward", "eval/examples", "eval/<reward name>", ..., "fingerprint",
+        "eval_config"}``.
+
+    Raises:
+        StorageError: ``eval.json`` cannot be written; the message holds the result.
     """
     rundir = RunDir(run_dir)
+    if not rundir.config_path.is_file():
+        raise ConfigError(f"{str(rundir.path)!r} is not a run folder (it has no config.yaml)")
     config = load_config(registry, overrides=overrides, base=load_yaml(rundir.config_path))
     ckpt = Path(checkpoint) if checkpoint else rundir.latest_checkpoint()
     if ckpt is None:
         raise ConfigError(f"no checkpoint in {str(rundir.checkpoints)!r}; train first or pass a checkpoint")
-    state = RunDir.load_checkpoint(ckpt)
-    run = build_run(config, registry, rundir.path)
-    run.policy.load_state_dict(state["policy"])
-    result = {"checkpoint": str(ckpt), "step": int(state["step"]), **evaluate(run, config["eval"]["size"], config["eval"]["temperature"])}
-    rundir.write_json("eval.json", result)
+    with rundir.lock():
+        state = RunDir.load_checkpoint(ckpt)
+        run = build_run(config, registry, rundir.path)
+        try:
+            run.policy.load_state_dict(state["policy"])
+        except (RuntimeError, KeyError) as exc:
+            raise ConfigError(f"checkpoint {str(ckpt)!r} does not fit the run's policy config: {str(exc).splitlines()[-1].strip()}") from exc
+        scores = evaluate(run, config["eval"]["size"], config["eval"]["temperature"])
+        result = {"checkpoint": str(ckpt), "step": int(state["step"]), **scores}
+        try:
+            rundir.write_json("eval.json", {**result, "fingerprint": RunDir.fingerprint(ckpt), "eval_config": eval_settings(config)})
+        except StorageError as exc:
+            raise StorageError(f"{exc}; the result, not saved: {json.dumps(result)}") from exc
     return result
 
 
 # --------------------------------------------------------------------------------------------------
 # The loop
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM during training: the first asks the loop to stop after the current step (the
+    checkpoint it then writes resumes exactly); a second raises :class:`Interrupted` at once, and the
+    previous checkpoint stays (an interrupted write leaves no file behind). Installed only in the main
+    thread, where Python delivers signals."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup`-style ignoring is respected
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
+        print(
+            f"\nrlsdk: {signal.Signals(signum).name}: finishing step {self.run.step + 1}, then saving a checkpoint "
+            "(send it again to stop at once and keep the last checkpoint)",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+
+
+def _call_hook(run: Run, name: str, /, **kwargs: Any) -> None:
+    """Call event hook ``name``; an exception names the plugin whose implementation raised it."""
+    hook = getattr(run.hook, name)
+    try:
+        hook(**kwargs)
+    except RlsdkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as the plugin's
+        owners = {getattr(impl.function, "__code__", None): impl.plugin_name for impl in hook.get_hookimpls()}
+        tb, plugin = exc.__traceback__, "?"
+        while tb is not None and plugin == "?":
+            plugin = owners.get(tb.tb_frame.f_code, "?")
+            tb = tb.tb_next
+        raise ComponentError(f"the {name} hook of plugin {plugin} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _trackers(run: Run) -> list[tuple[str, Any]]:
+    names = list(run.config.get("trackers") or {})
+    return [(component_label(run.registry, "tracker", name), t) for name, t in zip(names, run.trackers)]
 
 
 def train(
@@ -509,75 +696,113 @@ def train(
             follows ``train.steps``, so the steps run are those of the full run (``rlsdk reproduce --steps``).
         on_step: Called after every step (once its metrics are written) with the step and its
             metrics; ``rlsdk experiment`` shows its progress within runs this way.
+
+    Nothing is written to the run folder until the first step has succeeded: a new run that fails
+    before leaves no folder, and a resume that fails (a bad override, say) leaves ``config.yaml``, the
+    manifest and the metrics as they were.
+
+    Raises:
+        Interrupted: SIGINT or SIGTERM arrived; the checkpoint it names resumes exactly.
+        FolderLocked: Another process is writing ``run_dir``.
+        ComponentError: A component raised or broke its contract (a non-finite loss among them).
     """
+    validate_config(config, registry)  # a config built by hand gets the checks load_config makes
     run_dir = Path(run_dir or config["run"]["dir"] or default_run_dir(config))
     config = copy.deepcopy(config)
     config["run"]["dir"] = str(run_dir)
     rundir = RunDir(run_dir)
-    run = build_run(config, registry, run_dir)  # bad options fail here, before anything is written
+    if resume and not rundir.holds_run():
+        raise ConfigError(f"cannot resume {str(run_dir)!r}: it holds no run (no config.yaml or metrics.jsonl)")
     if not resume:
-        rundir.create()
+        rundir.check_new()  # before anything is built
+    run = build_run(config, registry, run_dir)  # bad options fail here, before anything is written
+    with rundir.lock():  # a new run that fails before its first step leaves no folder (see FolderLock)
+        return _train(run, resume, progress, until, on_step)
+
+
+def _train(
+    run: Run, resume: bool, progress: bool | None, until: int | None, on_step: Callable[[int, dict[str, Any]], None] | None
+) -> dict[str, Any]:
+    config, rundir = run.config, run.dir
+    if not resume:
+        rundir.check_new()  # again, now that no other process can be creating a run here
     ckpt = rundir.latest_checkpoint() if resume else None
     if ckpt is not None:
-        restore(run, RunDir.load_checkpoint(ckpt))
-    atomic_write_text(rundir.config_path, dump_yaml(config))
+        _restore_checkpoint(run, ckpt)
     manifest_path = rundir.path / "manifest.json"
     if resume and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         manifest.setdefault("resumes", []).append({"time": time.time(), "argv": sys.argv, "from_step": run.step})
     else:
-        plugins = [p.to_dict() for p in registry.plugins]
+        plugins = [p.to_dict() for p in run.registry.plugins]
         data_files = list(getattr(run.task, "files", []) or [])
         manifest = build_manifest(config, plugins, run.seeds.to_dict(), data_files=data_files)
-    rundir.write_json("manifest.json", manifest)
-    if resume:
-        rundir.truncate_metrics(run.step)
-        run.history = read_metrics(rundir.metrics_path)
-    for tracker in run.trackers:
-        tracker.log_config(config)
-    run.hook.on_train_start(run=run)
+    run.history = [r for r in read_metrics(rundir.metrics_path) if r.get("step", 0) <= run.step] if resume else []
+    start_step = run.step
+
+    def commit() -> None:
+        """Once the first step has succeeded: write the config and manifest, and on resume drop the
+        metrics past the checkpoint (they are recomputed)."""
+        if resume:
+            rundir.truncate_metrics(start_step)
+        else:
+            rundir.create()
+        atomic_write_text(rundir.config_path, dump_yaml(config))
+        rundir.write_json("manifest.json", manifest)
+
+    pending = True
+    for label, tracker in _trackers(run):
+        with guard(label, "tracker.log_config(config)"):
+            tracker.log_config(config)
+    _call_hook(run, "on_train_start", run=run)
 
     steps = int(config["train"]["steps"]) if until is None else min(int(until), int(config["train"]["steps"]))
-    every = int(config["run"]["checkpoint_every"])
+    every, keep = int(config["run"]["checkpoint_every"]), int(config["run"]["keep_checkpoints"])
     last_saved = run.step
     show = config["run"]["progress"] if progress is None else progress
     bar = TrainProgress(steps, run.step, enabled=bool(show))
     try:
-        while run.step < steps:
-            metrics = train_step(run)
-            run.step += 1
-            eval_every = int(config["eval"]["every"])
-            if eval_every and run.step % eval_every == 0:
-                metrics.update(evaluate(run, config["eval"]["size"], config["eval"]["temperature"]))
-            row = {"step": run.step, "wall_time": time.time(), **metrics}
-            rundir.append_metrics(row)
-            run.history.append(row)
-            for tracker in run.trackers:
-                tracker.log_metrics(metrics, run.step)
-            run.hook.on_step_end(run=run, step=run.step, metrics=dict(metrics))
-            if every and run.step % every == 0:
-                rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
-                last_saved = run.step
-            bar.update(run.step, metrics)
-            if on_step is not None:
-                on_step(run.step, dict(metrics))
-    except KeyboardInterrupt:
-        if run.step > last_saved:
-            rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
-        raise
+        with _StopSignals(run) as stop:
+            while run.step < steps and stop.signum is None:
+                metrics = train_step(run)
+                run.step += 1
+                eval_every = int(config["eval"]["every"])
+                if eval_every and run.step % eval_every == 0:
+                    metrics.update(evaluate(run, config["eval"]["size"], config["eval"]["temperature"]))
+                if pending:
+                    commit()
+                    pending = False
+                row = {"step": run.step, "wall_time": time.time(), **metrics}
+                rundir.append_metrics(row)
+                run.history.append(row)
+                for label, tracker in _trackers(run):
+                    with guard(label, "tracker.log_metrics(metrics, step)"):
+                        tracker.log_metrics(metrics, run.step)
+                _call_hook(run, "on_step_end", run=run, step=run.step, metrics=dict(metrics))
+                if every and run.step % every == 0:
+                    rundir.save_checkpoint(run.step, checkpoint_state(run), keep=keep)
+                    last_saved = run.step
+                bar.update(run.step, metrics)
+                if on_step is not None:
+                    on_step(run.step, dict(metrics))
+            if run.step > last_saved or rundir.latest_checkpoint() is None:
+                rundir.save_checkpoint(run.step, checkpoint_state(run), keep=keep)
+            if stop.signum is not None and run.step < steps:
+                raise Interrupted(stop.signum, str(rundir.latest_checkpoint()))
     finally:
         bar.close()
-    if run.step > last_saved or rundir.latest_checkpoint() is None:
-        rundir.save_checkpoint(run.step, checkpoint_state(run), keep=int(config["run"]["keep_checkpoints"]))
+    if pending:
+        commit()
     summary = _summary(run)
     if config["run"]["plot"]:
         from rlsdk.plotting import plot_rewards
 
         summary["reward_curve"] = str(plot_rewards(run.history, rundir.path / "reward_curve.png"))
     rundir.write_json("summary.json", summary)
-    for tracker in run.trackers:
-        tracker.close()
-    run.hook.on_train_end(run=run, summary=summary)
+    for label, tracker in _trackers(run):
+        with guard(label, "tracker.close()"):
+            tracker.close()
+    _call_hook(run, "on_train_end", run=run, summary=summary)
     return summary
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, overload
 
 from rlsdk.errors import ConfigError, did_you_mean
 
-__all__ = ["check_bool", "check_int", "check_number", "check_choice", "check_logprob_inputs"]
+__all__ = ["check_bool", "check_int", "check_number", "check_choice", "check_memory", "check_logprob_inputs"]
 
 
 def _show(bound: float) -> str:
@@ -174,6 +174,71 @@ def check_choice(value: Any, option: str, choices: Sequence[str]) -> str:
         valid = ", ".join(repr(c) for c in choices)
         raise ConfigError(f"{option} must be one of {valid}, got {value!r}{did_you_mean(str(value), choices)}")
     return value
+
+
+def _format_bytes(n: float) -> str:
+    """``n`` bytes readably in binary units: ``512 B``, ``1.5 GiB``, ``218 TiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            break
+        n /= 1024
+    return f"{n:.1f} {unit}" if n < 10 and unit != "B" else f"{n:.0f} {unit}"
+
+
+def _device_memory(device: Any) -> tuple[int, str] | None:
+    """``(total bytes, "this machine" or "cuda:0 (name)")`` of ``device``, or None when unknown."""
+    import os
+
+    kind = str(device).split(":")[0]
+    if kind in ("cpu", "mps"):  # an Apple GPU shares the machine's memory
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine"
+        except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+            return None
+    if kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        dev = torch.device(device)
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return int(props.total_memory), f"cuda:{index} ({props.name})"
+    return None
+
+
+def check_memory(nbytes: float, what: str, device: Any = "cpu", hint: str = "") -> None:
+    """Raise :class:`ConfigError` if ``nbytes`` exceed the total memory of ``device``.
+
+    A rough check before anything is allocated: a config whose model cannot fit fails at once with
+    sizes in the message instead of swapping or being killed minutes later. Where the total is
+    unknown (a device type other than cpu, mps and cuda, or no ``os.sysconf``) nothing is checked.
+
+    Args:
+        nbytes: The estimated need, in bytes.
+        what: What needs it, the start of the message (e.g. ``"policy (tiny) with d_model=4096, n_layers=32
+            (parameters, gradients and Adam state)"``).
+        device: The torch device (or its name) the memory is on; ``cpu`` and ``mps`` use the machine's
+            physical memory, ``cuda:i`` the GPU's.
+        hint: How to fix it, appended to the message.
+
+    Raises:
+        ConfigError: ``"{what} needs about 218 TiB; this machine has 24 GiB; {hint}"``.
+
+    Example:
+        >>> check_memory(1024, "a kibibyte", "cpu")
+        >>> try:
+        ...     check_memory(2**70, "a zebibyte", "cpu", hint="buy more")
+        ... except ConfigError as exc:
+        ...     print(str(exc).replace(str(exc).split("; ")[1], "this machine has <its memory>"))
+        a zebibyte needs about 1048576 PiB; this machine has <its memory>; buy more
+    """
+    found = _device_memory(device)
+    if found is None:
+        return
+    total, place = found
+    if nbytes > total:
+        raise ConfigError(f"{what} needs about {_format_bytes(nbytes)}; {place} has {_format_bytes(total)}" + (f"; {hint}" if hint else ""))
 
 
 def check_logprob_inputs(

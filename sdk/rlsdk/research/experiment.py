@@ -62,7 +62,7 @@ import numpy as np
 import yaml
 
 from rlsdk.errors import ConfigError
-from rlsdk.rundir import atomic_write_text, read_metrics
+from rlsdk.rundir import FolderLock, atomic_write_text, read_metrics
 
 __all__ = ["ExperimentSpec", "load_spec", "run_experiment", "score_run", "parse_score", "describe_score", "load_scores", "run_path"]
 
@@ -140,15 +140,10 @@ def _seeds(value: Any, where: str) -> list[int]:
 def _read_spec(path: Path, kind: str, keys: tuple[str, ...], cli_overrides: list[str] | None) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Read an experiment or sweep file: ``(data, where, common)``, ``common`` holding the keys both
     kinds share, checked: ``name``, ``config`` (resolved), ``overrides`` (with ``cli_overrides``), ``score``, ``last``."""
-    if not path.is_file():
-        raise ConfigError(f"{kind} file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{kind} file {str(path)!r} is not valid YAML: {exc}") from exc
+    from rlsdk.config import load_yaml
+
+    data = load_yaml(path, f"{kind} file")  # a missing or non-UTF-8 file, bad YAML, a key given twice: errors
     where = f"{kind} file {str(path)!r}"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must hold a mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(keys))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(keys)}")
@@ -261,7 +256,8 @@ def score_run(run_dir: str | Path, metric: str, last: int = 20, evaluate: Callab
         metric: What to score (see :func:`describe_score`):
 
             - ``eval/<key>``: read from ``eval.json``, which ``evaluate`` writes when it is missing
-              or older than the run's last step;
+              or did not score the run's latest checkpoint under its current config
+              (:func:`rlsdk.trainer.current_eval`);
             - ``<key>``: the mean of the key of ``metrics.jsonl`` over the last ``last`` steps;
             - ``auc(<key>)``: its mean over all steps (the area under its curve over the number of steps);
             - ``steps_to(<key>, <threshold>)``: the first step at which its mean over the last ``last``
@@ -279,12 +275,15 @@ def score_run(run_dir: str | Path, metric: str, last: int = 20, evaluate: Callab
         raise ConfigError(f"run {str(run_dir)!r} has no metrics.jsonl rows; it has not trained")
     summary, key, threshold = parse_score(metric)
     if summary == "eval":
+        from rlsdk.trainer import current_eval
+
         eval_path = run_dir / "eval.json"
-        result = json.loads(eval_path.read_text()) if eval_path.exists() else None
-        if (result is None or result.get("step") != rows[-1]["step"]) and evaluate is not None:
+        result = current_eval(run_dir)
+        if result is None and evaluate is not None:
             result = evaluate(run_dir)
         if result is None:
-            raise ConfigError(f"run {str(run_dir)!r} has no eval.json; run `rlsdk eval {run_dir}` or score by a training metric")
+            what = "an eval.json of another checkpoint or config" if eval_path.exists() else "no eval.json"
+            raise ConfigError(f"run {str(run_dir)!r} has {what}; run `rlsdk eval {run_dir}` or score by a training metric")
         if key not in result:
             keys = sorted(k for k in result if k.startswith("eval/"))
             raise ConfigError(f"score {key!r} is not in {str(eval_path)!r}; it holds {', '.join(keys)}")
@@ -345,10 +344,13 @@ def run_experiment(
     Returns:
         The content of ``scores.json``: ``{"score", "last", "scores": {arm: {task: {seed: value}}},
         "seconds": {...}}`` with seeds as strings (JSON keys).
+
+    Raises:
+        FolderLocked: Another process is running an experiment in ``exp_dir``.
+        Interrupted: SIGINT or SIGTERM stopped the current run after its checkpoint; running the
+            experiment again continues it.
     """
     from rlsdk.config import load_config
-    from rlsdk.progress import RunsProgress
-    from rlsdk.trainer import evaluate_checkpoint, train
 
     exp_dir = Path(exp_dir)
     earlier = _check_same(exp_dir, spec)  # seeds may only grow: keep the runs already there
@@ -359,7 +361,18 @@ def run_experiment(
         for task in spec.tasks
         for seed in spec.seeds
     }  # every config is checked before the first run starts
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(exp_dir, "experiment folder"):
+        return _run(spec, registry, exp_dir, configs, log, progress)
+
+
+def _run(
+    spec: ExperimentSpec, registry: Any, exp_dir: Path, configs: dict[tuple[str, str, int], dict[str, Any]],
+    log: Callable[[str], None], progress: bool,
+) -> dict[str, Any]:
+    """:func:`run_experiment` once the folder is locked."""
+    from rlsdk.progress import RunsProgress
+    from rlsdk.trainer import evaluate_checkpoint, train
+
     atomic_write_text(exp_dir / "experiment.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
     result = _read_scores(exp_dir)
     result.update(score=spec.score, last=spec.last)

@@ -70,6 +70,12 @@ def _present_keys(rows: list[dict[str, Any]], keys: tuple[str, ...] | list[str])
     return [k for k in keys if any(_value(r, k) is not None for r in rows)]
 
 
+def _check_smooth(smooth: Any) -> None:
+    """``smooth`` must be an int >= 1 (a bool is not): checked up front, whatever is drawn."""
+    if not isinstance(smooth, int) or isinstance(smooth, bool) or smooth < 1:
+        raise ConfigError(f"smooth must be an integer >= 1 (a window of logged steps; 1: none), got {smooth!r}")
+
+
 def _series(rows: list[dict[str, Any]], key: str, smooth: int = 1) -> dict[int, float]:
     """Step -> value of one run's finite points, each the mean of the last ``smooth`` points up to it."""
     points = {r["step"]: v for r in rows if "step" in r and (v := _value(r, key)) is not None}
@@ -108,8 +114,7 @@ def curve_band(
     """
     if not 0 <= low <= high <= 100:
         raise ConfigError(f"percentiles must satisfy 0 <= low <= high <= 100, got low={low}, high={high}")
-    if not isinstance(smooth, int) or smooth < 1:
-        raise ConfigError(f"smooth must be an integer >= 1 (a window of logged steps), got {smooth!r}")
+    _check_smooth(smooth)
     series = [_series(rows, key, smooth) for rows in runs]
     steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
     if not steps:
@@ -138,6 +143,7 @@ def significant_steps(
         The steps (shared by every run of both sets) whose adjusted p-value is below ``alpha``;
         empty when either set has fewer than 2 runs.
     """
+    _check_smooth(smooth)
     if len(runs) < 2 or len(baseline_runs) < 2:
         return np.zeros(0, dtype=np.int64)
     a, b = ([_series(rows, key, smooth) for rows in group] for group in (runs, baseline_runs))
@@ -282,6 +288,7 @@ def plot_experiment(
     Raises:
         ConfigError: Not an experiment folder, an unknown task, or no run has metrics yet.
     """
+    _check_smooth(smooth)
     exp_dir = Path(exp_dir)
     spec = _load_spec(exp_dir)
     task = next(iter(spec.tasks)) if task is None else task
@@ -416,8 +423,10 @@ def report(path: str | Path, smooth: int = 1) -> list[Path]:
         The paths written.
 
     Raises:
-        ConfigError: ``path`` is neither kind of folder, its comparison.json is not JSON, or it holds no metrics.
+        ConfigError: ``path`` is neither kind of folder, its comparison.json is not JSON, or it holds no
+            metrics; ``smooth`` is not an integer >= 1 (checked for a run folder too, which it does not smooth).
     """
+    _check_smooth(smooth)
     path = Path(path)
     if (path / "experiment.yaml").is_file():
         spec = _load_spec(path)

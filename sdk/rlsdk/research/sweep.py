@@ -311,8 +311,10 @@ def run_sweep(
                     train(config, registry, run_dir=run_dir, progress=False, on_step=display.on_step)
                     scores.append(score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry)))
                     display.end_run()
-            except BaseException:
+            except BaseException as exc:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the next run of the sweep retries it
+                    study.enqueue_trial(params)
                 raise
             trial.set_user_attr("scores", scores)
             value = sum(scores) / len(scores)
