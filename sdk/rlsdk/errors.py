@@ -44,8 +44,6 @@ class Interrupted(KeyboardInterrupt):
     Attributes:
         signum: The signal's number (``signal.SIGINT`` or ``signal.SIGTERM``).
         checkpoint: The checkpoint written on the way out, or None (a second signal stops at once).
-        exit_status: The conventional exit status of a process stopped by the signal, 128 plus its
-            number (130 for SIGINT, 143 for SIGTERM).
     """
 
     def __init__(self, signum: int, checkpoint: str | None = None):
@@ -54,7 +52,8 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
 
     @property
-    def exit_status(self) -> int:  # noqa: D102 - documented in the class docstring
+    def exit_status(self) -> int:
+        """128 plus the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell reports it."""
         return 128 + int(self.signum)
 
 
