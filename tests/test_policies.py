@@ -468,3 +468,18 @@ def test_hf_check_prompts(hf_policy):
     assert "lower sampler.max_new_tokens" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(rlsdk.ConfigError, match="has 65 tokens"):
         hf_policy.check_prompts(["1" * 65], None)
+
+
+def test_hf_memory_estimate_at_load_from_the_weight_files(hf_dir, monkeypatch):
+    """load_config estimates the hf policy's training memory from its weight files, loading nothing."""
+    import rlsdk.validation
+    from rlsdk.config import load_config
+
+    registry = rlsdk.get_registry()
+    overrides = ["policy.name=hf", f"policy.path={hf_dir}"]
+    weights = sum(p.stat().st_size for p in hf_dir.glob("*.safetensors"))
+    load_config(registry, overrides=overrides)  # fits this machine
+    monkeypatch.setattr(rlsdk.validation, "_device_memory", lambda device: (5 * weights - 1, "this machine"))
+    with pytest.raises(rlsdk.ConfigError, match=r"policy 'hf' \(policy.path .*parameters in float32: weights, gradients, Adam state and the reference\) needs about .*; this machine has"):
+        load_config(registry, overrides=overrides)
+    load_config(registry, overrides=[*overrides, "train.reference=false"])  # four copies fit

@@ -17,6 +17,7 @@ Needs the optional extra: ``pip install 'rlsdk[hf]'`` (transformers is imported 
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 import rlsdk
 from rlsdk import ConfigError, DecodeOutput
-from rlsdk.validation import check_bool
+from rlsdk.validation import check_bool, check_memory
 
 __all__ = ["HFTokenizer", "HFPolicy", "register_policies"]
 
@@ -355,3 +356,41 @@ def _version_at_least(version: str, minimum: tuple[int, int]) -> bool:
 def register_policies(register) -> None:  # noqa: ANN001 - the hook's callback
     """Register the ``hf`` policy."""
     register("hf", HFPolicy)
+
+
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@rlsdk.hookimpl
+def check_config(config: dict[str, Any]) -> None:
+    """For ``policy.name=hf``: a rough memory estimate from the weight files, before anything is loaded.
+
+    Parameters = bytes of ``*.safetensors`` / ``*.bin`` files / bytes per value of the dtype they are
+    saved in (``config.json``'s ``torch_dtype`` or ``dtype``, else float32). Training holds them in
+    ``policy.dtype`` four times (weights, gradients, AdamW's two moments), five with
+    ``train.reference``; activations are left out, so it is a lower bound. A folder that is missing
+    or unreadable is left to the policy's own, clearer, errors.
+    """
+    policy = config.get("policy") or {}
+    if policy.get("name") != "hf" or not isinstance(policy.get("path"), str):
+        return
+    folder = Path(policy["path"]).expanduser()
+    weights = [p for pattern in ("*.safetensors", "*.bin") for p in folder.glob(pattern) if p.is_file()]
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    stored = saved.get("torch_dtype") or saved.get("dtype") or "float32"
+    dtype = policy.get("dtype", "float32")
+    if not weights or stored not in _BYTES or dtype not in _BYTES:
+        return
+    params = sum(p.stat().st_size for p in weights) / _BYTES[stored]
+    reference = (config.get("train") or {}).get("reference", True) is True
+    copies = 4 + reference
+    check_memory(
+        params * _BYTES[dtype] * copies,
+        f"policy 'hf' (policy.path {policy['path']!r}, about {params / 1e9:.2g}B parameters in {dtype}: weights, "
+        f"gradients, Adam state{' and the reference' if reference else ''})",
+        (config.get("train") or {}).get("device", "cpu"),
+        hint="use a smaller model, policy.dtype=bfloat16, or train.reference=false",
+    )

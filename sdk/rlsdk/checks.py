@@ -113,18 +113,28 @@ def check_rewards(values: Any, completions: Sequence[str], component: str) -> Te
         raise ComponentError(f"{component} returned {len(values)} values for {n} completions; {expected}")
     out = []
     for i, value in enumerate(values):
-        if isinstance(value, Tensor) and value.numel() == 1:
-            value = value.item()
-        if not isinstance(value, numbers.Real):
+        number = _as_number(value)
+        if number is None:
             raise ComponentError(
                 f"{component} returned {_short(value)} ({type(value).__name__}) for completion {i}; rewards are numbers"
             )
-        if not math.isfinite(float(value)):
+        if not math.isfinite(number):
             raise ComponentError(
-                f"{component} returned {float(value)} for completion {i} ({_short(completions[i], 40)}); rewards must be finite"
+                f"{component} returned {number} for completion {i} ({_short(completions[i], 40)}); rewards must be finite"
             )
-        out.append(float(value))
+        out.append(number)
     return torch.tensor(out, dtype=torch.float32)
+
+
+def _as_number(value: Any) -> float | None:
+    """``float(value)`` for a real number (a bool, a NumPy scalar, a one-element tensor), else None;
+    a string is not a number here even if ``float`` could parse it."""
+    if isinstance(value, (str, bytes, complex)) or value is None or (isinstance(value, Tensor) and value.numel() != 1):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def check_advantages(advantages: Any, mask: Tensor, component: str) -> Tensor:
