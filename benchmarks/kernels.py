@@ -6,7 +6,7 @@ random per-token upstream gradient (as in RL) on the same inputs, in one process
 against an fp32 reference (fp32 matmul, fp32 log-softmax): max |logp - ref|. Times are medians of
 ``triton.testing.do_bench``; "extra peak GiB" is ``torch.cuda.max_memory_allocated`` above the memory
 allocated before the step. Also printed: the measured bf16 matmul TFLOP/s and the 6THV / 8THV floors
-(``shared/reference/kernels.md`` section 1), and the GRPO loss from hidden states (B = N / 1024
+(see docs/kernels.md), and the GRPO loss from hidden states (B = N / 1024
 sequences of 1024 tokens, the last 100 masked, token-mean, k3 KL with beta = 0.04, eps 0.2 / 0.28),
 including rlsdk's fused hidden-states -> loss ops (6THV): the ``triton`` backend's
 ``loss_from_hidden`` (any loss, here ``clipped_pg``) and ``FusedClippedPG.from_hidden`` (one Triton

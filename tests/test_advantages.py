@@ -1,7 +1,7 @@
 """Advantage estimators (grpo, grpo_passk, rloo, opo, reinforce_plus_plus[_baseline]).
 
 Every estimator is checked against a float64 reference written from the formula with plain Python
-loops (``shared/reference/algorithms.md`` section 1), plus edge cases and hypothesis properties.
+loops from the formula in its docstring (and the paper it cites), plus edge cases and hypothesis properties.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Tests of the core tensor helpers in ``rlsdk.functional`` against float64 loop references written from
-the maths of ``shared/reference/algorithms.md`` (sections 0, 1, 3 and 6)."""
+the formulas in their docstrings (and the papers and systems they cite)."""
 
 from __future__ import annotations
 

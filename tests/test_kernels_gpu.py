@@ -2,7 +2,7 @@
 
 The CPU tests (``test_kernels_logprob.py``, ``test_kernels_pg_loss.py``) run the kernels under the
 Triton interpreter on tiny shapes; this module compiles them for the GPU and runs them at the sizes
-of real models (``shared/reference/kernels.md`` section 6):
+of real models:
 
 - ``fused_linear_logprobs`` forward and backward with entropy, temperature 0.7, random per-token
   upstream gradients for log-probs and entropies, ignored rows and a few peaked rows, at

@@ -1,7 +1,7 @@
 """Tests of the policy-gradient losses (``clipped_pg``, ``reinforce``) of ``rlsdk_plugins.policy_gradient``.
 
-Every option is checked against a float64 reference written token by token from the maths of
-``shared/reference/algorithms.md`` (sections 2, 3, 6 and 8): loss value, gradient with respect to the log-probs
+Every option is checked against a float64 reference written token by token from the formulas in
+the losses' docstrings (and the papers they cite): loss value, gradient with respect to the log-probs
 (and to the entropy) and metrics.
 """
 

@@ -1,7 +1,7 @@
 """Fused linear log-prob (+ entropy): Triton kernels, autograd Function and the ``triton`` backend.
 
 For tokens ``n`` with hidden state ``x_n`` [H], output weight ``W`` [V, H], target ``y_n`` and
-temperature ``tau`` (notation of ``shared/reference/kernels.md`` section 0)::
+temperature ``tau``::
 
     s_n    = x_n W^T / tau                         never materialised as [N, V]
     lse_n  = logsumexp(s_n)

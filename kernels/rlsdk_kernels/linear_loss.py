@@ -22,7 +22,7 @@ metric the sum over chunks, as the trainer sums them over micro-batches. Each lo
 loss, whose backward must recompute the logits. Memory: one chunk of logits plus ``O(N)``.
 
 Only trained tokens reach the GEMMs and kernels, so padding costs nothing (``T`` above counts trained
-tokens; ``shared/reference/kernels.md`` section 7, rule 5). Where some token is untrained, each
+tokens). Where some token is untrained, each
 chunk's hidden states are gathered (an ``[n_c, H]`` copy) and its ``dX`` rows scattered back; the loss
 sees log-prob and entropy 0 at untrained tokens, and their gradient rows are 0 whatever their logits.
 Chunks are filled greedily with whole rows, so sequence-level losses (a sequence-level ratio, say)

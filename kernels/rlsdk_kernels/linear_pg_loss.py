@@ -1,7 +1,7 @@
 """Fused hidden states -> clipped policy-gradient loss, gradients formed in the forward (6THV).
 
 The standalone ``triton`` logprob backend must accept any upstream gradient, so its backward
-recomputes the logits (8THV in all, ``shared/reference/kernels.md`` section 1). Here the loss is
+recomputes the logits (8THV in all; see docs/kernels.md). Here the loss is
 known inside the op, so each logit is computed once and its gradient formed at once; the backward
 only scales the stored ``dX`` and ``dW`` by the incoming scalar.
 
@@ -24,7 +24,7 @@ token-mean, and so on, with the batch's global counts), so
 
 equals ``clipped_pg`` on the log-probs and entropies of the ``torch`` backend, with the same
 metrics. Only trained tokens (``m > 0``) reach the GEMMs and the row kernel, so padding costs
-nothing (``shared/reference/kernels.md`` section 7, rule 5): where some token is untrained, the
+nothing: where some token is untrained, the
 chunks are taken over the trained tokens, each chunk's hidden states are gathered (an
 ``[chunk, H]`` copy) and its ``dX`` rows scattered back; untrained tokens get log-prob, entropy and
 gradient rows 0. Finding them reads the mask from the device once per call.

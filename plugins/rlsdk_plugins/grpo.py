@@ -2,7 +2,7 @@
 
 Group g holds the n completions of one prompt, R_i is the scalar reward of completion i, mu_g and sigma_g
 the group's mean and standard deviation (Bessel's correction, n - 1, as in verl, TRL, OpenRLHF and
-NeMo RL; ``shared/reference/algorithms.md`` section 1):
+NeMo RL):
 
 - ``grpo`` (DeepSeekMath; verl ``grpo``):  A_i = (R_i - mu_g) / (sigma_g + eps)
 - Dr. GRPO (Liu et al. 2025; ``grpo`` with ``norm_std=False``):  A_i = R_i - mu_g

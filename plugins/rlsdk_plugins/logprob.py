@@ -1,7 +1,6 @@
 """Logprob backends: per-token log-probabilities and entropies from hidden states and the output weight.
 
-Both backends compute, for every token ``n`` with hidden state ``x_n`` and sampled token ``y_n``
-(notation of ``shared/reference/kernels.md`` section 0)::
+Both backends compute, for every token ``n`` with hidden state ``x_n`` and sampled token ``y_n``::
 
     s_n     = x_n W^T / tau                        logits after temperature, [V]
     logp_n  = s_{n, y_n} - logsumexp(s_n)
@@ -9,7 +8,7 @@ Both backends compute, for every token ``n`` with hidden state ``x_n`` and sampl
 
 in float32 (float64 inputs stay float64; bfloat16/float16 inputs are upcast), and return float32.
 Temperature is applied here and only here (verl, TRL and OpenRLHF divide the training logits by the
-rollout temperature; see ``shared/reference/algorithms.md`` section 8).
+rollout temperature).
 
 - ``torch``: the plain formula with PyTorch autograd. Holds the ``[N, V]`` float32 logits (and their
   softmax for the backward), which is fine on CPU and for small vocabularies.

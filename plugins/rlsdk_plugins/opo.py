@@ -1,7 +1,6 @@
 """OPO: on-policy RL with the optimal (length-weighted) reward baseline.
 
-Hao et al. 2025 ("On-Policy RL with Optimal Reward Baseline"); verl ``opo``
-(``shared/reference/algorithms.md`` section 1). With |y_j| the number of valid tokens of completion j:
+Hao et al. 2025 ("On-Policy RL with Optimal Reward Baseline"); verl ``opo``. With |y_j| the number of valid tokens of completion j:
 
     b_g = sum_j |y_j| R_j / sum_j |y_j|    (over the completions of group g)
     A_i = R_i - b_g

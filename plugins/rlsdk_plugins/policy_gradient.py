@@ -2,8 +2,7 @@
 
 Both losses share one skeleton (:class:`PolicyLoss`): a per-token policy term ``L [B, T]`` aggregated with
 the batch's global counts, plus an optional KL-to-reference term and entropy bonus aggregated the same way
-(verl, OpenRLHF and NeMo RL reuse the policy's aggregation for both; ``shared/reference/algorithms.md``
-sections 2, 3, 6 and 8)::
+(verl, OpenRLHF and NeMo RL reuse the policy's aggregation for both)::
 
     total = agg(L) + kl_coef * agg(kl_estimate(lp, lp_ref)) - entropy_coef * agg(H)
 

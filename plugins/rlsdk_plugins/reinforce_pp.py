@@ -1,8 +1,7 @@
 """REINFORCE++ advantages and the ``reinforce_pp`` preset.
 
 Hu 2025 ("REINFORCE++"); verl ``reinforce_plus_plus`` / ``reinforce_plus_plus_baseline``, OpenRLHF
-``reinforce`` / ``reinforce_baseline``, NeMo RL ``reinforce_plus_plus``
-(``shared/reference/algorithms.md`` sections 0 and 1).
+``reinforce`` / ``reinforce_baseline``, NeMo RL ``reinforce_plus_plus``.
 
 ``reinforce_plus_plus``: token rewards carry the in-reward KL penalty and the outcome on the last valid
 token, the discounted return is whitened over every valid token of the batch:

@@ -1,8 +1,7 @@
 """RLOO: REINFORCE with a leave-one-out baseline, and the ``rloo`` preset.
 
 Ahmadian et al. 2024 ("Back to Basics"), Kool et al. 2019; verl ``rloo``, OpenRLHF, NeMo RL (GRPO
-estimator with ``use_leave_one_out_baseline``). For completion i of a group of n
-(``shared/reference/algorithms.md`` section 1):
+estimator with ``use_leave_one_out_baseline``). For completion i of a group of n::
 
     A_i = R_i - sum_{j != i} R_j / (n - 1) = n / (n - 1) * (R_i - mu_g)
 

@@ -1,7 +1,6 @@
 """Tensor maths shared by components: aggregation, whitening, group statistics, KL estimators.
 
-Formulas follow ``shared/reference/algorithms.md`` (sections 1, 3 and 6); each function names the
-system it matches.
+Each function gives its formula and names the paper or system it matches.
 """
 
 from __future__ import annotations

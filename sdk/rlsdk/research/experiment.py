@@ -8,7 +8,7 @@ An experiment is described by a YAML file::
     overrides: [train.steps=200]     # for every run
     arms:                            # arm name -> its overrides; the first arm is the baseline
       grpo: []
-      cispo: [loss.name=cispo]
+      reinforce: [loss.name=reinforce]
     tasks:                           # optional: task name -> overrides (default: the config's task)
       reverse: []
       addition: [task.name=addition, task.digits=2]
@@ -110,7 +110,7 @@ def _overrides(value: Any, where: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ConfigError(f"{where} must be a list of key=value strings, e.g. [loss.name=cispo], got {value!r}")
+        raise ConfigError(f"{where} must be a list of key=value strings, e.g. [loss.name=reinforce], got {value!r}")
     return list(value)
 
 
@@ -118,7 +118,7 @@ def _named(value: Any, where: str, required: bool) -> dict[str, list[str]]:
     if value is None and not required:
         return {"default": []}
     if not isinstance(value, dict) or not value:
-        raise ConfigError(f"{where} must map names to lists of key=value overrides, e.g. {{grpo: [], cispo: [loss.name=cispo]}}; got {value!r}")
+        raise ConfigError(f"{where} must map names to lists of key=value overrides, e.g. {{grpo: [], reinforce: [loss.name=reinforce]}}; got {value!r}")
     out = {}
     for name, overrides in value.items():
         if not isinstance(name, str) or not _NAME.fullmatch(name):
