@@ -132,8 +132,7 @@ def test_fault_then_resume_repeats_the_uninterrupted_run(tmp_path, reference, si
     if signame != "SIGKILL":
         assert "Traceback" not in faulted.stderr
         assert f"stopped by {signame}" in faulted.stderr and faulted.stderr.strip().splitlines()[-1].startswith("rlsdk train: stopped")
-        if checkpoint:
-            assert f"to continue: rlsdk train --resume {run}" in faulted.stderr
+        assert f"to continue: rlsdk train --resume {run}" in faulted.stderr
     _resume_and_compare(run, reference)
 
 

@@ -483,8 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         where = f"checkpoint {exc.checkpoint} written" if exc.checkpoint else "the last checkpoint is kept"
         again = "run the same command again"
-        if ns.command == "train" and exc.checkpoint:
-            again = shlex.join(["rlsdk", "train", "--resume", str(Path(exc.checkpoint).parent.parent)])
+        if ns.command == "train" and exc.run_dir:
+            again = shlex.join(["rlsdk", "train", "--resume", exc.run_dir])
         print(f"{prefix}: stopped by {signal.Signals(exc.signum).name}; {where}; to continue: {again}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:

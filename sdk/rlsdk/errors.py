@@ -44,11 +44,13 @@ class Interrupted(KeyboardInterrupt):
     Attributes:
         signum: The signal's number (``signal.SIGINT`` or ``signal.SIGTERM``).
         checkpoint: The checkpoint written on the way out, or None (a second signal stops at once).
+        run_dir: The run folder, if the run had written one (``rlsdk train --resume`` continues it).
     """
 
-    def __init__(self, signum: int, checkpoint: str | None = None):
+    def __init__(self, signum: int, checkpoint: str | None = None, run_dir: str | None = None):
         self.signum = signum
         self.checkpoint = checkpoint
+        self.run_dir = run_dir
         super().__init__(signal.Signals(signum).name)
 
     @property

@@ -645,7 +645,7 @@ class _StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
-            raise Interrupted(signum)
+            raise Interrupted(signum, run_dir=str(self.run.dir.path) if self.run.dir.holds_run() else None)
         self.signum = signum
         print(
             f"\nrlsdk: {signal.Signals(signum).name}: finishing step {self.run.step + 1}, then saving a checkpoint "
@@ -788,7 +788,7 @@ def _train(
             if run.step > last_saved or rundir.latest_checkpoint() is None:
                 rundir.save_checkpoint(run.step, checkpoint_state(run), keep=keep)
             if stop.signum is not None and run.step < steps:
-                raise Interrupted(stop.signum, str(rundir.latest_checkpoint()))
+                raise Interrupted(stop.signum, str(rundir.latest_checkpoint()), str(rundir.path))
     finally:
         bar.close()
     if pending:
