@@ -37,6 +37,7 @@ __all__ = [
     "result_dtype",
     "broadcast_to_tokens",
     "group_size",
+    "require_groups",
 ]
 
 SINGLE_GROUP_MODES = ("reward", "zero")
@@ -208,6 +209,24 @@ def group_size(config: dict[str, Any]) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
 
 
+def require_groups(config: dict[str, Any], advantage: str, uses: str, single: str = "R, no baseline", fix: str = "") -> None:
+    """Raise :class:`ConfigError` when ``advantage.name == advantage`` and ``sampler.n`` is 1.
+
+    Args:
+        config: The resolved config (a ``check_config`` hook's argument).
+        advantage: The estimator's registered name.
+        uses: What it takes from a prompt's group, for the message ("subtracts the group's mean reward").
+        single: What every advantage becomes with groups of one, for the message.
+        fix: Another way out, appended to "set sampler.n >= 2".
+    """
+    n = group_size(config)
+    if (config.get("advantage") or {}).get("name") == advantage and n is not None and n < 2:
+        raise ConfigError(
+            f"advantage {advantage!r} {uses}, but sampler.n={n} gives groups of one (every advantage is then "
+            f"{single}); set sampler.n >= 2{fix}"
+        )
+
+
 @rlsdk.hookimpl
 def check_config(config: dict[str, Any]) -> None:
     """A group-normalised advantage needs groups of at least two completions (``sampler.n >= 2``).
@@ -215,18 +234,11 @@ def check_config(config: dict[str, Any]) -> None:
     ``grpo`` accepts ``sampler.n=1`` when ``advantage.single_group`` is set explicitly: that option
     exists for groups of one. ``grpo_passk`` always needs two (it compares the best with the second).
     """
-    advantage = config.get("advantage") or {}
-    name, n = advantage.get("name"), group_size(config)
-    if n is None or n >= 2:
-        return
-    if name == "grpo" and "single_group" not in advantage:
-        raise ConfigError(
-            f"advantage 'grpo' normalises rewards within each prompt's group, but sampler.n={n} gives groups of one "
-            "(every advantage is then R/(1+eps), no baseline); set sampler.n >= 2, or set advantage.single_group "
-            "('reward' or 'zero') to train on groups of one on purpose"
-        )
-    if name == "grpo_passk":
-        raise ConfigError(
-            "advantage 'grpo_passk' credits the best completion of each prompt's group against the second best, "
-            f"but sampler.n={n} gives groups of one; set sampler.n >= 2"
-        )
+    if "single_group" not in (config.get("advantage") or {}):
+        require_groups(
+            config, "grpo", "normalises rewards within each prompt's group", "R/(1+eps), no baseline",
+            ", or set advantage.single_group ('reward' or 'zero') to train on groups of one on purpose",
+        )  # fmt: skip
+    require_groups(
+        config, "grpo_passk", "credits the best completion of each prompt's group against the second best", "undefined"
+    )

@@ -1,6 +1,7 @@
 """OPO: on-policy RL with the optimal (length-weighted) reward baseline.
 
-Hao et al. 2025 ("On-Policy RL with Optimal Reward Baseline"); verl ``opo``. With |y_j| the number of valid tokens of completion j:
+Hao et al. 2025 ("On-Policy RL with Optimal Reward Baseline"); verl ``opo``. With |y_j| the number
+of valid tokens of completion j:
 
     b_g = sum_j |y_j| R_j / sum_j |y_j|    (over the completions of group g)
     A_i = R_i - b_g
@@ -17,9 +18,9 @@ import torch
 from torch import Tensor
 
 import rlsdk
-from rlsdk import ConfigError, RolloutBatch
+from rlsdk import RolloutBatch
 from rlsdk.hookspecs import Register
-from rlsdk_plugins.grpo import broadcast_to_tokens, group_size, result_dtype
+from rlsdk_plugins.grpo import broadcast_to_tokens, require_groups, result_dtype
 
 __all__ = ["OPOAdvantage"]
 
@@ -62,9 +63,4 @@ def register_advantages(register: Register) -> None:
 @rlsdk.hookimpl
 def check_config(config: dict[str, Any]) -> None:
     """``opo``'s baseline comes from the other completions of a prompt: it needs ``sampler.n >= 2``."""
-    n = group_size(config)
-    if (config.get("advantage") or {}).get("name") == "opo" and n is not None and n < 2:
-        raise ConfigError(
-            "advantage 'opo' subtracts the length-weighted mean reward of each prompt's group, "
-            f"but sampler.n={n} gives groups of one (every advantage is then R, no baseline); set sampler.n >= 2"
-        )
+    require_groups(config, "opo", "subtracts the length-weighted mean reward of each prompt's group")

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 import rlsdk
-from rlsdk import ConfigError, RolloutBatch
+from rlsdk import RolloutBatch
 from rlsdk.hookspecs import Register
-from rlsdk_plugins.grpo import broadcast_to_tokens, group_size, result_dtype
+from rlsdk_plugins.grpo import broadcast_to_tokens, require_groups, result_dtype
 
 __all__ = ["RLOOAdvantage", "rloo_preset"]
 
@@ -66,9 +66,4 @@ def register_algorithms(register: Register) -> None:
 @rlsdk.hookimpl
 def check_config(config: dict[str, Any]) -> None:
     """``rloo``'s baseline comes from the other completions of a prompt: it needs ``sampler.n >= 2``."""
-    n = group_size(config)
-    if (config.get("advantage") or {}).get("name") == "rloo" and n is not None and n < 2:
-        raise ConfigError(
-            "advantage 'rloo' subtracts the mean reward of the other completions of the same prompt, "
-            f"but sampler.n={n} gives groups of one (every advantage is then R, no baseline); set sampler.n >= 2"
-        )
+    require_groups(config, "rloo", "subtracts the mean reward of the other completions of the same prompt")

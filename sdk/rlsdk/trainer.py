@@ -751,7 +751,8 @@ def _train(
         rundir.write_json("manifest.json", manifest)
 
     pending = True
-    for label, tracker in _trackers(run):
+    trackers = _trackers(run)
+    for label, tracker in trackers:
         with guard(label, "tracker.log_config(config)"):
             tracker.log_config(config)
     _call_hook(run, "on_train_start", run=run)
@@ -775,7 +776,7 @@ def _train(
                 row = {"step": run.step, "wall_time": time.time(), **metrics}
                 rundir.append_metrics(row)
                 run.history.append(row)
-                for label, tracker in _trackers(run):
+                for label, tracker in trackers:
                     with guard(label, "tracker.log_metrics(metrics, step)"):
                         tracker.log_metrics(metrics, run.step)
                 _call_hook(run, "on_step_end", run=run, step=run.step, metrics=dict(metrics))
@@ -799,7 +800,7 @@ def _train(
 
         summary["reward_curve"] = str(plot_rewards(run.history, rundir.path / "reward_curve.png"))
     rundir.write_json("summary.json", summary)
-    for label, tracker in _trackers(run):
+    for label, tracker in trackers:
         with guard(label, "tracker.close()"):
             tracker.close()
     _call_hook(run, "on_train_end", run=run, summary=summary)
