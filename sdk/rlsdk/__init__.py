@@ -20,9 +20,10 @@ _LAZY = {
     **dict.fromkeys(["aggregate", "group_stats", "kl_estimate", "masked_mean", "masked_whiten"], "rlsdk.functional"),
     **dict.fromkeys(
         [
-            "Example", "RolloutBatch", "TrainBatch", "LossOutput", "LogprobOutput", "DecodeOutput", "Tokenizer",
-            "Loss", "AdvantageEstimator", "Reward", "Sampler", "ScoreFn", "Task", "Policy", "LogprobBackend",
-            "Tracker",
+            "Example", "RolloutBatch", "TrainBatch", "LossOutput", "LogprobOutput", "DecodeOutput",
+            "HiddenLossOutput", "SamplingParams", "Generation", "Tokenizer", "Loss", "AdvantageEstimator",
+            "Reward", "Sampler", "GenerationEngine", "ScoreFn", "Task", "Policy", "LogprobBackend", "Tracker",
+            "RunContext",
         ],  # fmt: skip
         "rlsdk.types",
     ),

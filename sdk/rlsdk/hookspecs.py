@@ -1,13 +1,14 @@
 """The hooks a plugin implements (mark implementations with :data:`rlsdk.hookimpl`).
 
 Registration hooks are called once when the plugin manager is built, each with a ``register``
-callback: ``register(name, factory)``. The factory is called with the keyword arguments of the
+callback: ``register(name, factory)``. There is one per kind of :data:`rlsdk.kinds.KINDS`
+(``register_losses``, ``register_samplers`` ...), defined from that table. The factory is called with the keyword arguments of the
 component's config section and returns the component. Names are unique per kind across all plugins.
 
 The check hook (``check_config``) is called when a config is loaded; it raises
 :class:`rlsdk.ConfigError` or returns nothing.
 
-Event hooks are called by the trainer and return nothing.
+Event hooks are called by the trainer with a :class:`~rlsdk.types.RunContext` and return nothing.
 
 An implementation may accept any subset of a hook's arguments (pluggy matches them by name).
 """
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
+from rlsdk.kinds import KINDS, Kind
+
 if TYPE_CHECKING:
-    from rlsdk.trainer import Run
+    from rlsdk.types import RunContext
 
 hookspec = pluggy.HookspecMarker("rlsdk")
 hookimpl = pluggy.HookimplMarker("rlsdk")
@@ -28,107 +31,34 @@ Register = Callable[[str, Callable[..., Any]], None]
 """``register(name, factory)``: the callback every registration hook receives."""
 
 
-@hookspec
-def register_losses(register: Register) -> None:
-    """Register policy losses (kind ``loss``).
+def _registration_hook(spec: Kind) -> Callable[..., None]:
+    """The hook spec ``register_<kinds>(register)`` of one kind of :data:`rlsdk.kinds.KINDS`."""
 
-    A loss is called as ``loss(logprobs [B, T], batch: TrainBatch) -> LossOutput``.
+    def hook(register: Register) -> None:
+        pass
+
+    noun = spec.name.replace("_", "")
+    hook.__name__ = hook.__qualname__ = spec.hook
+    hook.__doc__ = f"""Register {spec.plural} (kind ``{spec.name}``).
+
+    {spec.summary}
 
     Args:
-        register: Call ``register("name", factory)`` once per loss.
+        register: Call ``register("name", factory)`` once per component; the factory is called with
+            the options of the config section ``{spec.section}``.
 
     Example::
 
         @rlsdk.hookimpl
-        def register_losses(register):
-            register("my_loss", MyLoss)
+        def {spec.hook}(register):
+            register("my_{noun}", My{noun.capitalize()})
     """
+    return hookspec(hook)
 
 
-@hookspec
-def register_advantages(register: Register) -> None:
-    """Register advantage estimators (kind ``advantage``).
-
-    An estimator is called as ``estimator(batch: RolloutBatch) -> Tensor [B, T]``.
-
-    Args:
-        register: Call ``register("name", factory)`` once per estimator.
-    """
-
-
-@hookspec
-def register_samplers(register: Register) -> None:
-    """Register samplers (kind ``sampler``).
-
-    A sampler is called as ``sampler(policy, examples, score, generator) -> RolloutBatch``.
-
-    Args:
-        register: Call ``register("name", factory)`` once per sampler.
-    """
-
-
-@hookspec
-def register_rewards(register: Register) -> None:
-    """Register rewards (kind ``reward``).
-
-    A reward is called as ``reward(prompts, completions, metadata) -> list[float]``; the config's
-    ``rewards`` section combines them as a weighted sum.
-
-    Args:
-        register: Call ``register("name", factory)`` once per reward.
-    """
-
-
-@hookspec
-def register_algorithms(register: Register) -> None:
-    """Register algorithms (kind ``algorithm``): named presets of components and their defaults.
-
-    The factory takes no arguments and returns a dict with any of the config sections ``loss``,
-    ``advantage``, ``sampler``, ``rewards``, ``logprob`` and ``train``; each section names its
-    component with ``name`` and gives its options.
-
-    Args:
-        register: Call ``register("name", factory)`` once per algorithm.
-    """
-
-
-@hookspec
-def register_tasks(register: Register) -> None:
-    """Register tasks (kind ``task``): sources of prompts with verifiable answers.
-
-    Args:
-        register: Call ``register("name", factory)`` once per task.
-    """
-
-
-@hookspec
-def register_policies(register: Register) -> None:
-    """Register policies (kind ``policy``): language models the trainer can optimise.
-
-    Args:
-        register: Call ``register("name", factory)`` once per policy.
-    """
-
-
-@hookspec
-def register_logprob_backends(register: Register) -> None:
-    """Register logprob backends (kind ``logprob_backend``).
-
-    A backend computes per-token log-probabilities (and entropy) from hidden states and the output
-    weight. ``auto`` picks, among those whose ``supports(device)`` is true, the highest ``priority``.
-
-    Args:
-        register: Call ``register("name", factory)`` once per backend.
-    """
-
-
-@hookspec
-def register_trackers(register: Register) -> None:
-    """Register experiment trackers (kind ``tracker``), enabled under the config's ``trackers``.
-
-    Args:
-        register: Call ``register("name", factory)`` once per tracker.
-    """
+for _spec in KINDS.values():
+    globals()[_spec.hook] = _registration_hook(_spec)
+del _spec
 
 
 @hookspec
@@ -158,30 +88,30 @@ def check_config(config: dict[str, Any]) -> None:
 
 
 @hookspec
-def on_train_start(run: Run) -> None:
+def on_train_start(run: RunContext) -> None:
     """Called once before the first training step (also after a resume).
 
     Args:
-        run: The running :class:`rlsdk.trainer.Run` (config, run directory, components, step).
+        run: The running run (:class:`rlsdk.types.RunContext`: config, step, history, policy, path).
     """
 
 
 @hookspec
-def on_step_end(run: Run, step: int, metrics: dict[str, float]) -> None:
+def on_step_end(run: RunContext, step: int, metrics: dict[str, float]) -> None:
     """Called after every optimiser step, once its metrics are written.
 
     Args:
-        run: The running :class:`rlsdk.trainer.Run`.
+        run: The running :class:`rlsdk.types.RunContext`.
         step: The step just finished (1-based).
         metrics: The step's metrics (a plugin may read them; changes are not written back).
     """
 
 
 @hookspec
-def on_train_end(run: Run, summary: dict[str, Any]) -> None:
+def on_train_end(run: RunContext, summary: dict[str, Any]) -> None:
     """Called once after the last step.
 
     Args:
-        run: The finished :class:`rlsdk.trainer.Run`.
+        run: The finished :class:`rlsdk.types.RunContext`.
         summary: Final metrics and the paths of the run's files.
     """

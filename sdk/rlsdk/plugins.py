@@ -39,6 +39,8 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from rlsdk import hookspecs
+from rlsdk.kinds import KINDS as _KINDS
+from rlsdk.kinds import kind as _kind
 from rlsdk.errors import ConfigError, PluginError, did_you_mean
 
 __all__ = [
@@ -56,18 +58,8 @@ ENTRY_POINT_GROUP = "rlsdk"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 CORE_DISTRIBUTION = "rlsdk"
 
-#: component kind -> registration hook
-KINDS: dict[str, str] = {
-    "loss": "register_losses",
-    "advantage": "register_advantages",
-    "sampler": "register_samplers",
-    "reward": "register_rewards",
-    "algorithm": "register_algorithms",
-    "task": "register_tasks",
-    "policy": "register_policies",
-    "logprob_backend": "register_logprob_backends",
-    "tracker": "register_trackers",
-}
+#: component kind -> registration hook (derived from :data:`rlsdk.kinds.KINDS`)
+KINDS: dict[str, str] = {name: spec.hook for name, spec in _KINDS.items()}
 
 
 @dataclass
@@ -368,8 +360,7 @@ class Registry:
         return self._owners[kind][name]
 
     def _check_kind(self, kind: str) -> dict[str, Callable[..., Any]]:
-        if kind not in self._factories:
-            raise ConfigError(f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)}; valid kinds: {', '.join(KINDS)}")
+        _kind(kind)  # an unknown kind: a ConfigError listing the valid ones
         return self._factories[kind]
 
     def factory(self, kind: str, name: str, where: str | None = None) -> Callable[..., Any]:

@@ -3,14 +3,18 @@
 One step::
 
     examples  = task.sample(prompts_per_step, data generator)
-    rollout   = sampler(policy, examples, score, sampling generator)      # generate + rewards
+    rollout   = sampler(engine, examples, score, sampling generator, sampler.params)   # generate + rewards
     rollout.old_logprobs, rollout.ref_logprobs = logprob backend on policy / reference (no grad)
     advantages = advantage(rollout)
     for epoch, mini-batch (one optimiser step each), micro-batch (gradient accumulation):
         logprobs, entropy = logprob backend on policy (with grad)
         loss(logprobs, micro_batch).loss.backward()                       # global counts: split-invariant
-        (a loss's ``from_hidden`` or the backend's ``loss_from_hidden`` fuses the two: micro_batch_loss)
-    clip grad norm, optimiser step, write metrics, checkpoint
+        (the backend's ``loss_from_hidden`` may fuse the two: micro_batch_loss)
+    clip grad norm, optimiser step, engine.update_weights(policy, step), write metrics, checkpoint
+
+Components are known by their kinds (:mod:`rlsdk.kinds`): each is checked against its protocol's
+members when built (:func:`rlsdk.kinds.conform`), and optional members are read with their declared
+defaults (:func:`rlsdk.kinds.member`).
 
 The output layer sees trained tokens only (``mask > 0``, :func:`trained_logprobs`); loss metrics
 stay on the device until the optimiser step.
@@ -49,12 +53,16 @@ from rlsdk.checks import check_advantages, check_examples, check_loss_output, ch
 from rlsdk.config import dump_yaml, load_config, load_yaml, reward_specs, validate_config
 from rlsdk.errors import ComponentError, ConfigError, Interrupted, RlsdkError, StorageError
 from rlsdk.functional import aggregate, kl_estimate, masked_mean
+from rlsdk.kinds import conform, member
 from rlsdk.plugins import Registry
 from rlsdk.progress import TrainProgress
 from rlsdk.research.manifest import build_manifest
 from rlsdk.research.seeds import SeedTree
 from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
-from rlsdk.types import Example, LogprobBackend, LossOutput, Policy, RolloutBatch, TrainBatch
+from rlsdk.types import (
+    AdvantageEstimator, Example, GenerationEngine, LogprobBackend, Loss, LossOutput, Policy, RolloutBatch, Sampler,
+    Task, TrainBatch,
+)
 
 __all__ = [
     "Run", "RewardTerm", "build_run", "train", "completion_states", "sequence_logprobs", "trained_logprobs",
@@ -76,7 +84,9 @@ class RewardTerm:
 
 @dataclass
 class Run:
-    """Everything a training run holds; event hooks receive it."""
+    """Everything a training run holds. Event hooks receive it, and should rely only on what
+    :class:`rlsdk.types.RunContext` declares (``config``, ``step``, ``history``, ``policy``, ``path``,
+    ``label``): the rest may change."""
 
     config: dict[str, Any]
     dir: RunDir
@@ -84,10 +94,11 @@ class Run:
     policy: Policy
     reference: Policy | None
     optimizer: torch.optim.Optimizer
-    task: Any
-    sampler: Any
-    advantage: Any
-    loss: Any
+    task: Task
+    sampler: Sampler
+    advantage: AdvantageEstimator
+    loss: Loss
+    engine: GenerationEngine
     rewards: list[RewardTerm]
     backend: LogprobBackend
     trackers: list[Any]
@@ -101,6 +112,11 @@ class Run:
     def label(self, kind: str) -> str:
         """How messages name the run's component of ``kind``: ``loss 'clipped_pg' (plugin rlsdk:policy_gradient)``."""
         return self.labels.get(kind, kind)
+
+    @property
+    def path(self) -> Path:
+        """The run folder."""
+        return self.dir.path
 
     @property
     def hook(self) -> pluggy.HookRelay:
@@ -128,10 +144,13 @@ def component_label(registry: Registry, kind: str, name: str) -> str:
 
 
 def _create(registry: Registry, kind: str, name: str, options: dict[str, Any], where: str) -> Any:
-    """``registry.create`` with the factory's own failures reported as the component's."""
+    """``registry.create`` with the factory's own failures reported as the component's, and the
+    component checked against its kind's members (:func:`rlsdk.kinds.conform`)."""
     registry.factory(kind, name, where)
-    with guard(component_label(registry, kind, name), f"its factory with {where} options {options}"):
-        return registry.create(kind, name, options, where=where)
+    label = component_label(registry, kind, name)
+    with guard(label, f"its factory with {where} options {options}"):
+        component = registry.create(kind, name, options, where=where)
+    return conform(kind, component, label)
 
 
 def _component(registry: Registry, config: dict[str, Any], section: str, kind: str) -> Any:
@@ -152,17 +171,15 @@ def _select_backend(registry: Registry, spec: dict[str, Any], device: torch.devi
     name = options.pop("backend", "auto")
     if name != "auto":
         backend = _create(registry, "logprob_backend", name, options, "logprob")
-        supports = getattr(backend, "supports", None)
-        if supports is not None and not supports(device):
+        if not member("logprob_backend", backend, "supports")(device):
             raise ConfigError(f"logprob.backend {name!r} does not support device {device}")
         return name, backend
     best, best_name, best_priority = None, "", -math.inf
     for candidate in registry.names("logprob_backend"):
         backend = _create(registry, "logprob_backend", candidate, {}, "logprob")
-        supports = getattr(backend, "supports", None)
-        if supports is not None and not supports(device):
+        if not member("logprob_backend", backend, "supports")(device):
             continue
-        priority = getattr(backend, "priority", 0)
+        priority = member("logprob_backend", backend, "priority")
         if priority > best_priority:
             best, best_name, best_priority = backend, candidate, priority
     if best is None:
@@ -187,15 +204,19 @@ def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -
     sampler = _component(registry, config, "sampler", "sampler")
     advantage = _component(registry, config, "advantage", "advantage")
     loss = _component(registry, config, "loss", "loss")
+    engine = _component(registry, config, "engine", "engine")
     rewards = [
         RewardTerm(name, weight, _create(registry, "reward", name, options, f"rewards.{name}"), component_label(registry, "reward", name))
         for name, weight, options in reward_specs(config)
     ]
     backend_name, backend = _select_backend(registry, config.get("logprob") or {}, device)
-    labels = {kind: component_label(registry, kind, config[kind]["name"]) for kind in ("task", "policy", "sampler", "advantage", "loss")}
+    labels = {
+        kind: component_label(registry, kind, config[kind]["name"])
+        for kind in ("task", "policy", "sampler", "engine", "advantage", "loss")
+    }
     labels["logprob_backend"] = component_label(registry, "logprob_backend", backend_name)
     _check_prompts(policy, task, sampler, labels)
-    needs_ref = any(getattr(c, "needs_ref_logprobs", False) for c in (loss, advantage))
+    needs_ref = member("loss", loss, "needs_ref_logprobs") or member("advantage", advantage, "needs_ref_logprobs")
     if needs_ref and not train_cfg["reference"]:
         raise ConfigError("the loss or advantage needs reference log-probs (KL) but train.reference=false; set it to true")
     reference = None
@@ -213,26 +234,34 @@ def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -
         for name, options in (config.get("trackers") or {}).items()
     ]
     generators = {name: seeds.generator(name) for name in ("data", "sampling")}
-    return Run(
+    run = Run(
         config=config, dir=RunDir(run_dir), registry=registry, policy=policy, reference=reference,
-        optimizer=optimizer, task=task, sampler=sampler, advantage=advantage, loss=loss, rewards=rewards,
-        backend=backend, trackers=trackers, seeds=seeds, generators=generators, device=device, labels=labels,
+        optimizer=optimizer, task=task, sampler=sampler, advantage=advantage, loss=loss, engine=engine,
+        rewards=rewards, backend=backend, trackers=trackers, seeds=seeds, generators=generators, device=device,
+        labels=labels,
     )
+    sync_engine(run)
+    return run
 
 
-def _check_prompts(policy: Policy, task: Any, sampler: Any, labels: dict[str, str]) -> None:
-    """Before training, let a policy that defines ``check_prompts(prompts, max_new_tokens)`` check the
-    task's held-out prompts (each tokenises, and fits its length limit with the sampler's
-    ``max_new_tokens``), so a bad tokenizer or a too-short ``max_len`` fails before anything is written.
-    The training prompts are checked again as they are drawn (the policy raises when one does not fit)."""
-    check = getattr(policy, "check_prompts", None)
-    if check is None:
-        return
+def sync_engine(run: Run, version: int | None = None) -> None:
+    """Give the engine the policy's current weights, stamped with ``version`` (default: the run's
+    step, the number of optimiser steps those weights have had)."""
+    with guard(run.label("engine"), "engine.update_weights(policy, version)"):
+        run.engine.update_weights(run.policy, run.step if version is None else version)
+
+
+def _check_prompts(policy: Policy, task: Task, sampler: Sampler, labels: dict[str, str]) -> None:
+    """Before training, let the policy check the task's held-out prompts (``Policy.check_prompts``:
+    each tokenises, and fits its length limit with the sampler's ``max_new_tokens``), so a bad
+    tokenizer or a too-short ``max_len`` fails before anything is written. The training prompts are
+    checked again as they are drawn (the policy raises when one does not fit)."""
+    check = member("policy", policy, "check_prompts")
     with guard(labels["task"], "task.eval_examples()"):
         examples = task.eval_examples()
     prompts = [e.prompt for e in check_examples(examples, None, labels["task"], "task.eval_examples()")[:256]] if examples else []
     with guard(labels["policy"], "policy.check_prompts(prompts, max_new_tokens)"):
-        check(prompts, getattr(sampler, "max_new_tokens", None))
+        check(prompts, sampler.params.max_new_tokens)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,37 +340,24 @@ def micro_batch_loss(
 ) -> tuple[LossOutput, Tensor]:
     """``(loss output, entropy [B, T])`` of one micro-batch under the current policy (with gradient).
 
-    Two optional capabilities let a fused kernel see the hidden states, in this order:
-
-    - a loss that defines ``from_hidden(hidden, weight, targets, batch, *, temperature, backend)``
-      computes the log-probs itself;
-    - a logprob backend that defines ``loss_from_hidden(hidden, weight, targets, batch, loss, *,
-      temperature)`` computes the log-probs and calls the loss itself (it returns None where it
-      cannot).
-
-    Otherwise the loss gets the log-probs of the configured backend, and ``batch.entropy`` when it
-    ``needs_entropy``.
+    The logprob backend owns the fused path: when its ``loss_from_hidden`` returns a result (a fused
+    kernel computed the loss straight from the hidden states), that is the micro-batch's loss.
+    Otherwise the loss gets the backend's log-probs, and ``batch.entropy`` when it ``needs_entropy``.
     """
     with guard(run.label("policy"), "policy.hidden_states(sequences, attention_mask)"):
         hidden, targets = completion_states(run.policy, micro.sequences, micro.attention_mask, completion_length)
         weight = run.policy.output_weight()
     temperature = _logit_temperature(temperature)
     loss_label, backend_label = run.label("loss"), run.label("logprob_backend")
-    from_hidden = getattr(run.loss, "from_hidden", None)
-    if from_hidden is not None:
-        with guard(loss_label, "loss.from_hidden(hidden, weight, targets, batch)"):
-            out, _, entropy = from_hidden(hidden, weight, targets, micro, temperature=temperature, backend=run.backend)
-        return check_loss_output(out, loss_label), entropy
-    loss_from_hidden = getattr(run.backend, "loss_from_hidden", None)
+    loss_from_hidden = member("logprob_backend", run.backend, "loss_from_hidden")
     with guard(backend_label, "backend.loss_from_hidden(hidden, weight, targets, batch, loss)"):
-        fused = loss_from_hidden(hidden, weight, targets, micro, run.loss, temperature=temperature) if loss_from_hidden else None
+        fused = loss_from_hidden(hidden, weight, targets, micro, run.loss, temperature=temperature)
     if fused is not None:
-        out, _, entropy = fused
-        return check_loss_output(out, f"{loss_label} fused by {backend_label}"), entropy
+        return check_loss_output(fused.output, f"{loss_label} fused by {backend_label}"), fused.entropy
     with guard(backend_label, "backend(hidden, weight, targets)"):
         lp, ent = trained_logprobs(run.backend, hidden, weight, targets, micro.mask, temperature=temperature, with_entropy=True)
     logprobs, entropy = lp.view(micro.mask.shape), ent.view(micro.mask.shape)
-    micro.entropy = entropy if getattr(run.loss, "needs_entropy", False) else None
+    micro.entropy = entropy if member("loss", run.loss, "needs_entropy") else None
     with guard(loss_label, "loss(logprobs, batch)"):
         out = run.loss(logprobs, micro)
     return check_loss_output(out, loss_label), entropy
@@ -405,15 +421,16 @@ def train_step(run: Run) -> dict[str, Any]:
     """Run one RL step and return its metrics."""
     cfg = run.config["train"]
     start = time.perf_counter()
-    temperature = float(getattr(run.sampler, "temperature", 1.0))
+    sampling = run.sampler.params
+    temperature = float(sampling.temperature)
 
     # -- rollout ----------------------------------------------------------------------------------
     n = int(cfg["prompts_per_step"])
     with guard(run.label("task"), f"task.sample({n}, generator)"):
         examples: list[Example] = run.task.sample(n, run.generators["data"])
     examples = check_examples(examples, n, run.label("task"), f"task.sample({n}, generator)")
-    with guard(run.label("sampler"), "sampler(policy, examples, score, generator)"):
-        rollout = run.sampler(run.policy, examples, make_score(run), run.generators["sampling"])
+    with guard(run.label("sampler"), "sampler(engine, examples, score, generator, params)"):
+        rollout = run.sampler(run.engine, examples, make_score(run), run.generators["sampling"], sampling)
     rollout = check_rollout(rollout, len(examples), run.label("sampler"))
     t_len = rollout.mask.shape[1]
     seqs, attn = rollout.sequences.to(run.device), rollout.attention_mask.to(run.device)
@@ -430,7 +447,7 @@ def train_step(run: Run) -> dict[str, Any]:
     gen_time = time.perf_counter() - start
 
     # -- updates (the policy stays in eval mode: dropout would make the on-policy ratio differ from 1)
-    max_length = float(getattr(run.sampler, "max_new_tokens", t_len))
+    max_length = float(sampling.max_new_tokens)
     full = TrainBatch.from_rollout(rollout, advantages, max_length=max_length)
     lr = learning_rate(cfg, run.step)
     for group in run.optimizer.param_groups:
@@ -461,6 +478,7 @@ def train_step(run: Run) -> dict[str, Any]:
             updates += 1
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
+    sync_engine(run, run.step + 1)  # the weights after this step (run.step counts it when this returns)
     elapsed = time.perf_counter() - start
 
     # -- metrics ----------------------------------------------------------------------------------
@@ -519,6 +537,7 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     for name, g in run.generators.items():
         g.set_state(state["rng"][name])
     run.step = int(state["step"])
+    sync_engine(run)
 
 
 def _restore_checkpoint(run: Run, path: Path) -> None:
@@ -561,10 +580,10 @@ def evaluate(run: Run, size: int | None = None, temperature: float = 0.0) -> dic
     examples = check_examples(examples, None, run.label("task"), "task.eval_examples() (the held-out prompts rlsdk eval scores)")
     if size:
         examples = examples[:size]
-    sampler = copy.copy(run.sampler)
-    sampler.n, sampler.temperature = 1, temperature
-    with guard(run.label("sampler"), "sampler(policy, examples, score, generator) for evaluation"):
-        rollout = sampler(run.policy, examples, make_score(run), run.seeds.generator("eval"))
+    with guard(run.label("sampler"), "sampler.eval_params(temperature)"):
+        params = member("sampler", run.sampler, "eval_params")(temperature)
+    with guard(run.label("sampler"), "sampler(engine, examples, score, generator, params) for evaluation"):
+        rollout = run.sampler(run.engine, examples, make_score(run), run.seeds.generator("eval"), params)
     rollout = check_rollout(rollout, len(examples), run.label("sampler"))
     out = {"eval/reward": float(rollout.rewards.mean()), "eval/examples": float(len(examples))}
     for name, values in rollout.reward_components.items():
@@ -608,6 +627,8 @@ def evaluate_checkpoint(
             run.policy.load_state_dict(state["policy"])
         except (RuntimeError, KeyError) as exc:
             raise ConfigError(f"checkpoint {str(ckpt)!r} does not fit the run's policy config: {str(exc).splitlines()[-1].strip()}") from exc
+        run.step = int(state["step"])
+        sync_engine(run)
         scores = evaluate(run, config["eval"]["size"], config["eval"]["temperature"])
         result = {"checkpoint": str(ckpt), "step": int(state["step"]), **scores}
         try:
@@ -735,7 +756,7 @@ def _train(
         manifest.setdefault("resumes", []).append({"time": time.time(), "argv": sys.argv, "from_step": run.step})
     else:
         plugins = [p.to_dict() for p in run.registry.plugins]
-        data_files = list(getattr(run.task, "files", []) or [])
+        data_files = list(member("task", run.task, "files"))
         manifest = build_manifest(config, plugins, run.seeds.to_dict(), data_files=data_files)
     run.history = [r for r in read_metrics(rundir.metrics_path) if r.get("step", 0) <= run.step] if resume else []
     start_step = run.step

@@ -8,12 +8,18 @@ kind                      call
 ``loss``                  ``loss(logprobs [B, T], batch: TrainBatch) -> LossOutput``
 ``advantage``             ``advantage(batch: RolloutBatch) -> Tensor [B, T]``
 ``reward``                ``reward(prompts, completions, metadata) -> list[float]``
-``sampler``               ``sampler(policy, examples, score, generator) -> RolloutBatch``
+``sampler``               ``sampler(engine, examples, score, generator, params) -> RolloutBatch``
+``engine``                ``engine.generate(prompts, params, generator) -> Generation``; ``update_weights``
 ``task``                  ``task.sample(n, generator) -> list[Example]``; ``task.eval_examples()``
 ``policy``                an ``nn.Module`` with ``hidden_states``, ``output_weight``, ``decode_step``
 ``logprob_backend``       ``backend(hidden [N, H], weight [V, H], targets [N], ...) -> LogprobOutput``
 ``tracker``               ``tracker.log_metrics(metrics, step)``, ``log_config``, ``close``
 ========================  =====================================================================
+
+A component's optional members (``Loss.needs_entropy``, ``LogprobBackend.priority`` ...) are declared
+on its protocol with their default; :func:`rlsdk.kinds.member` reads them, and
+:func:`rlsdk.kinds.conform` checks them (a member of the wrong type, a missing required one) when the
+component is built. A class may subclass its protocol to inherit the defaults.
 
 Shapes: ``B`` sequences (prompts x samples per prompt), ``T`` completion tokens (padded), ``P`` prompt
 tokens (left-padded), ``S = P + T``, ``V`` vocabulary, ``H`` hidden size, ``N`` flattened tokens.
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -35,16 +42,21 @@ __all__ = [
     "LossOutput",
     "LogprobOutput",
     "DecodeOutput",
+    "HiddenLossOutput",
+    "SamplingParams",
+    "Generation",
     "Tokenizer",
     "Loss",
     "AdvantageEstimator",
     "Reward",
     "Sampler",
+    "GenerationEngine",
     "ScoreFn",
     "Task",
     "Policy",
     "LogprobBackend",
     "Tracker",
+    "RunContext",
 ]
 
 
@@ -95,6 +107,11 @@ class RolloutBatch:
         reward_components: name -> ``[B]`` float, each reward before weighting.
         old_logprobs: ``[B, T]`` log-probabilities under the policy that sampled (filled by the trainer).
         ref_logprobs: ``[B, T]`` log-probabilities under the reference policy, or None.
+        engine_logprobs: ``[B, T]`` the generation engine's log-probabilities of the sampled tokens
+            (under the distribution it sampled from, after temperature and top-p; 0 where masked), or
+            None. They differ from ``old_logprobs`` when the engine runs other weights or kernels.
+        weight_versions: ``[B]`` long, the weight version (the trainer's step) each completion was
+            sampled with, or None.
     """
 
     rewards: Tensor
@@ -109,6 +126,8 @@ class RolloutBatch:
     reward_components: dict[str, Tensor] = field(default_factory=dict)
     old_logprobs: Tensor | None = None
     ref_logprobs: Tensor | None = None
+    engine_logprobs: Tensor | None = None
+    weight_versions: Tensor | None = None
 
     def __post_init__(self) -> None:
         self.mask = _float_mask(self.mask)
@@ -270,6 +289,93 @@ class DecodeOutput:
     state: Any = None
 
 
+@dataclass
+class HiddenLossOutput:
+    """What :meth:`LogprobBackend.loss_from_hidden` returns: the loss of a micro-batch computed
+    straight from hidden states (a fused kernel), with the per-token values it formed on the way.
+
+    Attributes:
+        output: The loss and its metrics, as ``loss(logprobs, batch)`` would return them.
+        logprobs: ``[B, T]`` log-probabilities of the completion tokens (detached).
+        entropy: ``[B, T]`` entropies of the temperature-scaled distributions (detached); the trainer
+            logs their token mean as ``entropy``.
+    """
+
+    output: LossOutput
+    logprobs: Tensor
+    entropy: Tensor
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How an engine samples: what a sampler asks for, and the settings the trainer reads from it.
+
+    Attributes:
+        n: Completions per prompt (``>= 1``; the group size of GRPO-like advantages).
+        temperature: Divides the logits before sampling (``>= 0``; 0 is greedy). The trainer computes
+            the training log-probs at the same temperature (in the logprob backend, once).
+        top_p: Nucleus mass in ``(0, 1]``: sample from the smallest set of tokens whose probability
+            reaches it (1 keeps every token).
+        max_new_tokens: Token limit per completion (``>= 1``); also the constant normaliser of the
+            ``seq-mean-token-sum-norm`` aggregation (Dr. GRPO).
+    """
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        from rlsdk.validation import check_int, check_number
+
+        checked = {
+            "n": check_int(self.n, "sampler.n", low=1),
+            "temperature": check_number(self.temperature, "sampler.temperature", low=0.0),
+            "top_p": check_number(self.top_p, "sampler.top_p", low=0.0, high=1.0, low_open=True),
+            "max_new_tokens": check_int(self.max_new_tokens, "sampler.max_new_tokens", low=1),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def replace(self, **changes: Any) -> SamplingParams:
+        """A copy with some fields replaced (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+#: Why a completion ended: ``"stop"`` (the engine produced EOS, which is part of the completion) or
+#: ``"length"`` (it reached ``max_new_tokens`` first).
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass
+class Generation:
+    """What a generation engine returns for ``P`` prompts: ``B = P * n`` completions, the ``n``
+    completions of prompt ``i`` in rows ``i * n`` to ``i * n + n - 1``.
+
+    Attributes:
+        token_ids: ``B`` lists of completion token ids (EOS included when the completion stopped).
+        logprobs: ``B`` lists, the engine's log-probability of each of those tokens under the
+            distribution it sampled from (after temperature and top-p; for greedy decoding, under
+            the plain softmax).
+        finish_reasons: ``B`` values of :data:`FINISH_REASONS`.
+        weight_versions: ``B`` weight versions (the ``version`` of the last ``update_weights``
+            before the completion was sampled).
+    """
+
+    token_ids: list[list[int]]
+    logprobs: list[list[float]]
+    finish_reasons: list[str]
+    weight_versions: list[int]
+
+    def __post_init__(self) -> None:
+        b = len(self.token_ids)
+        if not (len(self.logprobs) == len(self.finish_reasons) == len(self.weight_versions) == b):
+            raise ValueError(
+                f"Generation: token_ids, logprobs, finish_reasons and weight_versions must have one entry per "
+                f"completion; got {b}, {len(self.logprobs)}, {len(self.finish_reasons)}, {len(self.weight_versions)}"
+            )
+
+
 # --------------------------------------------------------------------------------------------------
 # Component protocols
 
@@ -291,24 +397,28 @@ class Tokenizer(Protocol):
         ...
 
 
-@runtime_checkable
 class Loss(Protocol):
     """A policy loss: per-token terms aggregated with the batch's global counts.
 
-    Optional attributes the trainer reads: ``needs_ref_logprobs`` (fill ``batch.ref_logprobs``) and
-    ``needs_entropy`` (fill ``batch.entropy`` with gradient). Both default to False. A loss that
-    computes the log-probs itself (a fused kernel) may define
-    ``from_hidden(hidden, weight, targets, batch, *, temperature, backend) -> (LossOutput, logprobs,
-    entropy)``; the trainer then calls it for the update instead of backend + ``__call__``
-    (:func:`rlsdk.trainer.micro_batch_loss`).
+    A loss that needs more than the log-probs says so with two members (both default to False):
+    ``needs_ref_logprobs`` (the trainer fills ``batch.ref_logprobs``) and ``needs_entropy`` (it fills
+    ``batch.entropy``, with gradient). A fused kernel that computes the loss straight from hidden
+    states belongs to the logprob backend (:meth:`LogprobBackend.loss_from_hidden`), not the loss.
     """
+
+    #: The trainer fills ``batch.ref_logprobs`` (needs ``train.reference: true``). Default False.
+    needs_ref_logprobs: bool = False
+    #: The trainer fills ``batch.entropy`` with gradient. Default False.
+    needs_entropy: bool = False
 
     def __call__(self, logprobs: Tensor, batch: TrainBatch) -> LossOutput: ...
 
 
-@runtime_checkable
 class AdvantageEstimator(Protocol):
     """Maps a scored rollout to per-token advantages ``[B, T]`` (zero where ``mask`` is 0)."""
+
+    #: The trainer fills ``batch.ref_logprobs`` (a KL penalty in the reward). Default False.
+    needs_ref_logprobs: bool = False
 
     def __call__(self, batch: RolloutBatch) -> Tensor: ...
 
@@ -324,26 +434,67 @@ ScoreFn = Callable[[RolloutBatch], RolloutBatch]
 """Fills ``rewards`` and ``reward_components`` of a rollout (given to samplers by the trainer)."""
 
 
-@runtime_checkable
+class GenerationEngine(Protocol):
+    """Turns prompt token ids and sampling settings into completions.
+
+    The trainer gives the engine the training policy with :meth:`update_weights` before the first
+    rollout and after every step (and after a checkpoint is loaded); samplers call :meth:`generate`
+    and never touch the training model. An in-process engine keeps a reference to the policy; an
+    engine in another process or on other GPUs (vLLM, SGLang) copies the weights it is given.
+    """
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer of the model the engine samples from (after the first :meth:`update_weights`)."""
+        ...
+
+    def update_weights(self, policy: Policy, version: int) -> None:
+        """Sample from ``policy``'s current weights from now on; completions report ``version``."""
+        ...
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator) -> Generation:
+        """``params.n`` completions of each prompt (token ids without special tokens), drawn with
+        ``generator`` (and no other randomness, so a seed fixes them)."""
+        ...
+
+
 class Sampler(Protocol):
-    """Generates completions for a list of examples and scores them with ``score``.
+    """Generates completions for a list of examples through an engine and scores them with ``score``.
 
     Returns a scored ``RolloutBatch`` whose ``group_ids`` tie the completions of one prompt. A sampler
     may call ``score`` several times (to filter groups, for example).
+
+    ``params`` (required) are the settings it trains with: the trainer reads ``params.temperature``
+    (for the training log-probs) and ``params.max_new_tokens`` (the length normaliser of
+    ``seq-mean-token-sum-norm``). Evaluation calls the sampler with :meth:`eval_params`.
     """
 
+    params: SamplingParams
+
+    def eval_params(self, temperature: float) -> SamplingParams:
+        """The settings of evaluation at ``temperature``. Default: ``params`` with ``n=1`` and that
+        temperature (one completion per held-out prompt)."""
+        return self.params.replace(n=1, temperature=temperature)
+
     def __call__(
-        self, policy: Policy, examples: list[Example], score: ScoreFn, generator: torch.Generator
+        self,
+        engine: GenerationEngine,
+        examples: list[Example],
+        score: ScoreFn,
+        generator: torch.Generator,
+        params: SamplingParams,
     ) -> RolloutBatch: ...
 
 
-@runtime_checkable
 class Task(Protocol):
     """A source of prompts with verifiable answers.
 
     ``sample`` draws training examples with ``generator`` (so a seed fixes the data order);
     ``eval_examples`` returns the fixed held-out set.
     """
+
+    #: The data files the task reads; the run's manifest records their hashes. Default ``()``.
+    files: Sequence[str] = ()
 
     def sample(self, n: int, generator: torch.Generator) -> list[Example]:
         """``n`` training examples drawn with ``generator`` (and no other randomness)."""
@@ -354,12 +505,12 @@ class Task(Protocol):
         ...
 
 
-@runtime_checkable
 class Policy(Protocol):
     """A causal language model, as an ``nn.Module``.
 
     The trainer computes log-probabilities from ``hidden_states`` and ``output_weight`` through a
-    logprob backend (so temperature is applied there, once); samplers use ``decode_step``.
+    logprob backend (so temperature is applied there, once); the ``inprocess`` engine samples with
+    ``decode_step``.
     """
 
     tokenizer: Tokenizer
@@ -376,6 +527,12 @@ class Policy(Protocol):
         """Next-token logits for the last position of ``sequences``; ``state`` is None on the first step."""
         ...
 
+    def check_prompts(self, prompts: list[str], max_new_tokens: int) -> None:
+        """Raise :class:`rlsdk.ConfigError` if a prompt does not tokenise, or does not fit the policy's
+        length limit with ``max_new_tokens`` more tokens. Called before training on the task's held-out
+        prompts. Default: no check."""
+        return None
+
     def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
         """The trainable parameters (``nn.Module.parameters``)."""
         ...
@@ -389,13 +546,29 @@ class Policy(Protocol):
         ...
 
 
-@runtime_checkable
 class LogprobBackend(Protocol):
     """Computes log pi(target) (and optionally entropy) from hidden states and the output weight.
 
-    ``logits = hidden @ weight.T / temperature``. Backends may set ``priority: int`` and
-    ``supports(device) -> bool``; ``auto`` picks the highest-priority backend supporting the device.
+    ``logits = hidden @ weight.T / temperature``. ``auto`` picks the highest :attr:`priority` among
+    the backends that :meth:`supports` the device. The backend is the one owner of "the loss from
+    hidden states": :meth:`loss_from_hidden` lets a fused kernel compute the loss of a micro-batch
+    without the ``[N, V]`` logits.
     """
+
+    #: Rank under ``logprob.backend=auto`` (highest wins). Default 0.
+    priority: int = 0
+
+    def supports(self, device: torch.device) -> bool:
+        """Whether the backend runs on ``device``. Default: every device."""
+        return True
+
+    def loss_from_hidden(
+        self, hidden: Tensor, weight: Tensor, targets: Tensor, batch: TrainBatch, loss: Loss, *, temperature: float
+    ) -> HiddenLossOutput | None:
+        """``loss`` of the micro-batch ``batch`` straight from hidden states ``[B*T, H]``, or None where
+        the backend has no fused path for it (then the trainer calls the backend, then the loss).
+        Default: None."""
+        return None
 
     def __call__(
         self, hidden: Tensor, weight: Tensor, targets: Tensor, *, temperature: float = 1.0, with_entropy: bool = False
@@ -416,4 +589,27 @@ class Tracker(Protocol):
 
     def close(self) -> None:
         """Flush and release resources after the last step."""
+        ...
+
+
+class RunContext(Protocol):
+    """What event hooks (``on_train_start``, ``on_step_end``, ``on_train_end``) may rely on about the
+    running training run. The trainer's :class:`rlsdk.trainer.Run` has more, which may change."""
+
+    #: The resolved config (read it; changing it changes nothing).
+    config: dict[str, Any]
+    #: Optimiser steps done (0 before the first).
+    step: int
+    #: The metrics rows written so far (``{"step": ..., "wall_time": ..., **metrics}``).
+    history: list[dict[str, Any]]
+    #: The policy being trained.
+    policy: Policy
+
+    @property
+    def path(self) -> Path:
+        """The run folder."""
+        ...
+
+    def label(self, kind: str) -> str:
+        """How messages name the run's component of ``kind``: ``loss 'clipped_pg' (plugin rlsdk:policy_gradient)``."""
         ...
