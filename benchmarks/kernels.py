@@ -9,8 +9,8 @@ allocated before the step. Also printed: the measured bf16 matmul TFLOP/s and th
 (see docs/kernels.md), and the GRPO loss from hidden states (B = N / 1024
 sequences of 1024 tokens, the last 100 masked, token-mean, k3 KL with beta = 0.04, eps 0.2 / 0.28),
 including rlsdk's fused hidden-states -> loss ops (6THV): the ``triton`` backend's
-``loss_from_hidden`` (any loss, here ``clipped_pg``) and ``FusedClippedPG.from_hidden`` (one Triton
-kernel for log-probs and loss) with both ``grad_accum`` settings.
+``loss_from_hidden`` with ``clipped_pg`` (the any-loss strategy) and with ``fused_clipped_pg`` (its
+strategy: one Triton kernel for log-probs and loss), the latter with both ``grad_accum`` settings.
 
 Peers run only when installed (``pip install liger-kernel cut-cross-entropy``; PyTorch's own chunked
 ``linear_cross_entropy`` from torch 2.13 on); the rlsdk triton backend and fused loss run when
@@ -32,8 +32,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -117,7 +118,7 @@ def _rlsdk_backend(name: str, **options: Any) -> Callable[[Tensor, Tensor, Tenso
 
 
 def _triton_backend(**options: Any) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    from rlsdk_kernels.linear_logprob import TritonLogprobBackend
+    from rlsdk_kernels.plugin import TritonLogprobBackend
 
     backend = TritonLogprobBackend(**options)
     return lambda h, w, t: backend(h, w, t, temperature=1.0).logprobs
@@ -221,24 +222,23 @@ def grpo_methods(every: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor
         return lambda h, w, t, b: loss(logprobs(h, w, t).view(b.mask.shape), b).loss
 
     def fused() -> Any:
-        from rlsdk_kernels.pg_loss import FusedClippedPG
+        from rlsdk_kernels.plugin import FusedClippedPG
 
         return FusedClippedPG(**GRPO)
 
-    def from_hidden(grad_accum: str) -> Callable[[], Callable[..., Tensor]]:
-        def build() -> Callable[..., Tensor]:
-            from rlsdk_kernels.pg_loss import FusedClippedPG
+    def loss_from_hidden(loss: Callable[[], Any], **options: Any) -> Callable[..., Tensor]:
+        """The ``triton`` backend's ``loss_from_hidden`` (the strategy of ``loss``'s type)."""
+        from rlsdk_kernels.plugin import TritonLogprobBackend
 
-            loss = FusedClippedPG(**GRPO, grad_accum=grad_accum)
-            return lambda h, w, t, b: loss.from_hidden(h, w, t, b, temperature=1.0, backend=None)[0].loss
+        backend, fn = TritonLogprobBackend(**options), loss()
 
-        return build
+        def run(h: Tensor, w: Tensor, t: Tensor, b: rlsdk.TrainBatch) -> Tensor:
+            out = backend.loss_from_hidden(h, w, t, b, fn, temperature=1.0)
+            if out is None:
+                raise RuntimeError("loss_from_hidden declined (a row exceeds fuse_loss_mib)")
+            return out.output.loss
 
-    def any_loss() -> Callable[..., Tensor]:
-        from rlsdk_kernels.linear_logprob import TritonLogprobBackend
-
-        backend = TritonLogprobBackend()
-        return lambda h, w, t, b: backend.loss_from_hidden(h, w, t, b, clipped, temperature=1.0)[0].loss
+        return run
 
     if not every:
         return {
@@ -260,8 +260,13 @@ def grpo_methods(every: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor
         def run(h: Tensor, w: Tensor, t: Tensor, b: rlsdk.TrainBatch) -> Tensor:
             rows, length = b.mask.shape
             out = loss(
-                h.view(rows, length, -1), w, t.view(rows, length), b.mask.long(), b.advantages[:, 0],
-                ref_per_token_logps=b.ref_logprobs, old_per_token_logps=b.old_logprobs,
+                h.view(rows, length, -1),
+                w,
+                t.view(rows, length),
+                b.mask.long(),
+                b.advantages[:, 0],
+                ref_per_token_logps=b.ref_logprobs,
+                old_per_token_logps=b.old_logprobs,
             )
             return out[0] if isinstance(out, tuple) else out
 
@@ -273,9 +278,15 @@ def grpo_methods(every: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor
         "Liger `LigerFusedLinearGRPOLoss` (chunked)": liger,
         "rlsdk `chunked` backend + `clipped_pg`": lambda: with_backend(lambda: _rlsdk_backend("chunked"), clipped),
         "rlsdk `triton` backend + `fused_clipped_pg` (ours, 8THV)": lambda: with_backend(_triton_backend, fused()),
-        "rlsdk `triton` backend `loss_from_hidden`, any loss, here `clipped_pg` (ours, 6THV)": any_loss,
-        "rlsdk fused hidden -> loss, dW accumulated in bf16 (ours, 6THV)": from_hidden("weight"),
-        "rlsdk fused hidden -> loss, dW accumulated in fp32 (ours, 6THV)": from_hidden("float32"),
+        "rlsdk `triton` backend `loss_from_hidden`, any loss, here `clipped_pg` (ours, 6THV)": lambda: loss_from_hidden(
+            lambda: clipped
+        ),
+        "rlsdk fused hidden -> loss, dW accumulated in bf16 (ours, 6THV)": lambda: loss_from_hidden(
+            fused, grad_accum="weight"
+        ),
+        "rlsdk fused hidden -> loss, dW accumulated in fp32 (ours, 6THV)": lambda: loss_from_hidden(
+            fused, grad_accum="float32"
+        ),
     }
 
 
@@ -283,8 +294,14 @@ def grpo_methods(every: bool) -> dict[str, Callable[[], Callable[[Tensor, Tensor
 # Driver
 
 
-def run_table(methods: dict[str, Callable[[], Any]], make_step: Callable[[Any], Step], error: Callable[[Any], float],
-              cuda: bool, reps: int, error_format: str) -> dict[str, tuple[float, float | None]]:
+def run_table(
+    methods: dict[str, Callable[[], Any]],
+    make_step: Callable[[Any], Step],
+    error: Callable[[Any], float],
+    cuda: bool,
+    reps: int,
+    error_format: str,
+) -> dict[str, tuple[float, float | None]]:
     """Print one row per method (a failing or missing method gets a row saying so); ``{label: (ms, GiB)}``."""
     results: dict[str, tuple[float, float | None]] = {}
     for label, build in methods.items():
@@ -305,8 +322,9 @@ def run_table(methods: dict[str, Callable[[], Any]], make_step: Callable[[Any], 
     return results
 
 
-def check_goals(logprob: dict[str, tuple[float, float | None]], grpo: dict[str, tuple[float, float | None]],
-                floor8_ms: float) -> None:
+def check_goals(
+    logprob: dict[str, tuple[float, float | None]], grpo: dict[str, tuple[float, float | None]], floor8_ms: float
+) -> None:
     """Print each of the issue's goals for each of our rows as met or missed."""
 
     def gib(peak: float | None, goal: float) -> str:
@@ -320,9 +338,11 @@ def check_goals(logprob: dict[str, tuple[float, float | None]], grpo: dict[str, 
         if "(ours" not in label:
             continue
         beaten = [k.split(" `")[0] for k, (peer_ms, _) in low_memory.items() if ms < peer_ms]
-        print(f"- {label}: faster than {len(beaten)} of {len(low_memory)} low-memory peers "
-              f"({', '.join(beaten) or 'none'}); {ms / floor8_ms:.2f}x the 8THV floor (goal <= 1.15): "
-              f"{'met' if ms <= 1.15 * floor8_ms else 'missed'}; {gib(peak, 0.25)}")
+        print(
+            f"- {label}: faster than {len(beaten)} of {len(low_memory)} low-memory peers "
+            f"({', '.join(beaten) or 'none'}); {ms / floor8_ms:.2f}x the 8THV floor (goal <= 1.15): "
+            f"{'met' if ms <= 1.15 * floor8_ms else 'missed'}; {gib(peak, 0.25)}"
+        )
     compiled = grpo.get("`torch.compile`")
     for label, (ms, peak) in grpo.items():
         if "6THV" not in label:
@@ -371,9 +391,13 @@ def run_shape(name: str, shape: tuple[int, int, int], cuda: bool, every: bool, r
 
         return step
 
-    print(f"\nGRPO loss from hidden states, B={rows} x L={length} (last {masked_tail(length)} masked), token-mean, k3 KL")
+    print(
+        f"\nGRPO loss from hidden states, B={rows} x L={length} (last {masked_tail(length)} masked), token-mean, k3 KL"
+    )
     trained = int(batch.mask.sum())  # rlsdk's rows leave the masked tokens out of the output layer
-    print(f"(rlsdk's rows compute the {trained} trained tokens only ({trained / used:.1%}); the other rows all {used})\n")
+    print(
+        f"(rlsdk's rows compute the {trained} trained tokens only ({trained / used:.1%}); the other rows all {used})\n"
+    )
     print("| GRPO loss, fwd+bwd | ms | extra peak GiB | abs loss error |")
     print("|---|---|---|---|")
     grpo = run_table(

@@ -64,7 +64,9 @@ def main() -> None:
         return
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print("| backend | shape (N, H, V) | trained | fwd+bwd ms | extra peak MiB | logits fp32 MiB |")
     print("|---|---|---|---|---|---|")
     cases = [(backend, shape, 1.0) for shape in SHAPES for backend in BACKENDS] + PADDED

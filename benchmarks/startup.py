@@ -122,7 +122,9 @@ def report(times: dict[str, list[float]]) -> str:
     lines = ["| command | runs | min s | median s | max s | median / `import torch` |", "|---|---|---|---|---|---|"]
     for name, values in times.items():
         med = statistics.median(values)
-        lines.append(f"| {name} | {len(values)} | {min(values):.2f} | {med:.2f} | {max(values):.2f} | {med / base:.2f} |")
+        lines.append(
+            f"| {name} | {len(values)} | {min(values):.2f} | {med:.2f} | {max(values):.2f} | {med / base:.2f} |"
+        )
     lines += ["", "Goals (issue 13, ratios of medians to `import torch`):"]
     for name, goal in GOALS.items():
         ratio = statistics.median(times[name]) / base

@@ -65,7 +65,9 @@ CANDIDATES: list[dict[str, Any]] = [
     {"matmul": "triton", "block_n": 64, "block_v": 64, "block_h": 64},
 ]
 
-#: FusedLossConfig options of each ``fused_clipped_pg`` candidate, over its default: the chunk budget
+#: FusedLossConfig options of each ``fused_clipped_pg`` candidate, over its default (the ``triton``
+#: backend builds its config from ``fuse_loss_mib``, ``fuse_loss_tokens`` and ``grad_accum``; the row
+#: tiles and warps stay the defaults of :class:`~rlsdk_kernels.linear_pg_loss.FusedLossConfig`): the chunk budget
 #: (fewer, larger chunks read and write ``dW`` fewer times; 480 MiB is about the 0.5 GiB goal), then
 #: the row kernel's tiles and warps. All build for sm_90 without register spills in bf16 (64 to 223
 #: registers).
@@ -167,24 +169,30 @@ def table(rows: list[Row], columns: list[str], head: Callable[[Any], list[str]],
 def main(argv: list[str] | None = None) -> int:
     """Run both sweeps; 0 also when there is no GPU (nothing to tune)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", choices=list(SHAPES), default="a",
-                        help="a: 8192x4096x128256 (default), b: 16384x2048x151936, tiny: a CPU check")
+    parser.add_argument(
+        "--shape",
+        choices=list(SHAPES),
+        default="a",
+        help="a: 8192x4096x128256 (default), b: 16384x2048x151936, tiny: a CPU check",
+    )
     parser.add_argument("--budget", type=float, default=80.0, help="logprob sweep: no configuration after this many s")
     parser.add_argument("--fused-budget", type=float, default=50.0, help="the same for the fused-loss sweep")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and args.shape != "tiny":
-        print("tune_kernels.py needs a CUDA GPU (the sweep times compiled Triton kernels); "
-              "--shape tiny runs every candidate interpreted instead.")
+        print(
+            "tune_kernels.py needs a CUDA GPU (the sweep times compiled Triton kernels); "
+            "--shape tiny runs every candidate interpreted instead."
+        )
         return 0
     if not cuda:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels import triton
     sys.path.insert(0, str(HERE.parent / "kernels"))  # when rlsdk is not installed
     bench = _bench_module()
     import rlsdk
-    from rlsdk_kernels.linear_logprob import CUDA_TILES, KernelConfig, TritonLogprobBackend, fused_linear_logprobs
+    from rlsdk_kernels.linear_logprob import CUDA_TILES, KernelConfig, fused_linear_logprobs
     from rlsdk_kernels.linear_pg_loss import FusedLossConfig, fused_linear_pg_loss
-    from rlsdk_kernels.pg_loss import FusedClippedPG
+    from rlsdk_kernels.plugin import FusedClippedPG, TritonLogprobBackend
 
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     reps = 10 if cuda else 1
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if out is None:
                     raise RuntimeError(f"loss_from_hidden declined: a row exceeds {config:g} MiB")
-                loss = out[0].loss
+                loss = out.output.loss
             value = float(loss.detach())
             loss.backward()
             return value

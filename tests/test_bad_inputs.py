@@ -99,8 +99,15 @@ BAD_PLUGIN = textwrap.dedent(
             return [] if self.mode == "no_eval" else super().eval_examples()
 
 
+    class NoneSampler:
+        params = rlsdk.SamplingParams(n=2, max_new_tokens=4)
+
+        def __call__(self, engine, examples, score, generator, params):
+            return None
+
+
     def none_sampler(**options):
-        return lambda policy, examples, score, generator: None
+        return NoneSampler()
 
 
     class BrokenTracker:
@@ -252,7 +259,9 @@ CASES = [
     Case("sampler-top-p", train("sampler.top_p=0"), ["sampler.top_p", "0"]),
     Case("sampler-top-p-big", train("sampler.top_p=1.5"), ["sampler.top_p", "1.5"]),
     Case("max-new-tokens-zero", train("sampler.max_new_tokens=0"), ["sampler.max_new_tokens", "0"]),
-    Case("max-new-tokens-over-max-len", train("sampler.max_new_tokens=100"), ["sampler.max_new_tokens", "100", "max_len"]),
+    Case(
+        "max-new-tokens-over-max-len", train("sampler.max_new_tokens=100"), ["sampler.max_new_tokens", "100", "max_len"]
+    ),
     Case("max-len-too-short", train("policy.max_len=6"), ["policy.max_len", "6"]),
     Case("d-model-huge", train("policy.d_model=1000000"), ["policy", "d_model=1000000", "TiB"]),
     Case("d-model-zero", train("policy.d_model=0"), ["policy.d_model", "0"]),
@@ -284,13 +293,30 @@ CASES = [
     # -- files -----------------------------------------------------------------------------------------
     Case("config-missing", train("missing.yaml"), ["'missing.yaml'", "does not exist"]),
     Case("config-invalid", train("bad.yaml"), ["'bad.yaml'", "not valid YAML"], {"bad.yaml": "train: [1,\n"}),
-    Case("config-not-utf8", train("latin1.yaml"), ["'latin1.yaml'", "UTF-8"], {"latin1.yaml": "seed: 1 # caf\xe9\n".encode("latin-1")}),
-    Case("config-duplicate", train("dup.yaml"), ["'dup.yaml'", "'steps'", "twice"], {"dup.yaml": "train:\n  steps: 3\n  steps: 4\n"}),
-    Case("config-duplicate-top", train("dup2.yaml"), ["'dup2.yaml'", "'seed'", "twice"], {"dup2.yaml": "seed: 1\nseed: 2\n"}),
+    Case(
+        "config-not-utf8",
+        train("latin1.yaml"),
+        ["'latin1.yaml'", "UTF-8"],
+        {"latin1.yaml": "seed: 1 # caf\xe9\n".encode("latin-1")},
+    ),
+    Case(
+        "config-duplicate",
+        train("dup.yaml"),
+        ["'dup.yaml'", "'steps'", "twice"],
+        {"dup.yaml": "train:\n  steps: 3\n  steps: 4\n"},
+    ),
+    Case(
+        "config-duplicate-top",
+        train("dup2.yaml"),
+        ["'dup2.yaml'", "'seed'", "twice"],
+        {"dup2.yaml": "seed: 1\nseed: 2\n"},
+    ),
     Case("config-list", train("list.yaml"), ["'list.yaml'", "mapping"], {"list.yaml": "- 1\n- 2\n"}),
     Case("config-unknown-key", train("key.yaml"), ["'trainer'", "key.yaml"], {"key.yaml": "trainer:\n  steps: 3\n"}),
     Case("config-folder", train("folder.yaml"), ["'folder.yaml'", "folder"], {"folder.yaml/x": "seed: 1\n"}),
-    Case("config-bad-value", train("value.yaml"), ["train.lr", "value.yaml", "-1"], {"value.yaml": "train:\n  lr: -1\n"}),
+    Case(
+        "config-bad-value", train("value.yaml"), ["train.lr", "value.yaml", "-1"], {"value.yaml": "train:\n  lr: -1\n"}
+    ),
     Case("run-dir-is-file", train("--run-dir", "afile"), ["'afile'", "file"], {"afile": "x"}),
     Case("run-dir-holds-run", train("--run-dir", "RUN"), ["already holds a run", "--resume"]),
     # -- resume ----------------------------------------------------------------------------------------
@@ -299,9 +325,24 @@ CASES = [
     Case("resume-with-config-file", ["train", "--resume", "RUN", "x.yaml"], ["--resume", "key=value"]),
     Case("resume-d-model", ["train", "--resume", "RUN", "policy.d_model=64"], ["does not fit", "policy"]),
     Case("resume-bad-override", ["train", "--resume", "RUN", "train.lr=nan"], ["train.lr", "nan"]),
-    Case("resume-edited-config", ["train", "--resume", "RUN"], ["train.steps", "-3"], {"RUN/config.yaml": "EDIT:steps: 2\n:steps: -3\n"}),
-    Case("resume-edited-shape", ["train", "--resume", "RUN"], ["does not fit", "config.yaml"], {"RUN/config.yaml": "EDIT:d_model: 128\n:d_model: 64\n"}),
-    Case("resume-corrupt-checkpoint", ["train", "--resume", "RUN"], ["step_000002.pt", "cannot be loaded"], {"RUN/checkpoints/step_000002.pt": b"not a checkpoint"}),
+    Case(
+        "resume-edited-config",
+        ["train", "--resume", "RUN"],
+        ["train.steps", "-3"],
+        {"RUN/config.yaml": "EDIT:steps: 2\n:steps: -3\n"},
+    ),
+    Case(
+        "resume-edited-shape",
+        ["train", "--resume", "RUN"],
+        ["does not fit", "config.yaml"],
+        {"RUN/config.yaml": "EDIT:d_model: 128\n:d_model: 64\n"},
+    ),
+    Case(
+        "resume-corrupt-checkpoint",
+        ["train", "--resume", "RUN"],
+        ["step_000002.pt", "cannot be loaded"],
+        {"RUN/checkpoints/step_000002.pt": b"not a checkpoint"},
+    ),
     # -- components that break their contract (plugin bad.py), found on the first resumed step ------
     Case("reward-nan", resume("rewards.nan_reward=1.0"), ["reward 'nan_reward'", "plugin bad", "nan"]),
     Case("reward-inf", resume("rewards.inf_reward=1.0"), ["reward 'inf_reward'", "inf"]),
@@ -313,48 +354,153 @@ CASES = [
     Case("loss-nan", resume("loss.name=bad_loss", "loss.mode=nan"), ["loss 'bad_loss'", "nan", "step 3"]),
     Case("loss-inf", resume("loss.name=bad_loss", "loss.mode=inf"), ["loss 'bad_loss'", "inf", "step 3"]),
     Case("loss-vector", resume("loss.name=bad_loss", "loss.mode=vector"), ["loss 'bad_loss'", "shape (4,)", "scalar"]),
-    Case("loss-bare-tensor", resume("loss.name=bad_loss", "loss.mode=bare"), ["loss 'bad_loss'", "tensor(", "LossOutput"]),
+    Case(
+        "loss-bare-tensor", resume("loss.name=bad_loss", "loss.mode=bare"), ["loss 'bad_loss'", "tensor(", "LossOutput"]
+    ),
     Case("loss-tuple", resume("loss.name=bad_loss", "loss.mode=tuple"), ["loss 'bad_loss'", "LossOutput"]),
     Case("loss-detached", resume("loss.name=bad_loss", "loss.mode=detached"), ["loss 'bad_loss'", "without gradient"]),
     Case("loss-metric", resume("loss.name=bad_loss", "loss.mode=metric"), ["loss 'bad_loss'", "'bad'"]),
     Case("loss-raises", resume("loss.name=bad_loss", "loss.mode=raises"), ["loss 'bad_loss'", "IndexError"]),
     Case("advantage-shape", resume("advantage.name=bad_advantage"), ["advantage 'bad_advantage'", "(4, 1)", "(4, 4)"]),
-    Case("advantage-nan", resume("advantage.name=bad_advantage", "advantage.mode=nan"), ["advantage 'bad_advantage'", "non-finite"]),
-    Case("advantage-list", resume("advantage.name=bad_advantage", "advantage.mode=list"), ["advantage 'bad_advantage'", "tensor"]),
-    Case("advantage-int", resume("advantage.name=bad_advantage", "advantage.mode=int"), ["advantage 'bad_advantage'", "int64"]),
-    Case("advantage-raises", resume("advantage.name=bad_advantage", "advantage.mode=raises"), ["advantage 'bad_advantage'", "KeyError"]),
+    Case(
+        "advantage-nan",
+        resume("advantage.name=bad_advantage", "advantage.mode=nan"),
+        ["advantage 'bad_advantage'", "non-finite"],
+    ),
+    Case(
+        "advantage-list",
+        resume("advantage.name=bad_advantage", "advantage.mode=list"),
+        ["advantage 'bad_advantage'", "tensor"],
+    ),
+    Case(
+        "advantage-int",
+        resume("advantage.name=bad_advantage", "advantage.mode=int"),
+        ["advantage 'bad_advantage'", "int64"],
+    ),
+    Case(
+        "advantage-raises",
+        resume("advantage.name=bad_advantage", "advantage.mode=raises"),
+        ["advantage 'bad_advantage'", "KeyError"],
+    ),
     Case("task-empty", resume("task.name=bad_task"), ["task 'bad_task'", "no examples"]),
-    Case("task-short", resume("task.name=bad_task", "task.mode=short"), ["task 'bad_task'", "1 examples", "2 were requested"]),
+    Case(
+        "task-short",
+        resume("task.name=bad_task", "task.mode=short"),
+        ["task 'bad_task'", "1 examples", "2 were requested"],
+    ),
     Case("task-strings", resume("task.name=bad_task", "task.mode=strings"), ["task 'bad_task'", "rlsdk.Example"]),
     Case("task-answer", resume("task.name=bad_task", "task.mode=answer"), ["task 'bad_task'", "answer: str"]),
     Case("task-raises", resume("task.name=bad_task", "task.mode=raises"), ["task 'bad_task'", "ZeroDivisionError"]),
-    Case("task-no-eval", resume("task.name=bad_task", "task.mode=no_eval", "eval.every=1"), ["task 'bad_task'", "no examples"]),
+    Case(
+        "task-no-eval",
+        resume("task.name=bad_task", "task.mode=no_eval", "eval.every=1"),
+        ["task 'bad_task'", "no examples"],
+    ),
     Case("sampler-none", resume("sampler.name=none_sampler"), ["sampler 'none_sampler'", "RolloutBatch"]),
-    Case("tracker-raises", resume("trackers.broken_tracker={}"), ["tracker 'broken_tracker'", "tracker server unreachable"], writes=True),
-    Case("policy-factory", train("policy.name=broken_policy", "--plugin", "bad.py"), ["policy 'broken_policy'", "TypeError"]),
-    Case("new-run-loss-nan", train("loss.name=bad_loss", "loss.mode=nan", "--plugin", "bad.py"), ["loss 'bad_loss'", "step 1"]),
+    Case(
+        "tracker-raises",
+        resume("trackers.broken_tracker={}"),
+        ["tracker 'broken_tracker'", "tracker server unreachable"],
+        writes=True,
+    ),
+    Case(
+        "policy-factory",
+        train("policy.name=broken_policy", "--plugin", "bad.py"),
+        ["policy 'broken_policy'", "TypeError"],
+    ),
+    Case(
+        "new-run-loss-nan",
+        train("loss.name=bad_loss", "loss.mode=nan", "--plugin", "bad.py"),
+        ["loss 'bad_loss'", "step 1"],
+    ),
     Case("new-run-reward", train("rewards.short_reward=1.0", "--plugin", "bad.py"), ["reward 'short_reward'"]),
-    Case("hook-raises", ["train", "--resume", "RUN", "train.steps=3", "--plugin", "hook.py"], ["on_step_end", "plugin hook", "KeyError"], {"hook.py": HOOK_RAISES}, writes=True),
+    Case(
+        "hook-raises",
+        ["train", "--resume", "RUN", "train.steps=3", "--plugin", "hook.py"],
+        ["on_step_end", "plugin hook", "KeyError"],
+        {"hook.py": HOOK_RAISES},
+        writes=True,
+    ),
     # -- plugins -----------------------------------------------------------------------------------
     Case("plugin-missing", train("--plugin", "nope.py"), ["'nope.py'", "does not exist"]),
-    Case("plugin-syntax", train("--plugin", "syntax.py"), ["syntax.py", "SyntaxError", "line 1"], {"syntax.py": "def f(:\n"}),
-    Case("plugin-name-error", train("--plugin", "name.py"), ["name.py", "NameError", "line 2"], {"name.py": "import rlsdk\nfoo\n"}),
-    Case("plugin-register-raises", train("--plugin", "reg.py"), ["reg.py", "boom"], {"reg.py": "import rlsdk\n@rlsdk.hookimpl\ndef register_losses(register):\n    raise RuntimeError('boom')\n"}),
-    Case("plugin-clash", train("--plugin", "clash.py"), ["clash.py", "'grpo'", "two plugins"], {"clash.py": "import rlsdk\n@rlsdk.hookimpl\ndef register_advantages(register):\n    register('grpo', dict)\n"}),
-    Case("plugin-unknown-hook", train("--plugin", "hookname.py"), ["hookname.py", "register_loss"], {"hookname.py": "import rlsdk\n@rlsdk.hookimpl\ndef register_loss(register):\n    pass\n"}),
-    Case("load-plugins-misspelt", train(), ["RLSDK_LOAD_PLUGINS", "'rlsdk-nonexistent'"], env={"RLSDK_LOAD_PLUGINS": "rlsdk-nonexistent"}),
+    Case(
+        "plugin-syntax",
+        train("--plugin", "syntax.py"),
+        ["syntax.py", "SyntaxError", "line 1"],
+        {"syntax.py": "def f(:\n"},
+    ),
+    Case(
+        "plugin-name-error",
+        train("--plugin", "name.py"),
+        ["name.py", "NameError", "line 2"],
+        {"name.py": "import rlsdk\nfoo\n"},
+    ),
+    Case(
+        "plugin-register-raises",
+        train("--plugin", "reg.py"),
+        ["reg.py", "boom"],
+        {"reg.py": "import rlsdk\n@rlsdk.hookimpl\ndef register_losses(register):\n    raise RuntimeError('boom')\n"},
+    ),
+    Case(
+        "plugin-clash",
+        train("--plugin", "clash.py"),
+        ["clash.py", "'grpo'", "two plugins"],
+        {"clash.py": "import rlsdk\n@rlsdk.hookimpl\ndef register_advantages(register):\n    register('grpo', dict)\n"},
+    ),
+    Case(
+        "plugin-unknown-hook",
+        train("--plugin", "hookname.py"),
+        ["hookname.py", "register_loss"],
+        {"hookname.py": "import rlsdk\n@rlsdk.hookimpl\ndef register_loss(register):\n    pass\n"},
+    ),
+    Case(
+        "load-plugins-misspelt",
+        train(),
+        ["RLSDK_LOAD_PLUGINS", "'rlsdk-nonexistent'"],
+        env={"RLSDK_LOAD_PLUGINS": "rlsdk-nonexistent"},
+    ),
     # -- eval ----------------------------------------------------------------------------------------
     Case("eval-missing", ["eval", "nowhere"], ["'nowhere'", "not a run folder"]),
-    Case("eval-no-checkpoint", ["eval", "RUN"], ["no checkpoint"], {"RUN/checkpoints/step_000002.pt": None, "RUN/checkpoints/latest": None}),
+    Case(
+        "eval-no-checkpoint",
+        ["eval", "RUN"],
+        ["no checkpoint"],
+        {"RUN/checkpoints/step_000002.pt": None, "RUN/checkpoints/latest": None},
+    ),
     Case("eval-bad-override", ["eval", "RUN", "eval.size=-5"], ["eval.size", "-5"]),
     Case("eval-checkpoint-missing", ["eval", "RUN", "--checkpoint", "none.pt"], ["'none.pt'", "does not exist"]),
     # -- experiments, ablations, comparisons, sweeps, reports, reproduce -----------------------------------
     Case("experiment-missing", ["experiment", "none.yaml"], ["'none.yaml'", "does not exist"]),
-    Case("experiment-duplicate-arm", ["experiment", "exp.yaml"], ["'exp.yaml'", "'a'", "twice"], {"exp.yaml": "name: x\narms:\n  a: []\n  a: [train.lr=0.01]\n"}),
-    Case("experiment-unknown-key", ["experiment", "exp.yaml"], ["'exp.yaml'", "'armz'"], {"exp.yaml": "name: x\narmz:\n  a: []\n"}),
-    Case("experiment-bad-arm", ["experiment", "exp.yaml", "--out", "out"], ["train.lr", "nan"], {"exp.yaml": "name: x\narms:\n  a: [train.lr=nan]\n"}),
-    Case("experiment-seeds", ["experiment", "exp.yaml", "--seeds", "a,b"], ["--seeds", "'a,b'"], {"exp.yaml": "name: x\narms:\n  a: []\n"}),
-    Case("ablate-arms-file", ["ablate", "exp.yaml"], ["'exp.yaml'", "ablations"], {"exp.yaml": "name: x\narms:\n  a: []\n"}),
+    Case(
+        "experiment-duplicate-arm",
+        ["experiment", "exp.yaml"],
+        ["'exp.yaml'", "'a'", "twice"],
+        {"exp.yaml": "name: x\narms:\n  a: []\n  a: [train.lr=0.01]\n"},
+    ),
+    Case(
+        "experiment-unknown-key",
+        ["experiment", "exp.yaml"],
+        ["'exp.yaml'", "'armz'"],
+        {"exp.yaml": "name: x\narmz:\n  a: []\n"},
+    ),
+    Case(
+        "experiment-bad-arm",
+        ["experiment", "exp.yaml", "--out", "out"],
+        ["train.lr", "nan"],
+        {"exp.yaml": "name: x\narms:\n  a: [train.lr=nan]\n"},
+    ),
+    Case(
+        "experiment-seeds",
+        ["experiment", "exp.yaml", "--seeds", "a,b"],
+        ["--seeds", "'a,b'"],
+        {"exp.yaml": "name: x\narms:\n  a: []\n"},
+    ),
+    Case(
+        "ablate-arms-file",
+        ["ablate", "exp.yaml"],
+        ["'exp.yaml'", "ablations"],
+        {"exp.yaml": "name: x\narms:\n  a: []\n"},
+    ),
     Case("compare-missing", ["compare", "nowhere"], ["'nowhere'", "not an experiment folder"]),
     Case("report-smooth-zero", ["report", "RUN", "--smooth", "0"], ["smooth", "0"]),
     Case("report-missing", ["report", "nowhere"], ["'nowhere'"]),

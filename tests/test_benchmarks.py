@@ -14,9 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import rlsdk
-from rlsdk.checks import check_advantages, check_loss_output, check_rewards, guard
-from rlsdk.errors import ComponentError, ConfigError
+from rlsdk.checks import check_advantages, check_loss_output, check_rewards
+from rlsdk.errors import ComponentError, ConfigError, guard
 
 
 @pytest.mark.parametrize(
@@ -32,9 +32,12 @@ def test_advantages_and_loss_outputs_that_are_fine_pass_unchanged():
 
 
 def test_guard_names_the_component_and_lets_rlsdk_errors_and_interrupts_through():
-    with pytest.raises(ComponentError, match=r"^reward 'r' \(plugin p\) raised ZeroDivisionError in reward\(\.\.\.\): division by zero$"):
+    with pytest.raises(
+        ComponentError,
+        match=r"^reward 'r' \(plugin p\) raised ZeroDivisionError in reward\(\.\.\.\): division by zero$",
+    ):
         with guard("reward 'r' (plugin p)", "reward(...)"):
-            1 / 0
+            _ = 1 / 0
     with pytest.raises(ConfigError, match="on purpose"):
         with guard("x", "y"):
             raise ConfigError("on purpose")

@@ -13,7 +13,15 @@ import torch
 
 import rlsdk
 from rlsdk import ConfigError
-from rlsdk.config import DEFAULTS, load_config, load_yaml, load_yaml_text, parse_overrides, reward_specs, validate_config
+from rlsdk.config import (
+    DEFAULTS,
+    load_config,
+    load_yaml,
+    load_yaml_text,
+    parse_overrides,
+    reward_specs,
+    validate_config,
+)
 from rlsdk.plugins import get_registry
 
 
@@ -44,10 +52,72 @@ def test_overrides_are_typed(registry):
     assert config["train"]["reference"] is False
 
 
-def test_swapping_a_component_drops_the_presets_options(registry):
-    # clipped_pg options such as eps_low are not options of reinforce.
+def test_swapping_a_component_keeps_the_options_it_shares(registry):
+    # An ablation arm changes one thing: reinforce keeps GRPO's aggregation, KL settings and entropy
+    # bonus, and drops the clipping options, which it does not take.
+    grpo = load_config(registry)
+    config = load_config(registry, overrides=["loss.name=reinforce"])
+    taken = {"kl_coef", "kl_estimator", "kl_input_clamp", "kl_output_clamp", "entropy_coef", "agg"}
+    assert config["loss"] == {"name": "reinforce", **{k: grpo["loss"][k] for k in taken}}
+    assert config["loss"]["entropy_coef"] == grpo["loss"]["entropy_coef"] != 0
+    assert list(config["loss"])[0] == "name"
+
+
+def test_an_option_given_with_the_new_name_wins(registry):
     config = load_config(registry, overrides=["loss.name=reinforce", "loss.agg=token-mean"])
-    assert config["loss"] == {"name": "reinforce", "agg": "token-mean"}
+    assert config["loss"]["agg"] == "token-mean"
+
+
+def test_swapping_to_a_component_with_no_options_drops_them_all(registry):
+    config = load_config(registry, overrides=["advantage.name=rloo"])
+    assert config["advantage"] == {"name": "rloo"}
+
+
+def test_defaults_carry_no_algorithm_options():
+    assert DEFAULTS["loss"] == {"name": "clipped_pg"} and DEFAULTS["advantage"] == {"name": "grpo"}
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo", "reinforce_pp"])
+def test_presets_state_every_option_of_their_algorithm(registry, algorithm):
+    import inspect
+
+    sections = registry.factory("algorithm", algorithm)()
+    for kind in ("advantage", "loss"):
+        spec = dict(sections[kind])
+        factory = registry.factory(kind, spec.pop("name"))
+        assert set(spec) == set(inspect.signature(factory).parameters), (algorithm, kind)
+
+
+def test_algorithm_switch_carries_nothing_from_the_default_preset(registry):
+    # The presets state every option, so algorithm=rloo takes nothing from grpo's sections.
+    rloo = load_config(registry, overrides=["algorithm=rloo"])
+    assert rloo["loss"] == {**registry.factory("algorithm", "rloo")()["loss"]}
+    assert rloo["advantage"] == {"name": "rloo"}
+
+
+def test_a_bad_option_fails_when_the_config_is_loaded(registry):
+    # The cheap components are built while the config is validated, so their factories' checks run.
+    with pytest.raises(ConfigError, match="advantage.eps must be a finite number > 0, got -1"):
+        load_config(registry, overrides=["advantage.eps=-1"])
+    with pytest.raises(ConfigError, match="sampler.n"):
+        load_config(registry, overrides=["sampler.n=0"])
+
+
+def test_sources_say_where_each_value_came_from(registry, tmp_path):
+    from rlsdk.config import dump_yaml, resolve_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 11\n")
+    config, sources = resolve_config(registry, path, ["loss.name=reinforce"])
+    assert sources["train.steps"] == f"file {path}"
+    assert sources["loss.name"] == "command line"
+    assert sources["loss.entropy_coef"] == "algorithm 'grpo'"
+    assert "train.lr" not in sources  # a default
+    text = dump_yaml(config, sources)
+    assert f"  steps: 11  # file {path}" in text.splitlines()
+    assert "  lr: 0.001  # default" in text.splitlines()
+    assert "  entropy_coef: 0.03  # algorithm 'grpo'" in text.splitlines()
+    assert load_yaml_text(text, "the dump") == config
 
 
 def test_yaml_file_then_overrides(registry, tmp_path):
@@ -192,8 +262,18 @@ def test_every_setting_is_checked_at_load_time(registry, overrides, key, bad, ex
 
 @pytest.mark.parametrize(
     "overrides",
-    [["train.max_grad_norm=0"], ["train.max_grad_norm=null"], ["eval.size=0"], ["eval.size=null"], ["eval.size=1"],
-     ["train.betas=[0.0,0.999]"], ["train.lr=1"], ["run.dir=somewhere"], ["train.threads=0"], ["trackers.console=null"]],
+    [
+        ["train.max_grad_norm=0"],
+        ["train.max_grad_norm=null"],
+        ["eval.size=0"],
+        ["eval.size=null"],
+        ["eval.size=1"],
+        ["train.betas=[0.0,0.999]"],
+        ["train.lr=1"],
+        ["run.dir=somewhere"],
+        ["train.threads=0"],
+        ["trackers.console=null"],
+    ],
 )
 def test_valid_edge_values_load(registry, overrides):
     load_config(registry, overrides=overrides)
@@ -202,7 +282,9 @@ def test_valid_edge_values_load(registry, overrides):
 def test_source_names_the_file(registry, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: .inf\n")
-    with pytest.raises(ConfigError, match=re.escape(f"train.lr (from file {path}) must be a finite number > 0 and <= 1, got inf")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"train.lr (from file {path}) must be a finite number > 0 and <= 1, got inf")
+    ):
         load_config(registry, path)
     # a later layer that fixes the value wins, and the message names the layer that set the bad value
     load_config(registry, path, ["train.lr=0.01"])
@@ -239,7 +321,8 @@ def test_cuda_device_index_beyond_the_gpus(registry):
 
 
 @pytest.mark.skipif(
-    getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(), reason="checks a machine without MPS"
+    getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+    reason="checks a machine without MPS",
 )
 def test_mps_device_without_mps(registry):
     with pytest.raises(ConfigError, match=r"train\.device \(from command line\) is 'mps'.*not available here"):
@@ -270,7 +353,9 @@ def test_duplicate_yaml_keys_are_rejected(registry, tmp_path, text, line, key, f
 def test_yaml_merge_keys_are_not_duplicates():
     data = load_yaml_text("a: &x {p: 1, q: 2}\nb:\n  <<: *x\n  p: 3\n", "test")
     assert data == {"a": {"p": 1, "q": 2}, "b": {"p": 3, "q": 2}}
-    with pytest.raises(ConfigError, match=re.escape("experiment file 'e.yaml' line 2: key 'arms' appears twice (first on line 1)")):
+    with pytest.raises(
+        ConfigError, match=re.escape("experiment file 'e.yaml' line 2: key 'arms' appears twice (first on line 1)")
+    ):
         load_yaml_text("arms: {}\narms: {}\n", "experiment file 'e.yaml'")
     with pytest.raises(ConfigError, match="experiment file 'e.yaml' is not valid YAML"):
         load_yaml_text("a: [unclosed\n", "experiment file 'e.yaml'")
@@ -290,7 +375,10 @@ def test_non_utf8_file_and_folder(registry, tmp_path):
         load_config(registry, folder)
 
 
-@pytest.mark.parametrize("item", ["run.root=${oc.env:HOME}", "train.lr=${train.steps}", "task.name=x${oc.env:USER}y", "train.betas=[0.9,${x}]"])
+@pytest.mark.parametrize(
+    "item",
+    ["run.root=${oc.env:HOME}", "train.lr=${train.steps}", "task.name=x${oc.env:USER}y", "train.betas=[0.9,${x}]"],
+)
 def test_interpolation_in_an_override_is_refused(registry, item):
     message = f"override {item!r}: interpolations (${{...}}) are not supported in overrides; write the value itself"
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -349,7 +437,10 @@ def test_check_config_runs_after_the_per_key_checks():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["sampler.n=1"], "advantage 'grpo' normalises rewards within each prompt's group, but sampler.n=1 gives groups of one"),
+        (
+            ["sampler.n=1"],
+            "advantage 'grpo' normalises rewards within each prompt's group, but sampler.n=1 gives groups of one",
+        ),
         (["algorithm=dr_grpo", "sampler.n=1"], "advantage 'grpo' normalises rewards"),
         (["advantage.name=grpo_passk", "sampler.n=1"], "advantage 'grpo_passk'"),
         (["advantage.name=grpo_passk", "advantage.eps=1e-6", "sampler.n=1"], "set sampler.n >= 2"),
@@ -377,7 +468,9 @@ def test_tiny_policy_too_big_for_memory_fails_fast_without_allocating(registry):
         load_config(registry, overrides=["policy.d_model=1000000"])
     assert time.perf_counter() - start < 5
     message = str(info.value)
-    assert message.startswith("policy (tiny) with d_model=1000000, n_layers=1 (parameters, gradients, Adam state and the reference)")
+    assert message.startswith(
+        "policy (tiny) with d_model=1000000, n_layers=1 (parameters, gradients, Adam state and the reference)"
+    )
     assert re.search(r"needs about \d+ TiB; this machine has [\d.]+ [KMGT]iB; lower policy\.d_model", message), message
     without_ref = pytest.raises(ConfigError, match=r"Adam state\) needs about")
     with without_ref:
@@ -423,5 +516,8 @@ def test_report_smooth_must_be_a_positive_int(tmp_path, smooth):
     from rlsdk.research.report import report
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "reward/mean": 0.5}\n')
-    with pytest.raises(ConfigError, match=re.escape(f"smooth must be an integer >= 1 (a window of logged steps; 1: none), got {smooth!r}")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"smooth must be an integer >= 1 (a window of logged steps; 1: none), got {smooth!r}"),
+    ):
         report(tmp_path, smooth=smooth)

@@ -1,7 +1,9 @@
 """Every built-in component passes the conformance checks of rlsdk.testing.
 
-Parametrized by the names in a registry of rlsdk's own plugins, so a newly registered built-in is
-covered without editing this file (give it options here only if its defaults do not fit tiny inputs).
+Parametrized by the kinds of :data:`rlsdk.kinds.KINDS` that name a ``check`` and the names in a
+registry of rlsdk's own plugins, so a newly registered built-in, or a new kind with a check, is
+covered without editing this file (give a component options here only if its defaults do not fit
+tiny inputs).
 """
 
 from __future__ import annotations
@@ -10,19 +12,16 @@ import inspect
 import json
 
 import pytest
+import torch
 
+import rlsdk.testing
 from rlsdk.functional import AGGREGATION_MODES
-from rlsdk.testing import (
-    check_advantage,
-    check_logprob_backend,
-    check_loss,
-    check_reward,
-    check_sampler,
-    check_task,
-    make_registry,
-)
+from rlsdk.kinds import KINDS, member
+from rlsdk.testing import check_task, make_registry
 
 REGISTRY = make_registry()
+#: The kinds with a conformance check.
+CHECKED = [spec for spec in KINDS.values() if spec.check]
 
 # Options beyond the defaults that each component is also checked with (only those its factory accepts).
 LOSS_VARIANTS = [
@@ -46,7 +45,20 @@ REWARD_OPTIONS = {
     "format": {"pattern": r"\d+"},
 }
 SAMPLER_VARIANTS = [{"n": 2, "max_new_tokens": 4}, {"n": 2, "max_new_tokens": 3, "temperature": 0.0, "top_p": 0.5}]
-SKIP_TASKS = {"jsonl"}  # needs a file: checked in test_jsonl_task
+BACKEND_VARIANTS = [{"chunk_size": 4}]  # several chunks over the 13-token vocabulary
+VARIANTS = {
+    "loss": LOSS_VARIANTS,
+    "advantage": ADVANTAGE_VARIANTS,
+    "sampler": SAMPLER_VARIANTS,
+    "logprob_backend": BACKEND_VARIANTS,
+}
+#: (kind, name) -> the options it is checked with instead of its defaults.
+OPTIONS = {("reward", name): options for name, options in REWARD_OPTIONS.items()}
+#: Kinds checked with their variants only (the group sampler's defaults, n=8 and 16 tokens, are slow).
+VARIANTS_ONLY = {"sampler"}
+#: Keyword arguments of each kind's check.
+CHECK_OPTIONS = {"loss": {"additive_metrics": True}}
+SKIP = {("task", "jsonl")}  # needs a file: checked in test_jsonl_task
 
 
 def _accepts(kind: str, name: str, options: dict) -> bool:
@@ -59,38 +71,26 @@ def _accepts(kind: str, name: str, options: dict) -> bool:
 def _cases(kind: str, variants: list[dict], base: dict | None = None) -> list:
     cases = []
     for name in REGISTRY.names(kind):
-        for options in [{}, *variants]:
-            options = {**(base or {}), **options}
+        if (kind, name) in SKIP:
+            continue
+        for options in ([] if kind in VARIANTS_ONLY else [{}]) + list(variants):
+            options = {**(base or {}), **OPTIONS.get((kind, name), {}), **options}
             if options and not _accepts(kind, name, options):
                 continue
             label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-            cases.append(pytest.param(name, options, id=f"{name}[{label}]"))
+            cases.append(pytest.param(kind, name, options, id=f"{kind}:{name}[{label}]"))
     return cases
 
 
-@pytest.mark.parametrize(("name", "options"), _cases("loss", LOSS_VARIANTS))
-def test_loss(name, options):
-    check_loss(REGISTRY.create("loss", name, options), additive_metrics=True)
+ALL_CASES = [case for spec in CHECKED for case in _cases(spec.name, VARIANTS.get(spec.name, []))]
 
 
-@pytest.mark.parametrize(("name", "options"), _cases("advantage", ADVANTAGE_VARIANTS))
-def test_advantage(name, options):
-    check_advantage(REGISTRY.create("advantage", name, options))
-
-
-@pytest.mark.parametrize("name", REGISTRY.names("reward"))
-def test_reward(name):
-    check_reward(REGISTRY.create("reward", name, REWARD_OPTIONS.get(name, {})))
-
-
-@pytest.mark.parametrize(("name", "options"), [c for c in _cases("sampler", SAMPLER_VARIANTS) if c.values[1]])
-def test_sampler(name, options):
-    check_sampler(REGISTRY.create("sampler", name, options))
-
-
-@pytest.mark.parametrize("name", [n for n in REGISTRY.names("task") if n not in SKIP_TASKS])
-def test_task(name):
-    check_task(REGISTRY.create("task", name, {}))
+@pytest.mark.parametrize(("kind", "name", "options"), ALL_CASES)
+def test_builtin_conforms(kind, name, options):
+    component = REGISTRY.create(kind, name, options)
+    if kind == "logprob_backend" and not member(kind, component, "supports")(torch.device("cpu")):
+        pytest.skip(f"logprob backend {name!r} does not run on the CPU")
+    getattr(rlsdk.testing, KINDS[kind].check)(component, **CHECK_OPTIONS.get(kind, {}))
 
 
 def test_jsonl_task(tmp_path):
@@ -100,22 +100,15 @@ def test_jsonl_task(tmp_path):
     check_task(REGISTRY.create("task", "jsonl", {"path": str(path), "eval_fraction": 0.3}))
 
 
-@pytest.mark.parametrize("name", REGISTRY.names("logprob_backend"))
-def test_logprob_backend(name):
-    import torch
-
-    backend = REGISTRY.create("logprob_backend", name, {})
-    if not getattr(backend, "supports", lambda device: True)(torch.device("cpu")):
-        pytest.skip(f"logprob backend {name!r} does not run on the CPU")
-    check_logprob_backend(backend)
-    if _accepts("logprob_backend", name, {"chunk_size": 4}):  # several chunks over the 13-token vocabulary
-        check_logprob_backend(REGISTRY.create("logprob_backend", name, {"chunk_size": 4}))
-
-
 def test_every_checked_kind_has_builtins():
     """Guards the parametrization: an empty registry would make every test above vanish silently."""
-    for kind in ("loss", "advantage", "reward", "sampler", "task", "logprob_backend"):
-        assert REGISTRY.names(kind), kind
-    checked = [c.values[1] for c in _cases("loss", LOSS_VARIANTS) if c.values[0] == "clipped_pg"]
+    kinds = {"loss", "advantage", "reward", "sampler", "engine", "task", "logprob_backend"}
+    assert {spec.name for spec in CHECKED} >= kinds
+    for spec in CHECKED:
+        assert callable(getattr(rlsdk.testing, spec.check, None)), spec.check
+        assert spec.check in rlsdk.testing.__all__, spec.check
+        assert any(case.values[0] == spec.name for case in ALL_CASES), spec.name
+    assert "inprocess" in REGISTRY.names("engine")
+    checked = [c.values[2] for c in ALL_CASES if c.values[:2] == ("loss", "clipped_pg")]
     assert {o.get("agg") for o in checked} >= set(AGGREGATION_MODES)
     assert any(o.get("kl_coef") and o.get("entropy_coef") for o in checked)

@@ -17,7 +17,15 @@ from rlsdk.config import load_config
 from rlsdk.plugins import get_registry
 from rlsdk.research import stats
 from rlsdk.research.compare import compare
-from rlsdk.research.experiment import describe_score, load_scores, load_spec, parse_score, run_experiment, run_path, score_run
+from rlsdk.research.experiment import (
+    describe_score,
+    load_scores,
+    load_spec,
+    parse_score,
+    run_experiment,
+    run_path,
+    score_run,
+)
 from rlsdk.rundir import RunDir, read_metrics
 from rlsdk.trainer import eval_settings, train
 
@@ -28,7 +36,12 @@ TINY = [
 
 
 def write_spec(tmp_path: Path, **fields) -> Path:
-    spec = {"seeds": 2, "overrides": [*TINY, "train.steps=2"], "arms": {"grpo": [], "reinforce": ["loss.name=reinforce"]}, **fields}
+    spec = {
+        "seeds": 2,
+        "overrides": [*TINY, "train.steps=2"],
+        "arms": {"grpo": [], "reinforce": ["loss.name=reinforce"]},
+        **fields,
+    }
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -91,7 +104,9 @@ def test_run_experiment_trains_scores_and_continues(tmp_path):
         for seed in (0, 1):
             run = run_path(out, arm, "default", seed)
             config = yaml.safe_load((run / "config.yaml").read_text())
-            assert config["seed"] == seed and config["loss"]["name"] == ("reinforce" if arm == "reinforce" else "clipped_pg")
+            assert config["seed"] == seed and config["loss"]["name"] == (
+                "reinforce" if arm == "reinforce" else "clipped_pg"
+            )
             evaluation = json.loads((run / "eval.json").read_text())
             assert evaluation["step"] == 2 and result["scores"][arm]["default"][str(seed)] == evaluation["eval/reward"]
     assert json.loads((out / "scores.json").read_text())["scores"] == result["scores"]
@@ -106,7 +121,10 @@ def test_run_experiment_trains_scores_and_continues(tmp_path):
     assert (run_path(out, "grpo", "default", 0) / "metrics.jsonl").stat().st_mtime_ns == before
     runs = [line for line in lines if not line.startswith("  ")]
     assert runs[0] == f"reused 4 finished runs from {out / 'runs'}; 2 to train"
-    assert [line.split(":")[0] for line in runs[1:]] == ["[3/6] grpo / default / seed 2", "[6/6] reinforce / default / seed 2"]
+    assert [line.split(":")[0] for line in runs[1:]] == [
+        "[3/6] grpo / default / seed 2",
+        "[6/6] reinforce / default / seed 2",
+    ]
     assert "; 1 run left, about " in runs[1] and (run_path(out, "reinforce", "default", 2) / "summary.json").exists()
     assert load_scores(out)[0]["grpo"].shape == (3, 1)
     lines.clear()
@@ -182,8 +200,16 @@ def test_score_summaries(tmp_path):
     assert score_run(run, "steps_to(r, 0.9)", last=2) == 6.0  # trailing means: .1 .3 .725 .825 .845 .995
     assert score_run(run, "steps_to(r,2)") == 7.0  # never: last step + 1
     assert parse_score("steps_to(reward/mean, 1e-1)") == ("steps_to", "reward/mean", 0.1)
-    assert parse_score("auc( kl )") == ("auc", "kl", None) and parse_score("eval/reward") == ("eval", "eval/reward", None)
-    for bad, message in [("steps_to(r)", "needs a threshold"), ("auc(r, 1)", "auc takes none"), ("max(r)", "is not valid")]:
+    assert parse_score("auc( kl )") == ("auc", "kl", None) and parse_score("eval/reward") == (
+        "eval",
+        "eval/reward",
+        None,
+    )
+    for bad, message in [
+        ("steps_to(r)", "needs a threshold"),
+        ("auc(r, 1)", "auc takes none"),
+        ("max(r)", "is not valid"),
+    ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             score_run(run, bad)
     assert "reaches 0.9 (lower is better" in describe_score("steps_to(r, 0.9)", 20)
@@ -193,7 +219,9 @@ def test_score_summaries(tmp_path):
 
 
 def test_load_scores_keeps_seeds_finished_on_every_task(tmp_path):
-    spec = load_spec(write_spec(tmp_path, tasks={"rev": [], "sort": ["task.name=sort"]}, arms={"a": []}, score="reward/mean"))
+    spec = load_spec(
+        write_spec(tmp_path, tasks={"rev": [], "sort": ["task.name=sort"]}, arms={"a": []}, score="reward/mean")
+    )
     out = tmp_path / "out"
     run_experiment(spec, get_registry(), out, log=lambda _: None)
     scores, seeds, _ = load_scores(out)
@@ -291,11 +319,30 @@ def test_cli_experiment_then_compare(tmp_path, capsys):
     assert "2 arm(s) x 1 task(s) x 2 seed(s) = 4 runs" in printed and "| reinforce | 2 |" in printed
     assert yaml.safe_load((out / "experiment.yaml").read_text())["overrides"][-1] == "train.steps=1"
     saved = json.loads((out / "comparison.json").read_text())
-    assert saved["baseline"] == "grpo" and saved["seeds"] == {"grpo": [0, 1], "reinforce": [0, 1]} and saved["reps"] == 200
+    assert (
+        saved["baseline"] == "grpo" and saved["seeds"] == {"grpo": [0, 1], "reinforce": [0, 1]} and saved["reps"] == 200
+    )
     assert (out / "comparison.md").read_text().startswith("# exp\n")
     assert f"{out / 'curves.png'}, {out / 'comparison.png'}" in printed  # the plots of `rlsdk report`
 
-    assert main(["compare", str(out), "--baseline", "reinforce", "--score", "reward/mean", "--last", "1", "--json", "--reps", "100"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(out),
+                "--baseline",
+                "reinforce",
+                "--score",
+                "reward/mean",
+                "--last",
+                "1",
+                "--json",
+                "--reps",
+                "100",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["baseline"] == "reinforce" and data["score"] == "reward/mean" and data["metric"] == "iqm"
     want = [read_metrics(run_path(out, "grpo", "default", s) / "metrics.jsonl")[-1]["reward/mean"] for s in (0, 1)]
@@ -324,9 +371,15 @@ def test_cli_errors(tmp_path, capsys, args, message):
 
 def test_ablation_spec_builds_arms_from_the_full_method(tmp_path):
     path = tmp_path / "a.yaml"
-    path.write_text("full: [loss.kl_coef=0.04]\nablations:\n  no_kl: [loss.kl_coef=0]\n  no_ent: [loss.entropy_coef=0]\n")
+    path.write_text(
+        "full: [loss.kl_coef=0.04]\nablations:\n  no_kl: [loss.kl_coef=0]\n  no_ent: [loss.entropy_coef=0]\n"
+    )
     spec = load_spec(path)
-    assert spec.arms == {"full": ["loss.kl_coef=0.04"], "no_kl": ["loss.kl_coef=0.04", "loss.kl_coef=0"], "no_ent": ["loss.kl_coef=0.04", "loss.entropy_coef=0"]}
+    assert spec.arms == {
+        "full": ["loss.kl_coef=0.04"],
+        "no_kl": ["loss.kl_coef=0.04", "loss.kl_coef=0"],
+        "no_ent": ["loss.kl_coef=0.04", "loss.entropy_coef=0"],
+    }
     assert spec.paired is True
     config = load_config(get_registry(), None, spec.run_overrides("no_kl", "default", 0))
     assert config["loss"]["kl_coef"] == 0  # the ablation's change comes after the full method's
@@ -369,7 +422,9 @@ def test_paired_comparison_pairs_rows_by_seed():
         {"a": a, "b": b[order]}, reps=10, pair_reps=10, paired=True, seeds={"a": list(range(8)), "b": order}
     ).arms[1]
     common = [0, 1, 2, 4, 5, 6, 7]
-    assert result.pairs == 7 and result.welch.p_value == pytest.approx(stats.paired_t_test(b[common], a[common]).p_value)
+    assert result.pairs == 7 and result.welch.p_value == pytest.approx(
+        stats.paired_t_test(b[common], a[common]).p_value
+    )
     with pytest.raises(ConfigError, match="needs equal numbers of runs, or the seeds of each run"):
         compare({"a": a, "b": b[:5]}, reps=10, pair_reps=10, paired=True)
     with pytest.raises(ConfigError, match="share no seed"):
@@ -380,7 +435,17 @@ def test_paired_comparison_pairs_rows_by_seed():
 
 def test_cli_ablate(tmp_path, capsys):
     path = tmp_path / "abl.yaml"
-    path.write_text(yaml.safe_dump({"seeds": 2, "overrides": [*TINY, "train.steps=1"], "full": [], "ablations": {"reinforce": ["loss.name=reinforce"]}, "score": "reward/mean"}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": 2,
+                "overrides": [*TINY, "train.steps=1"],
+                "full": [],
+                "ablations": {"reinforce": ["loss.name=reinforce"]},
+                "score": "reward/mean",
+            }
+        )
+    )
     out = tmp_path / "out"
     assert main(["ablate", str(path), "--out", str(out), "--reps", "100", "--no-progress"]) == 0
     printed = capsys.readouterr().out

@@ -125,13 +125,21 @@ def test_fault_then_resume_repeats_the_uninterrupted_run(tmp_path, reference, si
     plugin.write_text(FAULT_PLUGIN)
     run = tmp_path / "run"
     env = {**os.environ, "FAULT_STEP": str(step), "FAULT_SIGNAL": signame, "FAULT_WHERE": where}
-    faulted = subprocess.run([*CLI, *COMMON, "--run-dir", str(run), "--plugin", str(plugin)], capture_output=True, text=True, timeout=300, env=env)
+    faulted = subprocess.run(
+        [*CLI, *COMMON, "--run-dir", str(run), "--plugin", str(plugin)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert faulted.returncode == EXIT[signame], faulted.stderr
     latest = RunDir(run).latest_checkpoint()
     assert (latest.name if latest else None) == checkpoint
     if signame != "SIGKILL":
         assert "Traceback" not in faulted.stderr
-        assert f"stopped by {signame}" in faulted.stderr and faulted.stderr.strip().splitlines()[-1].startswith("rlsdk train: stopped")
+        assert f"stopped by {signame}" in faulted.stderr and faulted.stderr.strip().splitlines()[-1].startswith(
+            "rlsdk train: stopped"
+        )
         assert f"to continue: rlsdk train --resume {run}" in faulted.stderr
     _resume_and_compare(run, reference)
 

@@ -123,8 +123,11 @@ def test_aggregate_ignores_nan_and_inf_in_masked_positions(mode, bad):
 @pytest.mark.parametrize("mode", AGGREGATION_MODES)
 def test_aggregate_of_an_empty_mask_is_zero(mode):
     batch = rlsdk.TrainBatch(
-        mask=torch.zeros(3, 4), advantages=torch.full((3, 4), float("nan")), old_logprobs=torch.zeros(3, 4),
-        rewards=torch.zeros(3), group_ids=torch.arange(3),
+        mask=torch.zeros(3, 4),
+        advantages=torch.full((3, 4), float("nan")),
+        old_logprobs=torch.zeros(3, 4),
+        rewards=torch.zeros(3),
+        group_ids=torch.arange(3),
     )
     values = batch.advantages.clone().requires_grad_(True)
     out = aggregate(values, batch, mode)

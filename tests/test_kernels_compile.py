@@ -21,7 +21,9 @@ import pytest
 # fix the mode of the whole session.
 from rlsdk_kernels.linear_logprob import triton_problem  # reads triton's metadata, never imports it
 
-pytestmark = pytest.mark.skipif(triton_problem() is not None, reason=f"needs a triton that runs the kernels: {triton_problem()}")
+pytestmark = pytest.mark.skipif(
+    triton_problem() is not None, reason=f"needs a triton that runs the kernels: {triton_problem()}"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ of real models:
 - ``FusedClippedPG`` against the PyTorch ``clipped_pg`` at B=64 rows x T=4099 tokens, all four
   aggregations, float32 and float64, with poisoned buffers.
 - the fused hidden-states -> clipped-PG loss ops at N=4100, H=4096, V=128256 in 4 chunks
-  (``FusedClippedPG.from_hidden`` and the ``triton`` backend's ``loss_from_hidden``), both
+  (the ``triton`` backend's ``loss_from_hidden`` with ``FusedClippedPG`` and with ``ClippedPG``), both
   ``grad_accum`` settings, bf16 and fp32, against the PyTorch path, with poisoned buffers; and the
   in-place ``addmm(out_dtype=float32)`` their GEMMs rely on.
 
@@ -38,18 +38,24 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+import torch
+from torch import Tensor
+
 import rlsdk
 import rlsdk.testing
-import torch
 from rlsdk.functional import AGGREGATION_MODES
-from rlsdk_kernels import _buffers
+from rlsdk_kernels import _buffers, pg_loss
 from rlsdk_kernels._gemm import add_mm
 from rlsdk_kernels.linear_logprob import (
-    CUDA_TILES, MATMULS, KernelConfig, TritonLogprobBackend, fused_linear_logprobs, triton_available, triton_problem,
+    CUDA_TILES,
+    MATMULS,
+    KernelConfig,
+    fused_linear_logprobs,
+    triton_available,
+    triton_problem,
 )  # fmt: skip
-from rlsdk_kernels.pg_loss import FusedClippedPG
+from rlsdk_kernels.plugin import FusedClippedPG, TritonLogprobBackend
 from rlsdk_plugins.policy_gradient import ClippedPG
-from torch import Tensor
 
 pytest.importorskip("triton")
 if not triton_available():
@@ -62,13 +68,14 @@ if not SCALED_DOWN and os.environ.get("TRITON_INTERPRET", "0") == "1":
 DEVICE = torch.device("cpu" if SCALED_DOWN else "cuda")
 #: (N, H, V): Llama-3-8B's head with an odd token count, and verl's Qwen-2.5-7B test shape.
 SHAPES = {"llama3": (4099, 4096, 128256), "qwen2.5": (1937, 3584, 152064)}
-#: The fused loss test: rows x tokens, and chunks small enough for 4 of them (1152 tokens).
-FUSED_ROWS, FUSED_LENGTH, FUSED_CHUNKS = 4, 1025, {"chunk_mib": 300.0}
+#: The fused loss test: rows x tokens, and the ``triton`` backend's options for chunks small enough
+#: for 4 of them (1152 tokens).
+FUSED_ROWS, FUSED_LENGTH, FUSED_CHUNKS = 4, 1025, {"fuse_loss_mib": 300.0}
 #: The clipped PG loss test: rows x tokens.
 PG_ROWS, PG_LENGTH = 64, 4099
 if SCALED_DOWN:
     SHAPES = {"llama3": (131, 64, 1031), "qwen2.5": (67, 48, 1531)}
-    FUSED_ROWS, FUSED_LENGTH, FUSED_CHUNKS = 4, 33, {"chunk_tokens": 36}
+    FUSED_ROWS, FUSED_LENGTH, FUSED_CHUNKS = 4, 33, {"fuse_loss_tokens": 36}
     PG_ROWS, PG_LENGTH = 16, 131
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 #: The log-prob kernel's accuracy test also covers fp16 inputs (held to the same rule as bf16).
@@ -303,7 +310,7 @@ def test_fused_pg_loss_matches_clipped_pg_at_real_size(
     opts = {**PG_OPTIONS, "agg": agg}
     expected, expected_grad, expected_metrics = loss_and_grad(ClippedPG(**opts), logprobs, batch)
     fused = FusedClippedPG(**opts)
-    assert fused.supports(DEVICE)
+    assert pg_loss.supports(DEVICE)
     got, grad, metrics = loss_and_grad(fused, logprobs, batch)
     rtol = 1e-4 if dtype == torch.float32 else 1e-10
     assert math.isfinite(got) and abs(got - expected) <= rtol * max(abs(expected), 1e-3), (got, expected)
@@ -341,9 +348,9 @@ def test_fused_linear_pg_loss_at_real_size(
     dtype: torch.dtype, grad_accum: str, path: str, ieee_fp32: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Loss, dX and dW of the fused ops against the fp32 truth (bf16: no worse than PyTorch in bf16 +
-    1e-2 of each output's largest magnitude), 4 chunks, poisoned buffers: ``FusedClippedPG.from_hidden``
-    and the ``triton`` backend's ``loss_from_hidden`` with ``ClippedPG`` (a budget of 1.5 rows: one or
-    two rows per chunk, as the masked tokens are left out)."""
+    1e-2 of each output's largest magnitude), 4 chunks, poisoned buffers: the ``triton`` backend's
+    ``loss_from_hidden`` with ``FusedClippedPG`` (its fused linear PG strategy) and with ``ClippedPG``
+    (any loss; a budget of 1.5 rows: one or two rows per chunk, as the masked tokens are left out)."""
     monkeypatch.setenv(_buffers.POISON_ENV, "1")
     rows, length, (_, h, v) = FUSED_ROWS, FUSED_LENGTH, SHAPES["llama3"]
     case = make_case((rows * length, h, v), dtype, seed=5)
@@ -352,10 +359,12 @@ def test_fused_linear_pg_loss_at_real_size(
     truth_lp = torch_with_grads(dataclasses.replace(case, targets=targets), torch.float32)[0].view(rows, length)
     g = torch.Generator(device=DEVICE).manual_seed(6)
     batch = rlsdk.TrainBatch(
-        mask=mask, advantages=torch.randn(rows, 1, generator=g, device=DEVICE).expand(rows, length) * mask,
+        mask=mask,
+        advantages=torch.randn(rows, 1, generator=g, device=DEVICE).expand(rows, length) * mask,
         old_logprobs=truth_lp + 0.2 * torch.randn(rows, length, generator=g, device=DEVICE),
         ref_logprobs=truth_lp + 0.2 * torch.randn(rows, length, generator=g, device=DEVICE),
-        rewards=torch.zeros(rows, device=DEVICE), group_ids=torch.zeros(rows, dtype=torch.long, device=DEVICE),
+        rewards=torch.zeros(rows, device=DEVICE),
+        group_ids=torch.zeros(rows, dtype=torch.long, device=DEVICE),
     )
     opts = {**PG_OPTIONS, "agg": "token-mean", "entropy_coef": 0.01}
     loss_fn = ClippedPG(**opts)
@@ -365,9 +374,14 @@ def test_fused_linear_pg_loss_at_real_size(
         lp_ent = torch_with_grads(dataclasses.replace(case, targets=targets), compute)
         lp = lp_ent[0].view(rows, length).double().requires_grad_(True)
         ent = lp_ent[1].view(rows, length).double().requires_grad_(True)
-        out = loss_fn(lp, dataclasses.replace(batch, entropy=ent, **{
-            k: getattr(batch, k).double() for k in ("mask", "advantages", "old_logprobs", "ref_logprobs")
-        }))
+        out = loss_fn(
+            lp,
+            dataclasses.replace(
+                batch,
+                entropy=ent,
+                **{k: getattr(batch, k).double() for k in ("mask", "advantages", "old_logprobs", "ref_logprobs")},
+            ),
+        )
         g_lp, g_ent = torch.autograd.grad(out.loss, [lp, ent])
         grads = torch_with_grads(
             dataclasses.replace(case, targets=targets, g_lp=g_lp.flatten().float(), g_ent=g_ent.flatten().float()),
@@ -378,12 +392,12 @@ def test_fused_linear_pg_loss_at_real_size(
     hx = case.hidden.detach().clone().requires_grad_(True)
     wx = case.weight.detach().clone().requires_grad_(True)
     if path == "fused_clipped_pg":
-        fused = FusedClippedPG(**opts, **FUSED_CHUNKS, grad_accum=grad_accum)
-        out, _, _ = fused.from_hidden(hx, wx, targets, batch, temperature=TEMPERATURE, backend=None)
+        backend = TritonLogprobBackend(**FUSED_CHUNKS, grad_accum=grad_accum)
+        out = backend.loss_from_hidden(hx, wx, targets, batch, FusedClippedPG(**opts), temperature=TEMPERATURE).output
     else:
         row_mib = length * v * torch.empty((), dtype=dtype).element_size() / 2**20
         backend = TritonLogprobBackend(fuse_loss_mib=1.5 * row_mib, grad_accum=grad_accum)
-        out, _, _ = backend.loss_from_hidden(hx, wx, targets, batch, loss_fn, temperature=TEMPERATURE)
+        out = backend.loss_from_hidden(hx, wx, targets, batch, loss_fn, temperature=TEMPERATURE).output
     loss = out.loss
     loss.backward()
     assert_finite((loss.detach()[None], torch.tensor([float(out.metrics["entropy"])]), hx.grad, wx.grad))

@@ -12,27 +12,28 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
-
 import pytest
-import rlsdk
-import rlsdk.testing
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import rlsdk
+import rlsdk.testing
 from rlsdk import LossOutput
 from rlsdk.functional import aggregate
 
 pytest.importorskip("triton")
 
+from rlsdk_kernels import plugin as kernels_plugin
 from rlsdk_kernels.linear_logprob import (
     CPU_TILES,
     CUDA_TILES,
     KernelConfig,
-    TritonLogprobBackend,
     reference_logprobs,
     triton_available,
 )
 from rlsdk_kernels.linear_loss import fused_linear_loss, row_chunks, token_budget
+from rlsdk_kernels.plugin import TritonLogprobBackend
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CONFIG = KernelConfig(**(CUDA_TILES["torch"] if DEVICE == "cuda" else CPU_TILES))
@@ -61,7 +62,10 @@ class SequenceRatioLoss:
         ratio = torch.exp(delta.sum(-1) / tokens.clamp_min(1))
         adv = batch.advantages[:, 0]
         per_seq = -torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv) * (tokens > 0)
-        return LossOutput(loss=per_seq.sum() / batch.num_seqs, metrics={"ratio": float(aggregate(ratio.detach()[:, None].expand_as(batch.mask), batch, "token-mean"))})
+        return LossOutput(
+            loss=per_seq.sum() / batch.num_seqs,
+            metrics={"ratio": float(aggregate(ratio.detach()[:, None].expand_as(batch.mask), batch, "token-mean"))},
+        )
 
 
 LOSSES = {
@@ -109,7 +113,9 @@ def reference(loss, x, w, y, batch):
 def fused(loss, x, w, y, batch, chunk_mib=1e9, **kw):
     """``(loss, metrics, dX, dW, logprobs, entropy)`` of the fused path."""
     hx, wx = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    result = fused_linear_loss(hx, wx, y, batch, loss, temperature=TEMPERATURE, config=CONFIG, chunk_mib=chunk_mib, **kw)
+    result = fused_linear_loss(
+        hx, wx, y, batch, loss, temperature=TEMPERATURE, config=CONFIG, chunk_mib=chunk_mib, **kw
+    )
     assert result is not None
     out, lp, ent = result
     out.loss.backward()
@@ -270,7 +276,9 @@ def test_backward_scales_by_the_upstream_gradient_and_refuses_a_second_pass():
     hx, wx = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
     out, _, _ = fused_linear_loss(hx, wx, y, batch, loss, temperature=TEMPERATURE, config=CONFIG)
     (3.0 * out.loss).backward(retain_graph=True)
-    assert torch.allclose(hx.grad, 3.0 * gx, rtol=1e-9, atol=1e-12) and torch.allclose(wx.grad, 3.0 * gw, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(hx.grad, 3.0 * gx, rtol=1e-9, atol=1e-12) and torch.allclose(
+        wx.grad, 3.0 * gw, rtol=1e-9, atol=1e-12
+    )
     with pytest.raises(RuntimeError, match="backward ran twice"):
         out.loss.backward()
 
@@ -284,7 +292,9 @@ def test_no_gradient_work_under_no_grad(monkeypatch):
     x, w, y, batch = make(seed=7)
     loss = LOSSES["clipped_pg+kl+entropy"]()
     with torch.no_grad():
-        out, _, _ = fused_linear_loss(x.clone().requires_grad_(True), w, y, batch, loss, temperature=TEMPERATURE, config=CONFIG)
+        out, _, _ = fused_linear_loss(
+            x.clone().requires_grad_(True), w, y, batch, loss, temperature=TEMPERATURE, config=CONFIG
+        )
     assert calls == [] and not out.loss.requires_grad
     assert float(out.loss) == pytest.approx(reference(loss, x, w, y, batch)[0], rel=1e-9)
 
@@ -304,7 +314,9 @@ def test_weight_only_and_hidden_only_gradients():
 def test_a_row_too_long_for_the_budget_is_declined():
     x, w, y, batch = make(seed=9)
     assert token_budget(37, torch.float64, mib_for_rows(1, 7, 37) * 0.5) < int(batch.mask.sum(-1).max())
-    result = fused_linear_loss(x, w, y, batch, LOSSES["clipped_pg"](), config=CONFIG, chunk_mib=mib_for_rows(1, 7, 37) * 0.5)
+    result = fused_linear_loss(
+        x, w, y, batch, LOSSES["clipped_pg"](), config=CONFIG, chunk_mib=mib_for_rows(1, 7, 37) * 0.5
+    )
     assert result is None
 
 
@@ -316,7 +328,9 @@ def test_low_precision_is_no_worse_than_torch_in_the_same_dtype(dtype, grad_accu
     x, w, y, batch = make(rows=8, length=9, hidden=32, vocab=203, seed=10)
     loss = LOSSES["clipped_pg+kl+entropy"]()
     truth = reference(loss, x, w, y, batch)
-    low = dataclasses.replace(batch, **{f: getattr(batch, f).float() for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")})
+    low = dataclasses.replace(
+        batch, **{f: getattr(batch, f).float() for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")}
+    )
     same = reference(loss, x.to(dtype), w.to(dtype), y, low)
     got = fused(loss, x.to(dtype), w.to(dtype), y, low, chunk_mib=mib_for_rows(2, 9, 203, dtype), grad_accum=grad_accum)
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
@@ -335,22 +349,33 @@ def test_low_precision_is_no_worse_than_torch_in_the_same_dtype(dtype, grad_accu
 def test_property_any_shape_any_chunking(rows, length, vocab, rows_per, name, seed):
     x, w, y, batch = make(rows=rows, length=length, hidden=8, vocab=vocab, seed=seed)
     loss = LOSSES[name]()
-    assert_same(fused(loss, x, w, y, batch, chunk_mib=mib_for_rows(rows_per, length, vocab)), reference(loss, x, w, y, batch))
+    assert_same(
+        fused(loss, x, w, y, batch, chunk_mib=mib_for_rows(rows_per, length, vocab)), reference(loss, x, w, y, batch)
+    )
 
 
 def test_backend_capability_and_its_options():
     x, w, y, batch = make(seed=11)
     loss = LOSSES["reinforce"]()
-    backend = rlsdk.create("logprob_backend", "triton", fuse_loss_mib=mib_for_rows(2, 7, 37))
-    hx, wx = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    out, _, _ = backend.loss_from_hidden(hx, wx, y, batch, loss, temperature=TEMPERATURE)
-    out.loss.backward()
-    assert_same((float(out.loss.detach()), out.metrics, hx.grad, wx.grad), reference(loss, x, w, y, batch))
+    expected = reference(loss, x, w, y, batch)
+    longest = int((batch.mask > 0).sum(-1).max())  # trained tokens of the longest row
+    for options in ({"fuse_loss_mib": mib_for_rows(2, 7, 37)}, {"fuse_loss_tokens": longest + 1}):
+        backend = rlsdk.create("logprob_backend", "triton", **options)
+        assert backend.strategy(loss) is kernels_plugin.ANY_LOSS
+        hx, wx = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        result = backend.loss_from_hidden(hx, wx, y, batch, loss, temperature=TEMPERATURE)
+        assert isinstance(result, rlsdk.HiddenLossOutput)
+        result.output.loss.backward()
+        assert_same((float(result.output.loss.detach()), result.output.metrics, hx.grad, wx.grad), expected)
+    # the longest row does not fit a smaller token budget: declined (the trainer then runs the backend, the loss)
+    short = rlsdk.create("logprob_backend", "triton", fuse_loss_tokens=longest - 1)
+    assert short.loss_from_hidden(x, w, y, batch, loss, temperature=TEMPERATURE) is None
     off = rlsdk.create("logprob_backend", "triton", fuse_loss=False)
     assert off.loss_from_hidden(x, w, y, batch, loss, temperature=TEMPERATURE) is None
     for option, value, message in (
         ("fuse_loss", "yes", "logprob.fuse_loss must be true or false, got 'yes'"),
         ("fuse_loss_mib", 0, "logprob.fuse_loss_mib must be a finite number > 0, got 0"),
+        ("fuse_loss_tokens", 0, "logprob.fuse_loss_tokens must be None (from fuse_loss_mib) or an integer >= 1, got 0"),
         ("grad_accum", "bf16", "logprob.grad_accum must be one of 'weight', 'float32', got 'bf16'"),
     ):
         with pytest.raises(rlsdk.ConfigError) as info:
@@ -375,7 +400,9 @@ def test_training_through_the_fused_path_matches_torch(loss_name, same_training,
     original = linear_loss.fused_linear_loss
     monkeypatch.setattr(linear_loss, "fused_linear_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
     common = ["train.micro_batches=2", "train.lr=1e-5", f"loss.name={loss_name}", "loss.entropy_coef=0.03"]
-    rows, compared = same_training({backend: [*common, f"logprob.backend={backend}"] for backend in ("torch", "triton")})
+    rows, compared = same_training(
+        {backend: [*common, f"logprob.backend={backend}"] for backend in ("torch", "triton")}
+    )
     assert compared > 10 and math.isfinite(rows["triton"][-1]["loss"])
     assert len(calls) == 4  # 2 steps x 2 micro-batches went through the fused path
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
-
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +23,9 @@ from rlsdk.errors import ConfigError
 pytest.importorskip("triton")
 
 from rlsdk_kernels import pg_loss
+from rlsdk_kernels import plugin as kernels_plugin
 from rlsdk_kernels.linear_pg_loss import FusedLossConfig, chunk_size, fused_linear_pg_loss
-from rlsdk_kernels.pg_loss import FusedClippedPG
+from rlsdk_kernels.plugin import FusedClippedPG
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TINY = FusedLossConfig(chunk_tokens=5, block_n=2, block_v=16)
@@ -97,7 +97,9 @@ def close(a, b, rtol):
 def test_matches_torch_float64(agg, dual_clip_c):
     hidden, weight, targets, batch = make(spread=0.4)
     opts = {**BASE, "agg": agg, "dual_clip_c": dual_clip_c}
-    ref_loss, ref_metrics, ref_dx, ref_dw, ref_lp, ref_ent = reference(hidden, weight, targets, batch, 0.7, opts, grad_scale=2.0)
+    ref_loss, ref_metrics, ref_dx, ref_dw, ref_lp, ref_ent = reference(
+        hidden, weight, targets, batch, 0.7, opts, grad_scale=2.0
+    )
     loss, sums, dx, dw, lp, ent = fused(hidden, weight, targets, batch, 0.7, opts, grad_scale=2.0)
     assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-14)
     assert close(dx, ref_dx, 1e-11) and close(dw, ref_dw, 1e-11)
@@ -163,7 +165,9 @@ def test_nan_at_masked_positions_does_not_leak():
 def test_poisoned_buffers_are_fully_written(monkeypatch):
     monkeypatch.setenv("RLSDK_KERNELS_POISON", "1")
     hidden, weight, targets, batch = make(rows=4, length=9, v=37, seed=11)
-    loss, sums, dx, dw, lp, ent = fused(hidden, weight, targets, batch, 1.0, BASE, FusedLossConfig(chunk_tokens=7, block_n=4, block_v=16))
+    loss, sums, dx, dw, lp, ent = fused(
+        hidden, weight, targets, batch, 1.0, BASE, FusedLossConfig(chunk_tokens=7, block_n=4, block_v=16)
+    )
     for t in (dx, dw, lp, ent, *sums.values()):
         assert torch.isfinite(t).all()
     assert math.isfinite(loss)
@@ -182,9 +186,7 @@ def test_grad_only_where_asked_and_forward_only(monkeypatch):
     add_chunk_grads = linear_pg_loss.add_chunk_grads
     monkeypatch.setattr(linear_pg_loss, "add_chunk_grads", lambda *a: gemms.append(1) or add_chunk_grads(*a))
     with torch.no_grad():
-        value, sums, _, _ = fused_linear_pg_loss(
-            hidden, w, targets, batch, temperature=1.0, config=TINY, **BASE
-        )
+        value, sums, _, _ = fused_linear_pg_loss(hidden, w, targets, batch, temperature=1.0, config=TINY, **BASE)
     assert float(value) == full[0] and float(sums["tokens"]) == float(batch.mask.sum())
     assert not gemms  # no gradient pass under no_grad, although w requires grad
 
@@ -279,24 +281,46 @@ def test_chunk_size_fits_the_budget(n, vocab, mib, dtype):
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"grad_accum": "fp8"}, "loss.grad_accum must be one of 'weight', 'float32', got 'fp8'"),
-        ({"chunk_tokens": 0}, "loss.chunk_tokens must be None or a positive integer, got 0"),
-        ({"chunk_mib": -1}, "loss.chunk_mib must be a finite number > 0, got -1"),
+        ({"grad_accum": "fp8"}, "FusedLossConfig.grad_accum must be one of 'weight', 'float32', got 'fp8'"),
+        ({"chunk_tokens": 0}, "FusedLossConfig.chunk_tokens must be None (from chunk_mib) or an integer >= 1, got 0"),
+        ({"chunk_mib": -1}, "FusedLossConfig.chunk_mib must be a finite number > 0, got -1"),
+        ({"block_v": 8}, "FusedLossConfig.block_v must be a power of two >= 16, got 8"),
     ],
 )
 def test_bad_kernel_options_are_config_errors(options, needle):
     with pytest.raises(ConfigError) as info:
-        rlsdk.create("loss", "fused_clipped_pg", **options)
+        FusedLossConfig(**options)
     assert needle in str(info.value)
-    with pytest.raises(ConfigError, match="chunk_tokens"):  # option checking knows the kernel options
-        rlsdk.create("loss", "fused_clipped_pg", chunk_token=3)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"grad_accum": "fp8"}, "logprob.grad_accum must be one of 'weight', 'float32', got 'fp8'"),
+        ({"fuse_loss_tokens": 0}, "logprob.fuse_loss_tokens must be None (from fuse_loss_mib) or an integer >= 1"),
+        ({"fuse_loss_mib": -1}, "logprob.fuse_loss_mib must be a finite number > 0, got -1"),
+    ],
+)
+def test_chunk_options_are_the_backends(options, needle):
+    """The chunk options of the fused kernel are options of the ``triton`` backend, not of the loss."""
+    with pytest.raises(ConfigError) as info:
+        rlsdk.create("logprob_backend", "triton", **options)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="unknown option 'chunk_tokens'"):  # the loss has no kernel option
+        rlsdk.create("loss", "fused_clipped_pg", chunk_tokens=3)
+    backend = rlsdk.create("logprob_backend", "triton", fuse_loss_tokens=5, fuse_loss_mib=12.0, grad_accum="float32")
+    for config in (backend.pg_cuda_config, backend.pg_cpu_config):
+        assert (config.chunk_tokens, config.chunk_mib, config.grad_accum) == (5, 12.0, "float32")
+    assert (backend.pg_cpu_config.block_n, backend.pg_cpu_config.block_v) == (8, 64)  # the interpreter's tiles
 
 
 def test_empty_batch_gives_zero_loss_and_gradients():
     hidden, weight, targets, batch = make(rows=2)
     empty = dataclasses.replace(
-        batch, **{f: getattr(batch, f)[:0] for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")},
-        rewards=batch.rewards[:0], group_ids=batch.group_ids[:0],
+        batch,
+        **{f: getattr(batch, f)[:0] for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")},
+        rewards=batch.rewards[:0],
+        group_ids=batch.group_ids[:0],
     )
     w = weight.clone().requires_grad_(True)
     loss, sums, lp, ent = fused_linear_pg_loss(hidden[:0], w, targets[:0], empty, config=TINY, **BASE)
@@ -318,19 +342,32 @@ def _backend(name):
 
 
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.02])
-def test_from_hidden_equals_backend_then_clipped_pg(entropy_coef):
+def test_loss_from_hidden_equals_backend_then_clipped_pg(entropy_coef, monkeypatch):
+    """The ``triton`` backend's strategy for ``fused_clipped_pg`` (the fused linear PG kernel) gives the
+    loss, metrics and gradients of the ``torch`` backend followed by ``clipped_pg``."""
+    from rlsdk_kernels import linear_pg_loss
+
+    calls = []
+    compute = linear_pg_loss._compute
+    monkeypatch.setattr(linear_pg_loss, "_compute", lambda *a, **k: calls.append(1) or compute(*a, **k))
     hidden, weight, targets, batch = make(seed=13, spread=0.3)
-    batch = dataclasses.replace(batch, **{f: getattr(batch, f).float() for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")})
+    batch = dataclasses.replace(
+        batch, **{f: getattr(batch, f).float() for f in ("mask", "advantages", "old_logprobs", "ref_logprobs")}
+    )
     hidden, weight = hidden.float(), weight.float()
     opts = {k: v for k, v in BASE.items()}
     opts["entropy_coef"] = entropy_coef
-    loss_fn = FusedClippedPG(**opts, chunk_tokens=4)
+    loss_fn = FusedClippedPG(**opts)
+    backend = rlsdk.create("logprob_backend", "triton", fuse_loss_tokens=4)
+    assert backend.strategy(loss_fn) is kernels_plugin.LOSS_STRATEGIES[FusedClippedPG]
     results = []
     for path in ("fused", "unfused"):
         h = hidden.reshape(-1, hidden.shape[-1]).clone().requires_grad_(True)
         w = weight.clone().requires_grad_(True)
         if path == "fused":
-            out, lp, ent = loss_fn.from_hidden(h, w, targets.reshape(-1), batch, temperature=0.8, backend=_backend("torch"))
+            fused = backend.loss_from_hidden(h, w, targets.reshape(-1), batch, loss_fn, temperature=0.8)
+            assert isinstance(fused, rlsdk.HiddenLossOutput) and fused.logprobs.shape == batch.mask.shape
+            out = fused.output
         else:
             o = _backend("torch")(h, w, targets.reshape(-1), temperature=0.8, with_entropy=True)
             b = dataclasses.replace(batch, entropy=o.entropy.view(batch.mask.shape) if entropy_coef else None)
@@ -343,26 +380,47 @@ def test_from_hidden_equals_backend_then_clipped_pg(entropy_coef):
     for key in um:
         assert float(fm[key]) == pytest.approx(float(um[key]), rel=1e-5, abs=1e-6), key
     assert close(fx, ux, 1e-4) and close(fw, uw, 1e-4)
+    assert calls == [1]  # one micro-batch through the fused linear PG kernel
+
+
+def test_loss_from_hidden_matches_the_op_bit_for_bit():
+    """The strategy is :func:`fused_linear_pg_loss` with the backend's chunk options, nothing more."""
+    hidden, weight, targets, batch = make(seed=3)
+    loss_fn = FusedClippedPG(**BASE)
+    backend = rlsdk.create("logprob_backend", "triton", fuse_loss_tokens=5, grad_accum="float32")
+    config = backend.pg_cuda_config if DEVICE == "cuda" else backend.pg_cpu_config
+    results = []
+    for path in ("backend", "op"):
+        h, w = hidden.reshape(-1, 20).clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        if path == "backend":
+            out = backend.loss_from_hidden(h, w, targets.reshape(-1), batch, loss_fn, temperature=0.7)
+            value, lp = out.output.loss, out.logprobs
+        else:
+            value, _, lp, _ = fused_linear_pg_loss(h, w, targets, batch, temperature=0.7, config=config, **BASE)
+        value.backward()
+        results.append((value.detach(), lp, h.grad, w.grad))
+    for got, want in zip(*results, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_other_losses_and_subclasses_take_the_any_loss_strategy():
+    class Custom(FusedClippedPG):
+        pass
+
+    backend = rlsdk.create("logprob_backend", "triton")
+    for loss in (rlsdk.create("loss", "clipped_pg"), rlsdk.create("loss", "reinforce"), Custom()):
+        assert backend.strategy(loss) is kernels_plugin.ANY_LOSS
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="the fallback is for the CPU without the interpreter")
-def test_from_hidden_falls_back_without_the_interpreter(monkeypatch):
+def test_loss_from_hidden_declines_without_the_interpreter(monkeypatch):
+    """Where the kernels cannot run the backend declines (None): the trainer then runs the backend
+    and the loss (which falls back to ``clipped_pg``)."""
     hidden, weight, targets, batch = make(seed=1)
-    loss_fn = FusedClippedPG(**BASE)
-    expected = loss_fn.from_hidden(hidden.reshape(-1, 20), weight, targets.reshape(-1), batch, temperature=1.0, backend=_backend("torch"))
+    backend = rlsdk.create("logprob_backend", "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    calls = []
-    torch_backend = _backend("torch")
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return torch_backend(*args, **kwargs)
-
-    got = loss_fn.from_hidden(hidden.reshape(-1, 20), weight, targets.reshape(-1), batch, temperature=1.0, backend=spy)
-    assert calls == [{"temperature": 1.0, "with_entropy": True}]
-    assert float(got[0].loss) == pytest.approx(float(expected[0].loss), rel=1e-6)
-    got_metrics, expected_metrics = ({k: float(v) for k, v in out.metrics.items()} for out in (got[0], expected[0]))
-    assert got_metrics == pytest.approx(expected_metrics, rel=1e-6)  # the torch backend is fp32
+    loss_fn = FusedClippedPG(**BASE)
+    assert backend.loss_from_hidden(hidden.reshape(-1, 20), weight, targets.reshape(-1), batch, loss_fn) is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run is the interpreter check")
@@ -379,7 +437,9 @@ def test_training_with_the_fused_loss_matches_clipped_pg(same_training, monkeypa
     compute = linear_pg_loss._compute
     monkeypatch.setattr(linear_pg_loss, "_compute", lambda *a, **k: calls.append(1) or compute(*a, **k))
     common = ["train.micro_batches=2", "train.lr=1e-5", "loss.entropy_coef=0.03", "loss.kl_coef=0.01"]
-    rows, compared = same_training({name: [*common, f"loss.name={name}"] for name in ("clipped_pg", "fused_clipped_pg")})
+    variants = {"clipped_pg": [*common, "loss.name=clipped_pg"]}
+    variants["fused_clipped_pg"] = [*common, "loss.name=fused_clipped_pg", "logprob.backend=triton"]
+    rows, compared = same_training(variants)
     assert compared > 10 and "loss/entropy" in rows["fused_clipped_pg"][0]
     assert len(calls) == 4  # 2 steps x 2 micro-batches went through the fused op
 

@@ -25,11 +25,11 @@ import rlsdk.testing
 from rlsdk_kernels import plugin as kernels_plugin
 from rlsdk_kernels.linear_logprob import (
     KernelConfig,
-    TritonLogprobBackend,
     fused_linear_logprobs,
     reference_logprobs,
     triton_available,
 )
+from rlsdk_kernels.plugin import TritonLogprobBackend
 
 pytestmark = pytest.mark.skipif(
     not triton_available() or not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"),
@@ -46,6 +46,8 @@ SMALL = KernelConfig(block_n=16, block_v=16, block_h=16, vocab_splits=3, backwar
 def small(request):
     """:data:`SMALL` with the logits formed by cuBLAS GEMMs (``torch``) or by ``tl.dot`` tiles (``triton``)."""
     return dataclasses.replace(SMALL, matmul=request.param)
+
+
 KERNELS_ROOT = Path(__file__).resolve().parents[1] / "kernels"
 
 
@@ -170,8 +172,14 @@ def test_ignore_index_rows_are_zero_with_zero_gradient(small):
 def test_custom_ignore_index_and_all_ignored(small):
     hidden, weight, targets = make(5, 16, 37)
     lp, ent, gx, gw = kernel_with_grads(
-        hidden, weight, torch.full_like(targets, 36), 1.0, torch.ones(5, device=DEVICE),
-        torch.ones(5, device=DEVICE), config=small, ignore_index=36,
+        hidden,
+        weight,
+        torch.full_like(targets, 36),
+        1.0,
+        torch.ones(5, device=DEVICE),
+        torch.ones(5, device=DEVICE),
+        config=small,
+        ignore_index=36,
     )
     assert bool((lp == 0).all()) and bool((ent == 0).all())
     assert bool((gx == 0).all()) and bool((gw == 0).all())
@@ -316,7 +324,7 @@ def test_supports(monkeypatch):
     assert backend.supports(torch.device("cuda"))
     assert not backend.supports(torch.device("meta"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setattr("rlsdk_kernels.linear_logprob.triton_available", lambda: False)
+    monkeypatch.setattr("rlsdk_kernels._common.triton_available", lambda: False)
     assert not backend.supports(torch.device("cpu")) and not backend.supports(torch.device("cuda"))
 
 
@@ -347,9 +355,23 @@ def test_auto_applies_options_to_the_backend_it_picks():
 
 @pytest.mark.parametrize(
     "options",
-    [{"block_n": 12}, {"block_v": 8}, {"block_h": True}, {"vocab_splits": 0}, {"backward_slice": 0}, {"num_warps": 3},
-     {"matmul": "cuda"}, {"forward_chunk": -1}, {"forward_mib": 0}, {"backward_mib": "big"},
-     {"ignore_index": 1.5}],
+    [
+        {"block_n": 12},
+        {"block_v": 8},
+        {"block_h": True},
+        {"vocab_splits": 0},
+        {"backward_slice": 0},
+        {"num_warps": 3},
+        {"matmul": "cuda"},
+        {"forward_chunk": -1},
+        {"forward_mib": 0},
+        {"backward_mib": "big"},
+        {"ignore_index": 1.5},
+        {"fuse_loss_tokens": 0},
+        {"fuse_loss_tokens": 2.5},
+        {"fuse_loss_mib": -1},
+        {"grad_accum": "fp8"},
+    ],
 )
 def test_invalid_options_are_refused(options):
     """A config error (the CLI shows it without a traceback) naming the option."""

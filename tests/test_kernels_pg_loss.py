@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
-
 import pytest
+import torch
 
 import rlsdk
 import rlsdk.functional
@@ -22,7 +21,8 @@ import rlsdk.testing
 pytest.importorskip("triton")
 
 from rlsdk_kernels import pg_loss
-from rlsdk_kernels.pg_loss import FusedClippedPG, fused_pg_loss
+from rlsdk_kernels.pg_loss import fused_pg_loss
+from rlsdk_kernels.plugin import FusedClippedPG
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 AGGS = rlsdk.functional.AGGREGATION_MODES
@@ -234,7 +234,6 @@ def test_options_and_flags() -> None:
     assert FusedClippedPG(kl_coef=0.1).needs_ref_logprobs and not FusedClippedPG().needs_ref_logprobs
     assert FusedClippedPG(entropy_coef=0.01).needs_entropy and not FusedClippedPG().needs_entropy
     assert FusedClippedPG(eps_low=0.1).eps_high == 0.1
-    assert FusedClippedPG().supports(DEVICE)
     assert not pg_loss.supports("meta")
     with pytest.raises(rlsdk.ConfigError, match="loss.delta"):
         FusedClippedPG(eps_high=0.5, delta=1.2)
@@ -248,7 +247,7 @@ def test_options_and_flags() -> None:
 def test_falls_back_to_clipped_pg_without_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     loss = FusedClippedPG(kl_coef=0.1)
-    assert not loss.supports("cpu")
+    assert not pg_loss.supports("cpu")
     batch = _batch()
     got, grad = _run(loss, _logprobs(batch), batch)
     expected, expected_grad = _run(rlsdk.create("loss", "clipped_pg", kl_coef=0.1), _logprobs(batch), batch)

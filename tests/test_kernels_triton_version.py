@@ -13,7 +13,9 @@ import pytest
 import torch
 
 import rlsdk
-from rlsdk_kernels.linear_logprob import MIN_TRITON, TritonLogprobBackend, triton_available, triton_problem
+from rlsdk_kernels import pg_loss
+from rlsdk_kernels.linear_logprob import MIN_TRITON, triton_available, triton_problem
+from rlsdk_kernels.plugin import TritonLogprobBackend
 
 
 @pytest.fixture
@@ -30,12 +32,19 @@ def fake_triton(monkeypatch):
             return version
 
         monkeypatch.setattr(importlib.metadata, "version", version_of)
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (object() if found else None) if name == "triton" else real_find_spec(name, *a))
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a: (object() if found else None) if name == "triton" else real_find_spec(name, *a),
+        )
 
     return install
 
 
-@pytest.mark.parametrize("version,ok", [("3.0.0", False), ("3.4.0", False), ("3.5.0", True), ("3.6.0", True), ("3.10.1", True), ("4.0.0+git1", True)])
+@pytest.mark.parametrize(
+    "version,ok",
+    [("3.0.0", False), ("3.4.0", False), ("3.5.0", True), ("3.6.0", True), ("3.10.1", True), ("4.0.0+git1", True)],
+)
 def test_versions_are_compared_as_numbers(fake_triton, version, ok):
     fake_triton(version)
     assert triton_available() is ok
@@ -65,4 +74,6 @@ def test_an_old_triton_is_named_and_auto_does_not_pick_it(fake_triton, monkeypat
     registry = rlsdk.testing.make_registry()
     assert not isinstance(select_backend(registry, {}, torch.device("cpu")), TritonLogprobBackend)
     loss = registry.create("loss", "fused_clipped_pg", {})
-    assert not loss.supports("cpu")  # it computes as clipped_pg
+    assert not pg_loss.supports("cpu")  # fused_clipped_pg then computes as clipped_pg
+    x, w, y = torch.zeros(2, 4), torch.zeros(3, 4), torch.zeros(2, dtype=torch.long)
+    assert backend.loss_from_hidden(x, w, y, None, loss) is None  # no fused path: the trainer runs backend, loss

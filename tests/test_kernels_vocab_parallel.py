@@ -50,7 +50,10 @@ def launch(tmp_path: Path, world: int, cases: list[dict], device: str) -> dict[s
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(rank), str(world), str(init), str(tmp_path), json.dumps(cases)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )  # fmt: skip
         for rank in range(world)
     ]

@@ -28,7 +28,9 @@ def test_default_train_learns_the_builtin_task(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == len(rows)
     # the checkpoint scores the held-out prompts well too
-    ev = subprocess.run([sys.executable, "-m", "rlsdk.cli", "eval", str(run), "--json"], capture_output=True, text=True, timeout=300)
+    ev = subprocess.run(
+        [sys.executable, "-m", "rlsdk.cli", "eval", str(run), "--json"], capture_output=True, text=True, timeout=300
+    )
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["eval/char_match"] >= 0.85
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import rlsdk
+import rlsdk.kinds
 from rlsdk_plugins.logprob import ChunkedLogprob, TorchLogprob, chunked_logprobs
 
 # --------------------------------------------------------------------------------------------------
@@ -281,7 +282,10 @@ def test_backends_built_through_create():
     chunked = rlsdk.create("logprob_backend", "chunked", chunk_size=5)
     plain = rlsdk.create("logprob_backend", "torch")
     assert isinstance(chunked, ChunkedLogprob) and chunked.chunk_size == 5
-    assert isinstance(chunked, rlsdk.LogprobBackend) and isinstance(plain, rlsdk.LogprobBackend)
+    assert (
+        rlsdk.kinds.conform("logprob_backend", chunked, "chunked") is chunked
+        and rlsdk.kinds.conform("logprob_backend", plain, "plain") is plain
+    )
     assert plain.priority > chunked.priority  # auto picks torch on CPU
     assert plain.supports(torch.device("cpu")) and chunked.supports(torch.device("cpu"))
     hidden, weight, targets = make(7, 3, 11, seed=15)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rlsdk
+import rlsdk.kinds
 from rlsdk.functional import AGGREGATION_MODES, KL_ESTIMATORS
 from rlsdk_plugins.policy_gradient import ClippedPG, Reinforce
 
@@ -232,7 +233,10 @@ def test_losses_are_registered_through_the_entry_point():
     assert isinstance(rlsdk.create("loss", "clipped_pg", eps_high=0.28), ClippedPG)  # the public entry point
     clipped, reinforce = make("clipped_pg"), make("reinforce")
     assert isinstance(clipped, ClippedPG) and isinstance(reinforce, Reinforce)
-    assert isinstance(clipped, rlsdk.Loss) and isinstance(reinforce, rlsdk.Loss)
+    assert (
+        rlsdk.kinds.conform("loss", clipped, "clipped_pg") is clipped
+        and rlsdk.kinds.conform("loss", reinforce, "reinforce") is reinforce
+    )
 
 
 def test_defaults_and_needs_flags():
@@ -341,8 +345,13 @@ def test_all_zero_mask_gives_zero_loss_and_gradient(name, options, agg):
     nan = torch.full((3, 4), float("nan"), dtype=torch.float64)
     lp = nan.clone().requires_grad_(True)
     batch = rlsdk.TrainBatch(
-        mask=torch.zeros(3, 4), advantages=nan, old_logprobs=nan, ref_logprobs=nan,
-        entropy=nan.clone().requires_grad_(True), rewards=torch.zeros(3), group_ids=torch.arange(3),
+        mask=torch.zeros(3, 4),
+        advantages=nan,
+        old_logprobs=nan,
+        ref_logprobs=nan,
+        entropy=nan.clone().requires_grad_(True),
+        rewards=torch.zeros(3),
+        group_ids=torch.arange(3),
     )
     out, g_lp, g_ent = run(make(name, **options, agg=agg), lp, batch)
     assert out.loss.item() == 0.0
@@ -363,9 +372,13 @@ def test_nan_and_inf_in_masked_positions_do_not_leak(name, options, bad, agg):
 
     lp_dirty = dirty(lp_clean).requires_grad_(True)
     batch_dirty = rlsdk.TrainBatch(
-        mask=batch.mask, advantages=dirty(batch.advantages), old_logprobs=dirty(batch.old_logprobs),
-        ref_logprobs=dirty(batch.ref_logprobs), entropy=dirty(batch.entropy).requires_grad_(True),
-        rewards=batch.rewards, group_ids=batch.group_ids,
+        mask=batch.mask,
+        advantages=dirty(batch.advantages),
+        old_logprobs=dirty(batch.old_logprobs),
+        ref_logprobs=dirty(batch.ref_logprobs),
+        entropy=dirty(batch.entropy).requires_grad_(True),
+        rewards=batch.rewards,
+        group_ids=batch.group_ids,
     )
     loss = make(name, **options, agg=agg)
     out, g_lp, g_ent = run(loss, lp_clean, batch)
@@ -388,10 +401,13 @@ def test_very_large_log_ratios_give_finite_loss_and_gradient(name, options, size
     lp = (-torch.rand(4, 6, generator=g, dtype=dtype)).requires_grad_(True)
     signs = torch.where(torch.rand(4, 6, generator=g) < 0.5, -1.0, 1.0).to(dtype)
     batch = rlsdk.TrainBatch(
-        mask=torch.ones(4, 6, dtype=dtype), advantages=torch.randn(4, 6, generator=g, dtype=dtype),
-        old_logprobs=lp.detach() - size * signs, ref_logprobs=lp.detach() + size * signs,
+        mask=torch.ones(4, 6, dtype=dtype),
+        advantages=torch.randn(4, 6, generator=g, dtype=dtype),
+        old_logprobs=lp.detach() - size * signs,
+        ref_logprobs=lp.detach() + size * signs,
         entropy=torch.rand(4, 6, generator=g, dtype=dtype).requires_grad_(True),
-        rewards=torch.zeros(4, dtype=dtype), group_ids=torch.arange(4),
+        rewards=torch.zeros(4, dtype=dtype),
+        group_ids=torch.arange(4),
     )
     out, g_lp, _ = run(make(name, **options), lp, batch)
     assert torch.isfinite(out.loss) and torch.isfinite(g_lp).all()
@@ -404,8 +420,11 @@ def test_without_logratio_clamp_a_huge_ratio_is_not_finite():
     """The documented reason for verl's default clamp: exp(1000) overflows."""
     lp = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
     batch = rlsdk.TrainBatch(
-        mask=torch.ones(1, 2), advantages=torch.tensor([[-1.0, 1.0]], dtype=torch.float64),
-        old_logprobs=torch.full((1, 2), -1000.0, dtype=torch.float64), rewards=torch.zeros(1), group_ids=torch.zeros(1),
+        mask=torch.ones(1, 2),
+        advantages=torch.tensor([[-1.0, 1.0]], dtype=torch.float64),
+        old_logprobs=torch.full((1, 2), -1000.0, dtype=torch.float64),
+        rewards=torch.zeros(1),
+        group_ids=torch.zeros(1),
     )
     assert not torch.isfinite(make("clipped_pg", logratio_clamp=None)(lp, batch).loss)
     assert torch.isfinite(make("clipped_pg")(lp, batch).loss)
@@ -426,8 +445,11 @@ def test_all_equal_rewards_zero_advantage_leave_only_the_regularisers(name):
 def test_on_policy_gradient_equals_reinforce_gradient(agg):
     lp, batch = make_batch(seed=8)
     batch = rlsdk.TrainBatch(
-        mask=batch.mask, advantages=batch.advantages, old_logprobs=lp.detach().clone(),
-        rewards=batch.rewards, group_ids=batch.group_ids,
+        mask=batch.mask,
+        advantages=batch.advantages,
+        old_logprobs=lp.detach().clone(),
+        rewards=batch.rewards,
+        group_ids=batch.group_ids,
     )
     out_pg, g_pg, _ = run(make("clipped_pg", eps_high=0.28, dual_clip_c=3.0, agg=agg), lp, batch)
     out_rf, g_rf, _ = run(make("reinforce", agg=agg), lp, batch)
@@ -582,7 +604,10 @@ def test_float32_matches_float64():
     lp64, batch64 = make_batch(seed=12)
     lp32 = lp64.detach().float().requires_grad_(True)
     batch32 = rlsdk.TrainBatch(
-        **{k: v.detach().float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in vars(batch64).items()}
+        **{
+            k: v.detach().float() if torch.is_tensor(v) and v.is_floating_point() else v
+            for k, v in vars(batch64).items()
+        }
     )
     loss = make("clipped_pg", kl_coef=0.1, dual_clip_c=3.0, agg="seq-mean-token-mean")
     out32, g32, _ = run(loss, lp32, batch32)

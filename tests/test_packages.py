@@ -25,10 +25,15 @@ def test_installed_packages_are_normalised_and_match_metadata():
 
 
 def test_lock_round_trip_and_local_labels(tmp_path):
-    text = lock_text({"torch": "2.13.0+cpu", "Foo_Bar": "1.0", "pip": "26.0", "rlsdk": "0.1.0"}, header="made here\nline two")
+    text = lock_text(
+        {"torch": "2.13.0+cpu", "Foo_Bar": "1.0", "pip": "26.0", "rlsdk": "0.1.0"}, header="made here\nline two"
+    )
     assert text == "# made here\n# line two\nFoo_Bar==1.0\ntorch==2.13.0\n"  # pip and rlsdk left out
     path = tmp_path / "lock.txt"
-    path.write_text(text + "\n  # a comment\nextra-pkg==2.0 ; python_version < '3'  # never here\nmarked==3.0; python_version >= '3'\n")
+    path.write_text(
+        text
+        + "\n  # a comment\nextra-pkg==2.0 ; python_version < '3'  # never here\nmarked==3.0; python_version >= '3'\n"
+    )
     assert read_lock(path) == {"foo-bar": "1.0", "torch": "2.13.0", "marked": "3.0"}
 
 
@@ -50,7 +55,10 @@ def test_differences_compare_public_versions_like_pip():
 
 @pytest.mark.parametrize(
     "line,message",
-    [("numpy>=1.0", r"lock.txt:2: 'numpy>=1.0' is not an exact pin"), ("x==1; nonsense here", r"lock.txt:2: invalid environment marker")],
+    [
+        ("numpy>=1.0", r"lock.txt:2: 'numpy>=1.0' is not an exact pin"),
+        ("x==1; nonsense here", r"lock.txt:2: invalid environment marker"),
+    ],
 )
 def test_bad_lock_lines_name_file_and_line(tmp_path, line, message):
     path = tmp_path / "lock.txt"
@@ -76,7 +84,10 @@ def test_env_command_writes_checks_and_reads_runs(tmp_path, capsys):
     assert read_lock(lock)["numpy"] == importlib.metadata.version("numpy")
     assert main(["env", "--check", str(lock)]) == 0
     assert "every package of" in capsys.readouterr().out
-    lock.write_text(lock.read_text().replace(f"numpy=={importlib.metadata.version('numpy')}", "numpy==0.0.1") + "not-a-real-package==1.0\n")
+    lock.write_text(
+        lock.read_text().replace(f"numpy=={importlib.metadata.version('numpy')}", "numpy==0.0.1")
+        + "not-a-real-package==1.0\n"
+    )
     assert main(["env", "--check", str(lock)]) == 1
     out = capsys.readouterr().out
     assert f"numpy: {importlib.metadata.version('numpy')} installed, wanted 0.0.1" in out
@@ -100,13 +111,29 @@ def test_env_command_writes_checks_and_reads_runs(tmp_path, capsys):
 def test_repository_lock_is_an_exact_lock_of_every_requirement():
     """requirements/lock.txt pins every package the README's install brings, rlsdk's own excluded."""
     pins = read_lock(ROOT / "requirements" / "lock.txt")
-    for name in ("torch", "numpy", "scipy", "pytest", "hypothesis", "transformers", "optuna", "sphinx", "omegaconf", "pluggy"):
+    for name in (
+        "torch",
+        "numpy",
+        "scipy",
+        "pytest",
+        "hypothesis",
+        "transformers",
+        "optuna",
+        "sphinx",
+        "omegaconf",
+        "pluggy",
+    ):
         assert name in pins, name
     assert "rlsdk" not in pins and "pip" not in pins
 
 
 def test_lower_bounds_pin_every_declared_requirement():
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "lower_bounds.py"), "test", "docs"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "lower_bounds.py"), "test", "docs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     pins = proc.stdout.splitlines()
     assert "torch==2.4" in pins and any(p.startswith("triton==") and "platform_system" in p for p in pins)
     assert all("==" in p for p in pins) and len({p.split("==")[0].lower() for p in pins}) == len(pins)

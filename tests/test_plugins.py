@@ -16,6 +16,7 @@ import pluggy
 import pytest
 
 import rlsdk
+import rlsdk.kinds
 from rlsdk import ConfigError, PluginError, hookspecs
 from rlsdk.cli import main
 from rlsdk.plugins import KINDS, Registry, get_plugin_manager, get_registry, reset_registry
@@ -23,7 +24,9 @@ from rlsdk.plugins import KINDS, Registry, get_plugin_manager, get_registry, res
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_distribution(root: Path, dist: str, module: str, source: str, version: str = "1.2.3", ep_name: str | None = None) -> None:
+def make_distribution(
+    root: Path, dist: str, module: str, source: str, version: str = "1.2.3", ep_name: str | None = None
+) -> None:
     """Lay out an installed distribution (a module plus its .dist-info) as pip would, on ``root``."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
@@ -59,7 +62,9 @@ def plugin_path(tmp_path, monkeypatch):
 def test_builtins_register_every_reference_component():
     registry = get_registry()
     assert {"grpo", "dr_grpo", "rloo", "reinforce_pp"} <= set(registry.names("algorithm"))
-    assert {"grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "opo", "grpo_passk"} <= set(registry.names("advantage"))
+    assert {"grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "opo", "grpo_passk"} <= set(
+        registry.names("advantage")
+    )
     assert {"clipped_pg", "reinforce"} <= set(registry.names("loss"))
     assert {"torch", "chunked"} <= set(registry.names("logprob_backend"))
     assert {"reverse", "sort", "addition", "jsonl"} <= set(registry.names("task"))
@@ -73,7 +78,7 @@ def test_builtins_register_every_reference_component():
 
 def test_create_builds_and_validates():
     adv = rlsdk.create("advantage", "grpo", eps=1e-4)
-    assert isinstance(adv, rlsdk.AdvantageEstimator)
+    assert rlsdk.kinds.conform("advantage", adv, "adv") is adv
     with pytest.raises(ConfigError, match="did you mean 'grpo'"):
         rlsdk.create("advantage", "grp")
     with pytest.raises(ConfigError, match="unknown option 'epss'.*did you mean 'eps'"):
@@ -148,7 +153,10 @@ def test_misspelt_hook_is_reported(plugin_path):
 
 
 BAD_REGISTRATIONS = {
-    "clash": ('register("exact_match", object)', r"'exact_match' is registered by two plugins: rlsdk:rewards and rlsdk-ext-bad:ext_bad"),
+    "clash": (
+        'register("exact_match", object)',
+        r"'exact_match' is registered by two plugins: rlsdk:rewards and rlsdk-ext-bad:ext_bad",
+    ),
     "invalid name": ('register("has space", object)', r"invalid name 'has space'"),
     "name not a string": ("register(3, object)", r"invalid name 3"),
     "not callable": ('register("not_callable", 42)', r"'not_callable' with a non-callable 42"),
@@ -171,7 +179,10 @@ def test_bad_register_call_skips_that_plugin_only(plugin_path, monkeypatch, call
         """
     make_distribution(plugin_path, "rlsdk-ext-bad", "ext_bad", source)
     make_distribution(plugin_path, "rlsdk-ext-good", "ext_good", GOOD)
-    with pytest.warns(RuntimeWarning, match=r"plugin rlsdk-ext-bad:ext_bad failed to register \(register_rewards\) and is skipped.*" + message):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"plugin rlsdk-ext-bad:ext_bad failed to register \(register_rewards\) and is skipped.*" + message,
+    ):
         registry = get_registry(refresh=True)
     assert "always_one" in registry.names("reward") and "grpo" in registry.names("algorithm")
     assert "bad_plugin_loss" not in registry.names("loss")
@@ -186,13 +197,23 @@ def test_bad_register_call_skips_that_plugin_only(plugin_path, monkeypatch, call
 
 def test_commands_work_beside_a_plugin_whose_registration_is_bad(tmp_path):
     """`rlsdk plugins` (and so every command) still runs, and shows the bad plugin's error."""
-    make_distribution(tmp_path, "rlsdk-ext-bad", "ext_bad", "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('exact_match', object)\n")
+    make_distribution(
+        tmp_path,
+        "rlsdk-ext-bad",
+        "ext_bad",
+        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('exact_match', object)\n",
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "rlsdk.cli", "plugins", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlsdk.cli", "plugins", "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {(r["distribution"], r["name"]): r for r in json.loads(proc.stdout)}
     assert "registered by two plugins" in rows[("rlsdk-ext-bad", "ext_bad")]["error"]
-    assert rows[("rlsdk", "rewards")]["error"] is None and "exact_match" in rows[("rlsdk", "rewards")]["registers"]["reward"]
+    assert (
+        rows[("rlsdk", "rewards")]["error"] is None
+        and "exact_match" in rows[("rlsdk", "rewards")]["registers"]["reward"]
+    )
     assert "rlsdk-ext-bad:ext_bad failed to register" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -224,13 +245,18 @@ def test_load_plugins_with_a_misspelt_name_is_an_error(plugin_path, monkeypatch,
     assert "rlsdk-ext-good" in message.split("installed: ")[1] and "rlsdk-ext-other" in message
     assert "ext_other" not in sys.modules  # raised before importing any plugin
     monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-good,nothing-like-it,rlsdk-ext-othr")
-    with pytest.raises(PluginError, match=r"names 'nothing-like-it', 'rlsdk-ext-othr' \(did you mean 'rlsdk-ext-other'\?\), which are not installed"):
+    with pytest.raises(
+        PluginError,
+        match=r"names 'nothing-like-it', 'rlsdk-ext-othr' \(did you mean 'rlsdk-ext-other'\?\), which are not installed",
+    ):
         get_registry(refresh=True)
     # the command line reports it as one line and exits with status 2
     monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-god")
     assert main(["plugins"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rlsdk plugins: error: RLSDK_LOAD_PLUGINS names 'rlsdk-ext-god'") and err.count("\n") == 1, err
+    assert err.startswith("rlsdk plugins: error: RLSDK_LOAD_PLUGINS names 'rlsdk-ext-god'") and err.count("\n") == 1, (
+        err
+    )
 
 
 def test_trace_prints_hook_calls(plugin_path, monkeypatch, capsys):
@@ -257,9 +283,18 @@ def test_extra_plugin_objects_and_files(tmp_path):
 
 
 BROKEN_FILES = {
-    "syntax error": ("import rlsdk\n\ndef register_rewards(register:\n    pass\n", r"failed to import: SyntaxError: .* \(line 3\)$"),
-    "name error": ("import rlsdk\n\nx = 1\nfoo\n", r"failed to import: NameError: name 'foo' is not defined \(line 4\)$"),
-    "missing module": ("import rlsdk\nimport rlsdk_no_such_module_xyz\n", r"failed to import: ModuleNotFoundError: No module named 'rlsdk_no_such_module_xyz' \(line 2\)$"),
+    "syntax error": (
+        "import rlsdk\n\ndef register_rewards(register:\n    pass\n",
+        r"failed to import: SyntaxError: .* \(line 3\)$",
+    ),
+    "name error": (
+        "import rlsdk\n\nx = 1\nfoo\n",
+        r"failed to import: NameError: name 'foo' is not defined \(line 4\)$",
+    ),
+    "missing module": (
+        "import rlsdk\nimport rlsdk_no_such_module_xyz\n",
+        r"failed to import: ModuleNotFoundError: No module named 'rlsdk_no_such_module_xyz' \(line 2\)$",
+    ),
     "register raises": (
         "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('fine', object)\n    raise RuntimeError('boom')\n",
         r"failed to register \(register_rewards\): RuntimeError: boom \(line 6\)$",
@@ -272,7 +307,10 @@ BROKEN_FILES = {
         "import rlsdk\n\n@rlsdk.hookimpl\ndef register_losses(register):\n    register('has space', object)\n",
         r"failed to register \(register_losses\): PluginError: .*invalid name 'has space'.* \(line 5\)$",
     ),
-    "misspelt hook": ("import rlsdk\n\n@rlsdk.hookimpl\ndef register_reward(register):\n    pass\n", r"failed to validate \(unknown hook\): .*'register_reward'"),
+    "misspelt hook": (
+        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_reward(register):\n    pass\n",
+        r"failed to validate \(unknown hook\): .*'register_reward'",
+    ),
     "bad hook arguments": (
         "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register, extra):\n    pass\n",
         r"failed to validate: PluginValidationError: .*'extra'",
@@ -306,7 +344,10 @@ def test_plugin_file_is_imported_as_a_module(tmp_path):
         "@rlsdk.hookimpl\ndef register_rewards(register):\n    register('dc_reward', Options)\n"
     )
     registry = Registry(*get_plugin_manager(load_entrypoints=False, extra=[path]))
-    assert registry.names("reward") == ["dc_reward"] and registry.create("reward", "dc_reward", {"weight": 2.0}).weight == 2.0
+    assert (
+        registry.names("reward") == ["dc_reward"]
+        and registry.create("reward", "dc_reward", {"weight": 2.0}).weight == 2.0
+    )
 
 
 def test_missing_plugin_file_is_an_error(tmp_path):
@@ -321,7 +362,10 @@ def test_broken_plugin_file_fails_the_command(tmp_path, monkeypatch, capsys):
     Path("bad.py").write_text("import rlsdk\n\nfoo\n")
     assert main(["train", "--plugin", "bad.py", "train.steps=1", "--no-progress", "--run-dir", "run"]) == 2
     captured = capsys.readouterr()
-    assert captured.err == "rlsdk train: error: plugin file 'bad.py' failed to import: NameError: name 'foo' is not defined (line 3)\n"
+    assert (
+        captured.err
+        == "rlsdk train: error: plugin file 'bad.py' failed to import: NameError: name 'foo' is not defined (line 3)\n"
+    )
     assert captured.out == "" and not Path("run").exists()
 
 
@@ -365,7 +409,18 @@ def test_external_plugin_trains_from_the_command_line(tmp_path):
         """,
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    cmd = [sys.executable, "-m", "rlsdk.cli", "train", "loss.name=half_reinforce", "train.steps=2", "run.plot=false", "--no-progress", "--run-dir", str(tmp_path / "run")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlsdk.cli",
+        "train",
+        "loss.name=half_reinforce",
+        "train.steps=2",
+        "run.plot=false",
+        "--no-progress",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

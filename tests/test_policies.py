@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rlsdk
+import rlsdk.kinds
 from rlsdk_plugins.tiny_policy import DEFAULT_ALPHABET, CharTokenizer, TinyPolicy
 
 
@@ -39,7 +40,7 @@ def small_tiny(**options) -> TinyPolicy:
 
 def test_tiny_shapes_and_protocol():
     policy = small_tiny()
-    assert isinstance(policy, rlsdk.Policy) and isinstance(policy.tokenizer, rlsdk.Tokenizer)
+    assert rlsdk.kinds.conform("policy", policy, "tiny") is policy and isinstance(policy.tokenizer, rlsdk.Tokenizer)
     v = len(DEFAULT_ALPHABET) + 2
     assert policy.tokenizer.vocab_size == v
     seq, mask = left_pad([[3, 4, 5], [6, 7]], 4)
@@ -231,7 +232,9 @@ def hf_policy(hf_dir):
 
 
 def test_hf_state_dict_is_the_models(hf_policy):
-    assert isinstance(hf_policy, rlsdk.Policy) and isinstance(hf_policy.tokenizer, rlsdk.Tokenizer)
+    assert rlsdk.kinds.conform("policy", hf_policy, "hf") is hf_policy and isinstance(
+        hf_policy.tokenizer, rlsdk.Tokenizer
+    )
     own = hf_policy.model.state_dict()
     wrapped = hf_policy.state_dict()
     assert set(wrapped) == {f"model.{k}" for k in own}
@@ -480,6 +483,9 @@ def test_hf_memory_estimate_at_load_from_the_weight_files(hf_dir, monkeypatch):
     weights = sum(p.stat().st_size for p in hf_dir.glob("*.safetensors"))
     load_config(registry, overrides=overrides)  # fits this machine
     monkeypatch.setattr(rlsdk.validation, "_device_memory", lambda device: (5 * weights - 1, "this machine"))
-    with pytest.raises(rlsdk.ConfigError, match=r"policy 'hf' \(policy.path .*parameters in float32: weights, gradients, Adam state and the reference\) needs about .*; this machine has"):
+    with pytest.raises(
+        rlsdk.ConfigError,
+        match=r"policy 'hf' \(policy.path .*parameters in float32: weights, gradients, Adam state and the reference\) needs about .*; this machine has",
+    ):
         load_config(registry, overrides=overrides)
     load_config(registry, overrides=[*overrides, "train.reference=false"])  # four copies fit

@@ -16,8 +16,17 @@ SECTIONS = {"loss", "advantage", "sampler", "rewards", "logprob", "train"}
 #: The loss components and options the presets may name (written by another helper).
 LOSS_OPTIONS = {
     "clipped_pg": {
-        "eps_low", "eps_high", "dual_clip_c", "delta", "logratio_clamp", "kl_coef", "kl_estimator",
-        "kl_input_clamp", "kl_output_clamp", "entropy_coef", "agg",
+        "eps_low",
+        "eps_high",
+        "dual_clip_c",
+        "delta",
+        "logratio_clamp",
+        "kl_coef",
+        "kl_estimator",
+        "kl_input_clamp",
+        "kl_output_clamp",
+        "entropy_coef",
+        "agg",
     },
     "reinforce": {"kl_coef", "kl_estimator", "kl_input_clamp", "kl_output_clamp", "entropy_coef", "agg"},
 }
@@ -63,20 +72,26 @@ def test_preset_sections_name_existing_components(name):
 
 def test_preset_contents():
     grpo = preset("grpo")
-    assert grpo["advantage"] == {"name": "grpo", "eps": 1e-6, "norm_std": True}
+    assert grpo["advantage"] == {"name": "grpo", "eps": 1e-6, "norm_std": True, "unbiased": True, "single_group": None}
     assert grpo["loss"]["name"] == "clipped_pg"
     assert grpo["loss"]["agg"] == "seq-mean-token-mean"
     assert (grpo["loss"]["eps_low"], grpo["loss"]["eps_high"], grpo["loss"]["kl_coef"]) == (0.2, 0.2, 0.0)
 
     dr = preset("dr_grpo")
-    assert dr["advantage"] == {"name": "grpo", "norm_std": False}
-    assert dr["loss"] == {"name": "clipped_pg", "agg": "seq-mean-token-sum-norm"}
+    assert dr["advantage"]["norm_std"] is False
+    assert dr["loss"]["agg"] == "seq-mean-token-sum-norm"
 
-    assert preset("rloo") == {"advantage": {"name": "rloo"}, "loss": {"name": "clipped_pg", "agg": "token-mean"}}
+    assert preset("rloo")["advantage"] == {"name": "rloo"}
+    assert preset("rloo")["loss"]["agg"] == "token-mean"
 
     pp = preset("reinforce_pp")
-    assert pp["advantage"]["name"] == "reinforce_plus_plus_baseline"
-    assert pp["loss"] == {"name": "clipped_pg", "agg": "token-mean"}
+    assert pp["advantage"] == {"name": "reinforce_plus_plus_baseline", "style": "verl"}
+    assert pp["loss"]["agg"] == "token-mean"
+    # The built-in experiment's entropy bonus is stated by every preset (see ENTROPY_BONUS), so
+    # switching the algorithm changes only the algorithm.
+    from rlsdk_plugins.policy_gradient import ENTROPY_BONUS
+
+    assert {preset(a)["loss"]["entropy_coef"] for a in ("grpo", "dr_grpo", "rloo", "reinforce_pp")} == {ENTROPY_BONUS}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

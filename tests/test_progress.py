@@ -103,7 +103,11 @@ def test_runs_progress_on_a_terminal_draws_both_rows():
         display.start_run("[2/2] grpo / default / seed 1", 10)
         drive(display, clock, 4, 1.0)
         total, run = display.bar.tasks
-        assert total.description == "runs 1/2 done" and total.completed == 14 and total.fields["info"] == "about 6.0 s left"
+        assert (
+            total.description == "runs 1/2 done"
+            and total.completed == 14
+            and total.fields["info"] == "about 6.0 s left"
+        )
         assert run.completed == 4 and run.fields["info"] == "reward 0.500  loss +0.0100  1.00s/step"
         shown = Console(file=io.StringIO(), width=140, record=True)
         shown.print(display.bar.get_renderable())

@@ -20,7 +20,6 @@ from rlsdk.research.report import (
     DYNAMICS_KEYS,
     _comparison_figure,
     _experiment_curves,
-    significant_steps,
     _present_keys,
     arm_colors,
     curve_band,
@@ -28,6 +27,7 @@ from rlsdk.research.report import (
     plot_experiment,
     plot_run,
     report,
+    significant_steps,
 )
 from rlsdk.rundir import read_metrics
 from rlsdk.trainer import train
@@ -67,14 +67,22 @@ def run_dir(tmp_path_factory) -> Path:
 def exp_dir(tmp_path_factory) -> Path:
     """2 arms x 2 seeds x 3 steps, scored by a training metric (no evaluation of checkpoints)."""
     root = tmp_path_factory.mktemp("exp")
-    spec = {"seeds": 2, "overrides": TINY, "arms": {"grpo": [], "reinforce": ["loss.name=reinforce"]}, "score": "reward/mean", "last": 1}
+    spec = {
+        "seeds": 2,
+        "overrides": TINY,
+        "arms": {"grpo": [], "reinforce": ["loss.name=reinforce"]},
+        "score": "reward/mean",
+        "last": 1,
+    }
     (root / "exp.yaml").write_text(yaml.safe_dump(spec))
     run_experiment(load_spec(root / "exp.yaml"), get_registry(), root / "out", log=lambda _: None)
     return root / "out"
 
 
 def copy_experiment(exp_dir: Path, dest: Path) -> Path:
-    return Path(shutil.copytree(exp_dir, dest, ignore=shutil.ignore_patterns("checkpoints", "*.png", "comparison.json")))
+    return Path(
+        shutil.copytree(exp_dir, dest, ignore=shutil.ignore_patterns("checkpoints", "*.png", "comparison.json"))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +215,9 @@ def test_plot_comparison_draws_intervals_and_probabilities(tmp_path):
         assert [t.get_text() for t in left.get_yticklabels()] == ["base (n=5) [baseline]", "plus1 (n=5)", "plus2 (n=5)"]
         assert [t.get_text().rstrip(" *") for t in right.get_yticklabels()] == ["plus1", "plus2"]
         assert right.get_yticks().tolist() == [1, 2]  # on the rows of the left panel
-        assert [list(map(float, line.get_xdata())) for line in right.lines if len(line.get_xdata()) == 2] == [[0.5, 0.5]]
+        assert [list(map(float, line.get_xdata())) for line in right.lines if len(line.get_xdata()) == 2] == [
+            [0.5, 0.5]
+        ]
         assert fig._suptitle.get_text() == "eval/reward, iqm with 95% CI; baseline base"
     finally:
         import matplotlib.pyplot as plt
@@ -263,9 +273,13 @@ def test_each_arm_has_one_colour_in_every_plot(exp_dir, tmp_path, monkeypatch, s
                 seen.setdefault(text.get_text().split(" ")[0], set()).add(matplotlib.colors.to_hex(handle.get_color()))
         else:  # comparison: each row's label and its marker, on both panels
             for ax in fig.axes:
-                rows = {round(t): label.get_text().split(" ")[0] for t, label in zip(ax.get_yticks(), ax.get_yticklabels())}
+                rows = {
+                    round(t): label.get_text().split(" ")[0] for t, label in zip(ax.get_yticks(), ax.get_yticklabels())
+                }
                 for label in ax.get_yticklabels():
-                    seen.setdefault(label.get_text().split(" ")[0], set()).add(matplotlib.colors.to_hex(label.get_color()))
+                    seen.setdefault(label.get_text().split(" ")[0], set()).add(
+                        matplotlib.colors.to_hex(label.get_color())
+                    )
                 for line in ax.lines:
                     if line.get_marker() in ("o", "D") and len(line.get_ydata()) == 1:
                         arm = rows[round(line.get_ydata()[0])]
@@ -279,7 +293,11 @@ def test_each_arm_has_one_colour_in_every_plot(exp_dir, tmp_path, monkeypatch, s
     monkeypatch.setattr(report_module, "_save", record)
     assert report(out) == [out / "curves.png", out / "comparison.png"]
     want = arm_colors(spec.arms)
-    assert list(want) == ["grpo", "reinforce"] and sorted(markers) == ["grpo", "grpo", "reinforce"]  # 2 on the left, 1 on the right
+    assert list(want) == ["grpo", "reinforce"] and sorted(markers) == [
+        "grpo",
+        "grpo",
+        "reinforce",
+    ]  # 2 on the left, 1 on the right
     for name in ("curves.png", "comparison.png"):
         assert drawn[name] == {arm: {color} for arm, color in want.items()}, name
 
@@ -293,7 +311,9 @@ def test_report_dispatches_on_the_folder(run_dir, exp_dir, tmp_path):
     out = copy_experiment(exp_dir, tmp_path / "exp")
     assert report(out) == [out / "curves.png"] and not (out / "comparison.png").exists()
     scores, seeds, _ = load_scores(out)
-    (out / "comparison.json").write_text(json.dumps({**compare(scores, reps=200, pair_reps=100).to_dict(), "seeds": seeds}))
+    (out / "comparison.json").write_text(
+        json.dumps({**compare(scores, reps=200, pair_reps=100).to_dict(), "seeds": seeds})
+    )
     assert report(out, smooth=2) == [out / "curves.png", out / "comparison.png"]
     assert png_shape(out / "comparison.png")[0] > 0 and no_open_figures()
     (out / "comparison.json").write_text("{not json")
@@ -305,12 +325,16 @@ def test_report_dispatches_on_the_folder(run_dir, exp_dir, tmp_path):
 
 
 def test_report_draws_each_task_of_a_multi_task_experiment(tmp_path):
-    spec = ExperimentSpec(name="e", seeds=[0, 1], arms={"a": [], "b": []}, tasks={"rev": [], "add": []}, score="reward/mean")
+    spec = ExperimentSpec(
+        name="e", seeds=[0, 1], arms={"a": [], "b": []}, tasks={"rev": [], "add": []}, score="reward/mean"
+    )
     (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     for task, arm, seed in [("rev", "a", 0), ("rev", "a", 1), ("rev", "b", 0), ("add", "a", 0)]:
         path = run_path(tmp_path, arm, task, seed) / "metrics.jsonl"
         path.parent.mkdir(parents=True)
-        path.write_text("".join(json.dumps({"step": s, "reward/mean": s * (seed + 1), "kl": None}) + "\n" for s in (1, 2, 3)))
+        path.write_text(
+            "".join(json.dumps({"step": s, "reward/mean": s * (seed + 1), "kl": None}) + "\n" for s in (1, 2, 3))
+        )
     assert report(tmp_path) == [tmp_path / "curves-rev.png", tmp_path / "curves-add.png"]
     curves, seeds, _ = _experiment_curves(tmp_path, spec, "add", DYNAMICS_KEYS, 1)
     assert list(curves) == ["reward/mean"] and seeds == {"a": [0]}  # kl is all null: no panel; arm b: no runs
@@ -335,13 +359,16 @@ def test_significant_steps_are_welch_per_step_with_bh():
 
     def runs(shift: float) -> list[list[dict]]:
         return [
-            [{"step": t, "r": (shift if t <= 4 else 0.0) + float(rng.normal(0, 0.5))} for t in range(1, 9)] for _ in range(4)
+            [{"step": t, "r": (shift if t <= 4 else 0.0) + float(rng.normal(0, 0.5))} for t in range(1, 9)]
+            for _ in range(4)
         ]
 
     arm, base = runs(5.0), runs(0.0)
     assert significant_steps(arm, base, "r").tolist() == [1, 2, 3, 4]
     # the same decision by hand: one Welch test per step, then Benjamini-Hochberg over the 8 steps
     p = [sps.ttest_ind([r[t]["r"] for r in arm], [r[t]["r"] for r in base], equal_var=False).pvalue for t in range(8)]
-    assert significant_steps(arm, base, "r").tolist() == [t + 1 for t in range(8) if sps.false_discovery_control(p)[t] < 0.05]
+    assert significant_steps(arm, base, "r").tolist() == [
+        t + 1 for t in range(8) if sps.false_discovery_control(p)[t] < 0.05
+    ]
     assert significant_steps(arm[:1], base, "r").size == 0  # one seed: no test
     assert significant_steps(arm, base, "missing").size == 0

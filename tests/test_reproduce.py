@@ -78,7 +78,10 @@ def test_fewer_steps_keep_a_cosine_schedule(registry, tmp_path):
     assert again["train"]["steps"] == 3
     # the original let torch choose the threads (train.threads=0): the reproduction uses the recorded count
     recorded = json.loads((run / "manifest.json").read_text())["hardware"]["torch_threads"]
-    assert load_config(registry, path=run / "config.yaml")["train"]["threads"] == 0 and again["train"]["threads"] == recorded
+    assert (
+        load_config(registry, path=run / "config.yaml")["train"]["threads"] == 0
+        and again["train"]["threads"] == recorded
+    )
 
 
 def test_tampered_metric_is_found(registry, original, tmp_path):
@@ -99,7 +102,15 @@ def test_tampered_metric_is_found(registry, original, tmp_path):
 
 
 def test_compare_metrics_rules():
-    row = {"step": 1, "wall_time": 5.0, "step_time": 1.0, "tokens_per_s": 9.0, "time/generate": 0.1, "loss": 1.0, "kl": None}
+    row = {
+        "step": 1,
+        "wall_time": 5.0,
+        "step_time": 1.0,
+        "tokens_per_s": 9.0,
+        "time/generate": 0.1,
+        "loss": 1.0,
+        "kl": None,
+    }
     same = {**row, "wall_time": 6.0, "step_time": 2.0, "tokens_per_s": 1.0, "time/generate": 0.5}
     assert compare_metrics([row], [same]) == (1, 2, None, {})  # timings ignored, None == None
     # a key missing on one side
@@ -137,20 +148,30 @@ def test_environment_differences(original):
     torch_version = manifest["versions"]["torch"]
     threads = manifest["hardware"]["torch_threads"]
     plugin = manifest["plugins"][0]
-    assert changed(lambda m: m["versions"].update(torch="2.11.0")) == [f"versions.torch: {torch_version} (original) vs 2.11.0 (now)"]
-    assert changed(lambda m: m["git"]["rlsdk"].update(commit="b" * 40)) == [f"git.rlsdk.commit: {'a' * 40} (original) vs {'b' * 40} (now)"]
-    assert changed(lambda m: m["git"]["rlsdk"].update(dirty=True)) == ["git.rlsdk.dirty: False (original) vs True (now)"]
+    assert changed(lambda m: m["versions"].update(torch="2.11.0")) == [
+        f"versions.torch: {torch_version} (original) vs 2.11.0 (now)"
+    ]
+    assert changed(lambda m: m["git"]["rlsdk"].update(commit="b" * 40)) == [
+        f"git.rlsdk.commit: {'a' * 40} (original) vs {'b' * 40} (now)"
+    ]
+    assert changed(lambda m: m["git"]["rlsdk"].update(dirty=True)) == [
+        "git.rlsdk.dirty: False (original) vs True (now)"
+    ]
     assert changed(lambda m: m["hardware"].update(torch_threads=threads + 1)) == [
         f"hardware.torch_threads: {threads} (original) vs {threads + 1} (now)"
     ]
-    assert changed(lambda m: m["environment"].update(OMP_NUM_THREADS="1")) == ["environment.OMP_NUM_THREADS: missing (original) vs 1 (now)"]
+    assert changed(lambda m: m["environment"].update(OMP_NUM_THREADS="1")) == [
+        "environment.OMP_NUM_THREADS: missing (original) vs 1 (now)"
+    ]
     assert changed(lambda m: m["plugins"][0].update(version="9.9")) == [
         f"plugins.{plugin['name']}: {plugin['distribution']} {plugin['version']} (original) vs {plugin['distribution']} 9.9 (now)"
     ]
     assert changed(lambda m: m["determinism"].update(deterministic_algorithms=True)) == [
         "determinism.deterministic_algorithms: False (original) vs True (now)"
     ]
-    assert changed(lambda m: m.update(data={"/d/train.jsonl": "f" * 64})) == [f"data./d/train.jsonl: missing (original) vs {'f' * 64} (now)"]
+    assert changed(lambda m: m.update(data={"/d/train.jsonl": "f" * 64})) == [
+        f"data./d/train.jsonl: missing (original) vs {'f' * 64} (now)"
+    ]
     resumed = {**manifest, "resumes": [{"time": 1.0, "argv": [], "from_step": 2}]}
     (line,) = environment_differences(resumed, manifest)
     assert line.startswith("resumes: from step 2 (original) vs never (now)") and "CPU" in line
@@ -159,8 +180,12 @@ def test_environment_differences(original):
     import scipy
 
     assert manifest["packages"]["scipy"] == scipy.__version__ and "torch" in manifest["packages"]
-    assert changed(lambda m: m["packages"].update(scipy="0.1")) == [f"packages.scipy: {scipy.__version__} (original) vs 0.1 (now)"]
-    assert changed(lambda m: m["packages"].pop("scipy")) == [f"packages.scipy: {scipy.__version__} (original) vs missing (now)"]
+    assert changed(lambda m: m["packages"].update(scipy="0.1")) == [
+        f"packages.scipy: {scipy.__version__} (original) vs 0.1 (now)"
+    ]
+    assert changed(lambda m: m["packages"].pop("scipy")) == [
+        f"packages.scipy: {scipy.__version__} (original) vs missing (now)"
+    ]
     assert changed(lambda m: m["packages"].update(torch="0.1")) == []  # versions.torch is the one compared
     older = {k: v for k, v in manifest.items() if k != "packages"}  # a run from before packages were recorded
     assert environment_differences(older, manifest) == environment_differences(manifest, older) == []

@@ -46,7 +46,9 @@ def _hold(folder: Path) -> Iterator[subprocess.Popen]:
 
 def test_a_lock_held_by_another_process_names_it_and_a_dead_holder_is_taken_over(tmp_path):
     with _hold(tmp_path / "run") as holder:
-        with pytest.raises(FolderLocked, match=rf"run folder '.*run' is in use by pid {holder.pid} \(holder --test, since .* UTC\)"):
+        with pytest.raises(
+            FolderLocked, match=rf"run folder '.*run' is in use by pid {holder.pid} \(holder --test, since .* UTC\)"
+        ):
             FolderLock(tmp_path / "run").acquire()
     assert (tmp_path / "run" / FolderLock.NAME).exists()  # the dead holder's file stays: stale, not held
     with FolderLock(tmp_path / "run") as lock:
@@ -86,7 +88,9 @@ def test_two_trainings_on_one_folder_the_second_is_refused(tmp_path, capsys):
 
 def test_an_experiment_folder_is_locked(tmp_path, capsys):
     spec = tmp_path / "exp.yaml"
-    spec.write_text("name: x\nseeds: [0]\noverrides: [train.steps=1, train.prompts_per_step=2, sampler.n=2, run.plot=false]\narms:\n  a: []\n")
+    spec.write_text(
+        "name: x\nseeds: [0]\noverrides: [train.steps=1, train.prompts_per_step=2, sampler.n=2, run.plot=false]\narms:\n  a: []\n"
+    )
     with _hold(tmp_path / "out") as holder:
         assert main(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
         err = capsys.readouterr().err
@@ -171,7 +175,10 @@ def test_a_failed_resume_keeps_config_and_metrics_and_a_failed_new_run_leaves_no
     assert main(["train", "--resume", str(run), "train.steps=4", "rewards.broken=1.0", "--plugin", str(bad)]) == 2
     assert "reward 'broken'" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-    assert main(["train", *FAST, "rewards.broken=1.0", "--plugin", str(bad), "--run-dir", str(tmp_path / "new" / "run")]) == 2
+    assert (
+        main(["train", *FAST, "rewards.broken=1.0", "--plugin", str(bad), "--run-dir", str(tmp_path / "new" / "run")])
+        == 2
+    )
     assert not (tmp_path / "new").exists()
 
 

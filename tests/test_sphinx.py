@@ -126,7 +126,9 @@ def test_api_reference_documents_the_public_api(site):
         assert module_name in documented, f"module {module_name} is missing from the API reference"
         for name in module.__all__:
             exported = name in rlsdk.__all__ and getattr(rlsdk, name) is getattr(module, name)
-            assert f"{module_name}.{name}" in documented or exported, f"{module_name}.{name} is missing from the API reference"
+            assert f"{module_name}.{name}" in documented or exported, (
+                f"{module_name}.{name} is missing from the API reference"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,7 +141,9 @@ def _run_example(path: Path, argv: list[str], monkeypatch) -> None:
 
 
 # resume_exactly.py trains 3 runs.
-SCRIPTS = [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name == "resume_exactly.py" else []) for p in EXAMPLES]
+SCRIPTS = [
+    pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name == "resume_exactly.py" else []) for p in EXAMPLES
+]
 
 
 @pytest.mark.parametrize("path", SCRIPTS)
@@ -160,7 +164,9 @@ def _documented_plugin_commands() -> list[str]:
 def test_every_plugin_example_has_a_documented_training_command():
     plugins = {p.name for p in EXAMPLES if "@rlsdk.hookimpl" in p.read_text()}
     used = {shlex.split(cmd)[3].rsplit("/", 1)[-1] for cmd in _documented_plugin_commands()}
-    assert plugins and plugins <= used, f"examples without an `rlsdk train --plugin` command in docs/: {sorted(plugins - used)}"
+    assert plugins and plugins <= used, (
+        f"examples without an `rlsdk train --plugin` command in docs/: {sorted(plugins - used)}"
+    )
 
 
 @pytest.mark.slow
@@ -175,7 +181,9 @@ def test_documented_plugin_command_trains(command, tmp_path, monkeypatch):
 
 def test_tutorial_experiment_runs(tmp_path, capsys):
     """The tutorial's experiment file, with a built-in loss standing in for the plugin's, tiny runs."""
-    text = re.search(r"^```yaml\n(name: scaled-vs-grpo\n.*?)^```", (DOCS / "tutorial.md").read_text(), re.S | re.M).group(1)
+    text = re.search(
+        r"^```yaml\n(name: scaled-vs-grpo\n.*?)^```", (DOCS / "tutorial.md").read_text(), re.S | re.M
+    ).group(1)
     spec = tmp_path / "compare.yaml"
     spec.write_text(text.replace("loss.name=scaled_reinforce_scaled_reinforce", "loss.name=reinforce"))
     out = tmp_path / "exp"
@@ -203,7 +211,9 @@ def test_ablation_example_is_valid():
 
     spec = load_spec(ROOT / "examples" / "research" / "ablation.yaml")
     registry = rlsdk.get_registry()
-    full, *ablations = [load_config(registry, spec.config, spec.run_overrides(arm, "default", 0))["loss"] for arm in spec.arms]
+    full, *ablations = [
+        load_config(registry, spec.config, spec.run_overrides(arm, "default", 0))["loss"] for arm in spec.arms
+    ]
     assert spec.paired and list(spec.arms)[0] == "full" and full["kl_coef"] == 0.04
     for loss in ablations:
         assert sum(loss[k] != full[k] for k in full) == 1
@@ -240,7 +250,9 @@ def test_tutorial_matches_the_generated_package(tmp_path):
         else:
             shown.add("/".join([*folders, entry]))
     generated = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
-    assert shown and shown <= generated, f"the tutorial shows files the template does not make: {sorted(shown - generated)}"
+    assert shown and shown <= generated, (
+        f"the tutorial shows files the template does not make: {sorted(shown - generated)}"
+    )
     config = (project / "configs" / "train.yaml").read_text()
     for name in set(re.findall(r"loss\.name=(\w+)", tutorial)):
         assert f"name: {name}" in config, f"the tutorial's loss {name!r} is not the generated one"
@@ -277,7 +289,19 @@ def test_python_blocks_of_the_guides_run(tmp_path, monkeypatch):
     (tmp_path / "my_rlsdk_plugin.py").write_text(plugin)
     (tmp_path / "test_my_plugin.py").write_text(plugin_test)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "--rootdir", str(tmp_path), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error",
+        "--rootdir",
+        str(tmp_path),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
 
@@ -295,7 +319,9 @@ def _attribute_docstrings(module_name: str) -> set[str]:
 
 def _has_attribute_docstring(name: str, obj: object) -> bool:
     """Whether an rlsdk module that holds ``obj`` as ``name`` documents that variable."""
-    modules = [m for m, module in list(sys.modules.items()) if m.startswith("rlsdk.") and getattr(module, name, None) is obj]
+    modules = [
+        m for m, module in list(sys.modules.items()) if m.startswith("rlsdk.") and getattr(module, name, None) is obj
+    ]
     return any(name in _attribute_docstrings(m) for m in modules)
 
 

@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+
 from rlsdk_kernels.linear_logprob import triton_problem  # reads metadata, imports no triton
 
 #: Modules none of the checked start-ups may import (sympy, mpmath come with ``torch._dynamo``).
@@ -31,7 +32,9 @@ def loaded_after(code: str, tmp_path) -> list[str]:
         print("\\nHEAVY=" + json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
     """)  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.rsplit("HEAVY=", 1)[1])
 

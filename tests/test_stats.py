@@ -8,7 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats as sps
 
@@ -112,7 +113,9 @@ def test_probability_of_improvement_matches_reference_and_mann_whitney(xy):
     assert float(S.probability_of_improvement(x, x)) == pytest.approx(0.5, abs=1e-12)
     for m in range(x.shape[1]):
         u = sps.mannwhitneyu(x[:, m], y[:, m], alternative="two-sided").statistic
-        assert float(S.probability_of_improvement(x[:, m : m + 1], y[:, m : m + 1])) == pytest.approx(u / (len(x) * len(y)))
+        assert float(S.probability_of_improvement(x[:, m : m + 1], y[:, m : m + 1])) == pytest.approx(
+            u / (len(x) * len(y))
+        )
 
 
 @FAST
@@ -128,7 +131,9 @@ def test_performance_profile_matches_reference(x, taus):
 def test_batch_axis_equals_loop(xb, data):
     for metric in S.METRICS.values():
         np.testing.assert_allclose(metric(xb), [metric(a) for a in xb], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(S.performance_profile(xb, [0.5, 1.0]), [S.performance_profile(a, [0.5, 1.0]) for a in xb])
+    np.testing.assert_allclose(
+        S.performance_profile(xb, [0.5, 1.0]), [S.performance_profile(a, [0.5, 1.0]) for a in xb]
+    )
     y = data.draw(scores(tasks=xb.shape[2]))  # same tasks as x, its own number of runs
     np.testing.assert_allclose(S.probability_of_improvement(xb, y), [S.probability_of_improvement(a, y) for a in xb])
     both = S.probability_of_improvement(xb, np.stack([y] * len(xb)))
@@ -369,8 +374,14 @@ def test_corrections_hand_worked():
     assert S.holm([]).shape == (0,) and S.benjamini_hochberg([]).shape == (0,)
 
 
-@pytest.mark.parametrize(("p", "pattern"), [([0.1, 1.5], "p-value 1 is 1.5"), ([float("nan")], "p-value 0 is nan"),
-                                            ([0.2, 0.3, -0.1], r"p-value 2 is -0.1; every p-value must lie in \[0, 1\]")])
+@pytest.mark.parametrize(
+    ("p", "pattern"),
+    [
+        ([0.1, 1.5], "p-value 1 is 1.5"),
+        ([float("nan")], "p-value 0 is nan"),
+        ([0.2, 0.3, -0.1], r"p-value 2 is -0.1; every p-value must lie in \[0, 1\]"),
+    ],
+)
 def test_correction_errors(p, pattern):
     for fn in (S.holm, S.benjamini_hochberg):
         with pytest.raises(ConfigError, match=pattern):
@@ -421,7 +432,9 @@ def test_power_known_values():
     assert S.power(1e-9, 7) == pytest.approx(0.05, abs=1e-6)  # power at d = 0 is alpha
     assert S.power(1e-9, 7, alternative="greater") == pytest.approx(0.05, abs=1e-6)
     # Large n: the noncentral t tends to the normal, power ~ Phi(d sqrt(n/2) - z_{1-alpha}).
-    assert S.power(0.1, 1000, alternative="greater") == pytest.approx(sps.norm.cdf(0.1 * math.sqrt(500) - sps.norm.ppf(0.95)), abs=1e-3)
+    assert S.power(0.1, 1000, alternative="greater") == pytest.approx(
+        sps.norm.cdf(0.1 * math.sqrt(500) - sps.norm.ppf(0.95)), abs=1e-3
+    )
     assert S.power(5.0, 1000) == 1.0 and S.power(-1.0, 5) == pytest.approx(S.power(1.0, 5))
 
 
@@ -470,7 +483,9 @@ def test_paired_t_matches_scipy(n, seed, shift, noise):
     x = y + shift + noise * rng.normal(size=n)
     got, want = S.paired_t_test(x, y), sps.ttest_rel(x, y)
     assert got.test == "paired-t" and got.df == n - 1
-    assert got.statistic == pytest.approx(want.statistic, rel=1e-9) and got.p_value == pytest.approx(want.pvalue, rel=1e-9, abs=1e-300)
+    assert got.statistic == pytest.approx(want.statistic, rel=1e-9) and got.p_value == pytest.approx(
+        want.pvalue, rel=1e-9, abs=1e-300
+    )
 
 
 def test_paired_t_constant_differences_and_errors():
@@ -508,7 +523,9 @@ def test_paired_bootstrap_keeps_the_pairing():
     x = np.random.default_rng(3).normal(size=(8, 2))
     diff = lambda a, b: S.mean(a) - S.mean(b)  # noqa: E731
     paired = S.bootstrap_ci_two(x, x + 1.0, diff, rng=0, reps=500, paired=True)
-    assert paired.point == pytest.approx(-1.0) and paired.low == pytest.approx(-1.0) and paired.high == pytest.approx(-1.0)
+    assert (
+        paired.point == pytest.approx(-1.0) and paired.low == pytest.approx(-1.0) and paired.high == pytest.approx(-1.0)
+    )
     independent = S.bootstrap_ci_two(x, x + 1.0, diff, rng=0, reps=500)
     assert independent.high - independent.low > 0.5
     with pytest.raises(ConfigError, match=r"paired samples need one shape; x has \(8, 2\) and y has \(7, 2\)"):

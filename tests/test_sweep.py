@@ -41,7 +41,9 @@ def write_sweep(tmp_path: Path, **fields) -> Path:
 
 
 def test_load_sweep_kinds(tmp_path):
-    spec = load_sweep(write_sweep(tmp_path, space={**SPACE, "train.warmup_steps": {"low": 0, "high": 10, "step": 5}}), trials=7)
+    spec = load_sweep(
+        write_sweep(tmp_path, space={**SPACE, "train.warmup_steps": {"low": 0, "high": 10, "step": 5}}), trials=7
+    )
     kinds = {p.key: (p.kind, p.log, p.step) for p in spec.space}
     assert kinds == {
         "train.lr": ("float", True, None),
@@ -51,16 +53,26 @@ def test_load_sweep_kinds(tmp_path):
         "train.warmup_steps": ("int", False, 5),
     }
     assert spec.trials == 7 and spec.seeds == [0] and spec.sampler == "tpe" and spec.direction == "maximize"
-    assert spec.trial_overrides({"algorithm": "rloo", "train.lr": 0.5}, 3)[-3:] == ["algorithm=rloo", "train.lr=0.5", "seed=3"]
+    assert spec.trial_overrides({"algorithm": "rloo", "train.lr": 0.5}, 3)[-3:] == [
+        "algorithm=rloo",
+        "train.lr=0.5",
+        "seed=3",
+    ]
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"space": {}}, "needs a 'space' mapping"),
-        ({"space": {"train.lr": {"low": 1.0, "high": 0.5}}}, "space.train.lr needs numbers low < high, got low=1.0 high=0.5"),
+        (
+            {"space": {"train.lr": {"low": 1.0, "high": 0.5}}},
+            "space.train.lr needs numbers low < high, got low=1.0 high=0.5",
+        ),
         ({"space": {"train.lr": {"low": 0.0, "high": 0.5, "log": True}}}, "log: true, so low must be > 0, got 0.0"),
-        ({"space": {"train.lr": {"low": 0.1, "high": 0.5, "log": True, "step": 0.1}}}, "step must be a positive number and cannot go with log"),
+        (
+            {"space": {"train.lr": {"low": 0.1, "high": 0.5, "log": True, "step": 0.1}}},
+            "step must be a positive number and cannot go with log",
+        ),
         ({"space": {"train.lr": {"low": 0.1}}}, "must be a list of choices or a range"),
         ({"space": {"algorithm": []}}, "space.algorithm lists no choices"),
         ({"sampler": "bayes"}, "sampler must be one of tpe, random, gp, cmaes, got 'bayes'"),
@@ -78,8 +90,11 @@ def test_load_sweep_errors(tmp_path, fields, message):
 @settings(max_examples=60, deadline=None)
 @given(
     st.one_of(
-        st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd"), whitelist_characters="._-/ {}[],:#'\"!&*"), max_size=12),
-        st.integers(-10**6, 10**6),
+        st.text(
+            alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd"), whitelist_characters="._-/ {}[],:#'\"!&*"),
+            max_size=12,
+        ),
+        st.integers(-(10**6), 10**6),
         st.floats(allow_nan=False, allow_infinity=False, width=64),
         st.booleans(),
         st.none(),
@@ -100,10 +115,14 @@ def test_run_sweep_trains_scores_and_continues(tmp_path):
     for trial in summary["trials"]:
         run_dir = out / "trials" / f"{trial['number']:04d}" / "seed_0"
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        assert config["train"]["lr"] == trial["params"]["train.lr"] and config["algorithm"] == trial["params"]["algorithm"]
+        assert (
+            config["train"]["lr"] == trial["params"]["train.lr"] and config["algorithm"] == trial["params"]["algorithm"]
+        )
         assert config["sampler"]["max_new_tokens"] == trial["params"]["sampler.max_new_tokens"]
         assert 1e-4 <= trial["params"]["train.lr"] <= 1e-2 and trial["params"]["sampler.max_new_tokens"] in (3, 4, 5)
-        assert trial["value"] == pytest.approx(score_run(run_dir, "reward/mean")) and trial["scores"] == [trial["value"]]
+        assert trial["value"] == pytest.approx(score_run(run_dir, "reward/mean")) and trial["scores"] == [
+            trial["value"]
+        ]
     assert summary["best"]["value"] == max(t["value"] for t in summary["trials"])
     assert json.loads((out / "sweep.json").read_text()) == json.loads(json.dumps(summary))
     assert "importances" in summary and set(summary["importances"]) <= set(SPACE)
@@ -147,7 +166,12 @@ def test_a_bad_space_fails_before_the_first_trial(tmp_path):
 
 def test_cli_sweep(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["sweep", str(write_sweep(tmp_path)), "--out", str(out), "--trials", "2", "train.steps=1", "--no-progress"]) == 0
+    assert (
+        main(
+            ["sweep", str(write_sweep(tmp_path)), "--out", str(out), "--trials", "2", "train.steps=1", "--no-progress"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["finished"] == 2 and "best of 2 finished trial(s):" in printed

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rlsdk
+import rlsdk.kinds
 from rlsdk import ConfigError, Example
 
 ALPHABET = set("0123456789 +-*/=<>()[]:;,.?!abcdefghijklmnopqrstuvwxyz")
@@ -86,7 +87,7 @@ NAMES = ["reverse", "sort", "addition"]
 @pytest.mark.parametrize("name", NAMES)
 def test_created_through_registry_and_protocol(name):
     task = create("task", name)
-    assert isinstance(task, rlsdk.Task)
+    assert rlsdk.kinds.conform("task", task, "task") is task
     assert task.name == name
     assert rlsdk.get_registry().owner("task", name) == "rlsdk:tasks"
 
@@ -272,7 +273,7 @@ def test_jsonl_round_trip_with_eval_file(tmp_path):
     )
     evalf = write(tmp_path / "eval.jsonl", [json.dumps({"prompt": "3+3=", "answer": "6"})])
     task = create("task", "jsonl", path=str(train), eval_path=str(evalf))
-    assert isinstance(task, rlsdk.Task) and task.name == "jsonl"
+    assert rlsdk.kinds.conform("task", task, "jsonl") is task and task.name == "jsonl"
     assert task.files == [str(train.resolve()), str(evalf.resolve())]
     assert all(Path(f).is_absolute() for f in task.files)
     assert task.eval_examples() == [Example("3+3=", "6")]

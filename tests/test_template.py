@@ -56,7 +56,9 @@ def read_toml(path: Path) -> dict:
 
 def project_files(project: Path) -> set[str]:
     """Paths of the files under ``project``, relative to it, without caches."""
-    return {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def expected_files(module: str, kinds: list[str]) -> set[str]:
@@ -95,7 +97,9 @@ def test_bad_names_are_rejected_and_nothing_is_written(tmp_path, name, message):
 
 @pytest.mark.parametrize("name", ["pluggy", "PyYAML", "jinja2"])
 def test_installed_distribution_names_are_rejected(tmp_path, name):
-    with pytest.raises(ConfigError, match=rf"plugin name '{name}' is taken: the distribution '\S+' [\d.]+ is already installed"):
+    with pytest.raises(
+        ConfigError, match=rf"plugin name '{name}' is taken: the distribution '\S+' [\d.]+ is already installed"
+    ):
         new_plugin(name, ["loss"], tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -116,7 +120,10 @@ def test_component_names_registered_by_an_installed_plugin_are_rejected(tmp_path
     existing.register_rewards = register_rewards
     registry = Registry(*get_plugin_manager(load_entrypoints=False, extra=[existing]))
     new_plugin("rlsdk-clash", ["loss"], tmp_path / "ok", registry=registry, no_input=True)  # no reward: no clash
-    with pytest.raises(ConfigError, match=r"would register the reward 'clash_digit_count', which the installed plugin ext_clash already"):
+    with pytest.raises(
+        ConfigError,
+        match=r"would register the reward 'clash_digit_count', which the installed plugin ext_clash already",
+    ):
         new_plugin("rlsdk-clash", ["reward"], tmp_path / "out", registry=registry)
     assert not (tmp_path / "out").exists()
 
@@ -124,7 +131,10 @@ def test_component_names_registered_by_an_installed_plugin_are_rejected(tmp_path
 @pytest.mark.parametrize(
     ("components", "message"),
     [
-        (["lsos"], "unknown component kind 'lsos' for a new plugin (did you mean 'loss'?); valid: loss, advantage, sampler, reward or all"),
+        (
+            ["lsos"],
+            "unknown component kind 'lsos' for a new plugin (did you mean 'loss'?); valid: loss, advantage, sampler, reward or all",
+        ),
         ([], "needs at least one component kind"),
         ("rewards", "unknown component kind 'rewards'"),
     ],
@@ -203,8 +213,14 @@ def test_exact_files_and_names_for_one_combination(tmp_path):
     assert pyproject["project"]["entry-points"]["rlsdk"] == {"two_kinds": "rlsdk_two_kinds.plugin"}
     plugin_py = (project / "src/rlsdk_two_kinds/plugin.py").read_text()
     assert "register_losses" in plugin_py and "register_rewards" in plugin_py and "register_samplers" not in plugin_py
-    assert f'register("{names.components["loss"]}", ScaledReinforce)' in (project / "src/rlsdk_two_kinds/loss.py").read_text()
-    assert f'register("{names.components["reward"]}", DigitCount)' in (project / "src/rlsdk_two_kinds/reward.py").read_text()
+    assert (
+        f'register("{names.components["loss"]}", ScaledReinforce)'
+        in (project / "src/rlsdk_two_kinds/loss.py").read_text()
+    )
+    assert (
+        f'register("{names.components["reward"]}", DigitCount)'
+        in (project / "src/rlsdk_two_kinds/reward.py").read_text()
+    )
     config = yaml.safe_load((project / "configs/train.yaml").read_text())
     assert config["loss"]["name"] == names.components["loss"] and "sampler" not in config
     assert config["rewards"][names.components["reward"]]["weight"] > 0
@@ -238,7 +254,9 @@ def test_generated_files_are_fully_rendered_and_parse(tmp_path, kinds):
 
 def test_find_template_locations(tmp_path, monkeypatch):
     assert find_template() == TEMPLATE
-    with pytest.raises(ConfigError, match=re.escape(f"no cookiecutter.json in {str(tmp_path)!r} (from the template argument)")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"no cookiecutter.json in {str(tmp_path)!r} (from the template argument)")
+    ):
         find_template(tmp_path)
     monkeypatch.setenv(TEMPLATE_ENV, str(tmp_path))
     with pytest.raises(ConfigError, match=re.escape(f"(from ${TEMPLATE_ENV})")):
@@ -248,7 +266,16 @@ def test_find_template_locations(tmp_path, monkeypatch):
 
 
 def test_cli_creates_a_plugin_and_prints_the_next_commands(tmp_path, capsys):
-    args = ["new-plugin", "rlsdk-cli-made", "--component", "sampler", "--component", "advantage", "--output-dir", str(tmp_path)]
+    args = [
+        "new-plugin",
+        "rlsdk-cli-made",
+        "--component",
+        "sampler",
+        "--component",
+        "advantage",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main([*args, "--no-input", "--author", "Ada", "--github-username", "ada"]) == 0
     out = capsys.readouterr().out
     project = tmp_path / "rlsdk-cli-made"
@@ -306,11 +333,16 @@ def test_cli_interactive_hands_the_answers_to_cookiecutter_as_defaults(tmp_path,
 
 def make_venv(path: Path) -> Path:
     """A virtual environment that sees this interpreter's packages (rlsdk, torch, pytest); its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(path)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(path)], check=True, timeout=120
+    )
     python = path / "bin" / "python"
     if sys.prefix != sys.base_prefix:  # running inside a venv: --system-site-packages would skip its packages
         venv_site = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         # site.addsitedir (not a bare path line) also runs the parent's .pth files: an editable install
         # of rlsdk is such a file (setuptools' import hook), and a bare path would not find it.
@@ -333,8 +365,22 @@ def installed_project(request, tmp_path_factory, cookiecutter_home):
     project = new_plugin(name, kinds, root / "src", description=f"template test: {kinds[0]}")
     python = make_venv(root / "venv")
     proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-e", str(project)],
-        capture_output=True, text=True, timeout=300, env=clean_env(),
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-e",
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return types.SimpleNamespace(project=project, python=python, names=plugin_names(name, kinds), root=root)
@@ -344,7 +390,11 @@ def installed_project(request, tmp_path_factory, cookiecutter_home):
 def test_generated_project_passes_its_own_tests(installed_project):
     proc = subprocess.run(
         [str(installed_project.python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=installed_project.project, capture_output=True, text=True, timeout=600, env=clean_env(),
+        cwd=installed_project.project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=clean_env(),
     )
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
@@ -357,10 +407,22 @@ def test_generated_project_passes_its_own_tests(installed_project):
 def test_generated_project_trains_with_its_config(installed_project):
     run = installed_project.root / "run"
     cmd = [
-        str(installed_project.python), "-m", "rlsdk.cli", "train", "configs/train.yaml",
-        "train.steps=2", "train.prompts_per_step=4", "sampler.n=4", "run.plot=false", "--no-progress", "--run-dir", str(run),
+        str(installed_project.python),
+        "-m",
+        "rlsdk.cli",
+        "train",
+        "configs/train.yaml",
+        "train.steps=2",
+        "train.prompts_per_step=4",
+        "sampler.n=4",
+        "run.plot=false",
+        "--no-progress",
+        "--run-dir",
+        str(run),
     ]
-    proc = subprocess.run(cmd, cwd=installed_project.project, capture_output=True, text=True, timeout=600, env=clean_env())
+    proc = subprocess.run(
+        cmd, cwd=installed_project.project, capture_output=True, text=True, timeout=600, env=clean_env()
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -382,11 +444,16 @@ def test_generated_project_compares_with_the_reference(installed_project):
         str(installed_project.python), "-m", "rlsdk.cli", "experiment", "configs/compare.yaml", "train.steps=1",
         "train.prompts_per_step=2", "eval.size=4", "run.plot=false", "--seeds", "2", "--out", str(out), "--reps", "100",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=installed_project.project, capture_output=True, text=True, timeout=600, env=clean_env())
+    proc = subprocess.run(
+        cmd, cwd=installed_project.project, capture_output=True, text=True, timeout=600, env=clean_env()
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     arm = installed_project.names.distribution
     assert f"| {arm} | 2 |" in proc.stdout and "| **reference** (baseline) | 2 |" in proc.stdout
-    reference, mine = (yaml.safe_load((out / "runs" / a / "default" / "seed_0" / "config.yaml").read_text()) for a in ("reference", arm))
+    reference, mine = (
+        yaml.safe_load((out / "runs" / a / "default" / "seed_0" / "config.yaml").read_text())
+        for a in ("reference", arm)
+    )
     components = installed_project.names.components
     for section, builtin in (("loss", "clipped_pg"), ("advantage", "grpo"), ("sampler", "group")):
         if section in components:
@@ -394,7 +461,9 @@ def test_generated_project_compares_with_the_reference(installed_project):
     if "sampler" in components:
         assert mine["sampler"]["n"] == reference["sampler"]["n"] == 16
     if "reward" in components:
-        assert mine["rewards"][components["reward"]]["weight"] > 0 == reference["rewards"][components["reward"]]["weight"]
+        assert (
+            mine["rewards"][components["reward"]]["weight"] > 0 == reference["rewards"][components["reward"]]["weight"]
+        )
 
 
 @pytest.mark.slow
@@ -404,9 +473,26 @@ def test_template_ships_inside_the_wheel(tmp_path):
     import sys
     import zipfile
 
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+        str(ROOT),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     (wheel,) = tmp_path.glob("rlsdk-*.whl")
-    shipped = {n.removeprefix("rlsdk/_template/") for n in zipfile.ZipFile(wheel).namelist() if n.startswith("rlsdk/_template/")}
-    template = {p.relative_to(TEMPLATE).as_posix() for p in TEMPLATE.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    shipped = {
+        n.removeprefix("rlsdk/_template/")
+        for n in zipfile.ZipFile(wheel).namelist()
+        if n.startswith("rlsdk/_template/")
+    }
+    template = {
+        p.relative_to(TEMPLATE).as_posix() for p in TEMPLATE.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
     assert template and shipped == template

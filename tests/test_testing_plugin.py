@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -13,14 +14,16 @@ import pytest
 import torch
 
 import rlsdk
-from rlsdk import LossOutput
+from rlsdk import Generation, HiddenLossOutput, LossOutput, SamplingParams
 from rlsdk.testing import (
     check_advantage,
+    check_engine,
     check_logprob_backend,
     check_loss,
     check_reward,
     check_sampler,
     check_task,
+    make_engine,
     make_examples,
     make_policy,
     make_registry,
@@ -142,22 +145,6 @@ class GoodLoss:
         return LossOutput(rlsdk.aggregate(per_token, batch, "token-mean"), {"pg": metric})
 
 
-class FromHiddenLoss(GoodLoss):
-    """A "fused" GoodLoss: from_hidden computes the log-probs itself (here in float64 PyTorch)."""
-
-    scale = 1.0
-
-    def from_hidden(self, hidden, weight, targets, batch, *, temperature, backend):
-        log_p = torch.log_softmax((hidden.double() @ weight.double().T) / temperature, dim=-1)
-        lp = log_p.gather(-1, targets[:, None]).squeeze(-1).view(batch.mask.shape).float()
-        out = self(lp * self.scale, batch)
-        return out, lp.detach(), -(log_p.exp() * log_p).sum(-1).view(batch.mask.shape).float().detach()
-
-
-class WrongFromHiddenLoss(FromHiddenLoss):
-    scale = 1.01  # a fused path that disagrees with the loss on backend log-probs
-
-
 class InPlaceLoss(GoodLoss):
     def __call__(self, logprobs, batch):
         batch.advantages.mul_(1.0)  # same values, but an in-place write
@@ -265,7 +252,6 @@ def test_check_loss_passes_on_correct_losses():
     check_loss(EntropyBonusLoss())
     check_loss(GoodLoss(), make_train_batch(seed=9, rows=5, length=3), seed=9)
     check_loss(ConstantMetricLoss())  # metrics need not be additive unless asked
-    check_loss(FromHiddenLoss())
 
 
 @pytest.mark.parametrize(
@@ -273,7 +259,6 @@ def test_check_loss_passes_on_correct_losses():
     [
         (InPlaceLoss(), r"loss InPlaceLoss: input modified in place: tensor advantages"),
         (ReassigningLoss(), r"input modified: advantages was replaced"),
-        (WrongFromHiddenLoss(), r"loss WrongFromHiddenLoss: from_hidden: from_hidden gave loss .* the torch backend"),
         (LocalCountLoss(), r"micro-batch invariance: the loss is .* sums to .* over 2 micro-batches"),
         (NanGradLoss(), r"finite gradient: .*logprobs is nan at row 1"),
         (UnmaskedRatioLoss(), r"masked positions: changing the values at masked positions"),
@@ -295,6 +280,21 @@ def test_check_loss_fails_on_broken_losses(loss, message):
 def test_check_loss_can_require_additive_metrics():
     with pytest.raises(AssertionError, match=r"micro-batch invariance: metric 'half' is 0.5 .* sums to 1 over 2"):
         check_loss(ConstantMetricLoss(), additive_metrics=True)
+
+
+class MisspeltCapabilityLoss(GoodLoss):
+    needs_entropyy = True
+
+
+class StringCapabilityLoss(GoodLoss):
+    needs_entropy = "yes"
+
+
+def test_check_loss_conforms_the_loss_to_its_kind_first():
+    with pytest.raises(AssertionError, match=r"loss MisspeltCapabilityLoss declares 'needs_entropyy', which rlsdk"):
+        check_loss(MisspeltCapabilityLoss())
+    with pytest.raises(AssertionError, match=r"loss StringCapabilityLoss: needs_entropy must be True or False"):
+        check_loss(StringCapabilityLoss())
 
 
 def test_check_loss_rejects_a_batch_without_what_the_loss_needs():
@@ -451,10 +451,10 @@ class WrappedSampler:
 
     def __init__(self, edit, score_it=True):
         self.inner, self.edit, self.score_it = group_sampler(), edit, score_it
-        self.temperature, self.max_new_tokens = self.inner.temperature, self.inner.max_new_tokens
+        self.params = self.inner.params
 
-    def __call__(self, policy, examples, score, generator):
-        batch = self.inner(policy, examples, score if self.score_it else (lambda b: b), generator)
+    def __call__(self, engine, examples, score, generator, params):
+        batch = self.inner(engine, examples, score if self.score_it else (lambda b: b), generator, params)
         return self.edit(batch)
 
 
@@ -466,46 +466,244 @@ def edited(**changes):
 class GlobalRngSampler(WrappedSampler):
     """Ignores the generator it is given."""
 
-    def __call__(self, policy, examples, score, generator):
-        return super().__call__(policy, examples, score, torch.Generator().manual_seed(int(torch.randint(0, 1000, ()))))
+    def __call__(self, engine, examples, score, generator, params):
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 1000, ())))
+        return super().__call__(engine, examples, score, generator, params)
 
 
-class NoAttributesSampler:
+class OwnParamsSampler(WrappedSampler):
+    """Samples with its own params whatever params it is given."""
+
+    def __call__(self, engine, examples, score, generator, params):
+        return super().__call__(engine, examples, score, generator, self.params)
+
+
+class OwnGroupSizeSampler(WrappedSampler):
+    """Samples its own n whatever params it is given (evaluation would get groups of n)."""
+
+    def __call__(self, engine, examples, score, generator, params):
+        return super().__call__(engine, examples, score, generator, params.replace(n=self.params.n))
+
+
+class EvalAtOneTemperatureSampler(WrappedSampler):
+    def eval_params(self, temperature):
+        return self.params.replace(n=1, temperature=1.0)
+
+
+class LongerSampler(WrappedSampler):
+    """Asks the engine for more tokens than its params allow."""
+
+    def __call__(self, engine, examples, score, generator, params):
+        return super().__call__(engine, examples, score, generator, params.replace(max_new_tokens=8))
+
+
+class NoParamsSampler:
     def __init__(self):
         self.inner = group_sampler()
 
-    def __call__(self, policy, examples, score, generator):
-        return self.inner(policy, examples, score, generator)
+    def __call__(self, engine, examples, score, generator, params):
+        return self.inner(engine, examples, score, generator, params)
+
+
+class DictParamsSampler(NoParamsSampler):
+    params = {"n": 2}
 
 
 def test_check_sampler_passes_on_the_group_sampler(rlsdk_policy, rlsdk_examples):
     check_sampler(group_sampler())
     greedy = REGISTRY.create("sampler", "group", {"n": 3, "max_new_tokens": 2, "temperature": 0.0})
-    check_sampler(greedy, rlsdk_policy, rlsdk_examples[:2], seed=4)
+    check_sampler(greedy, make_engine(4), rlsdk_examples[:2], seed=4)
+    check_sampler(greedy, policy=rlsdk_policy)
+    check_sampler(greedy, rlsdk_policy, rlsdk_examples)  # a policy where the engine goes: the call before engines
+
+
+def test_check_sampler_wants_an_engine_or_a_policy():
+    with pytest.raises(ValueError, match="give an engine or a policy, not both"):
+        check_sampler(group_sampler(), make_engine(), policy=make_policy())
 
 
 @pytest.mark.parametrize(
     ("sampler", "message"),
     [
-        (edited(group_ids=lambda b: torch.zeros_like(b.group_ids)), r"sampler WrappedSampler: group_ids: group 0 mixes"),
+        (edited(group_ids=lambda b: torch.zeros_like(b.group_ids)), r"sampler WrappedSampler: group_ids: group 0"),
         (edited(group_ids=lambda b: torch.arange(len(b.group_ids))), r"group_ids: 6 distinct group_ids for 3 examples"),
         (WrappedSampler(lambda b: b, score_it=False), r"scored: the score function was never called"),
         (edited(rewards=lambda b: b.rewards + 1), r"scored: rewards are not those of the score function"),
         (edited(completions=lambda b: b.completions[:-1]), r"length: completions has 5 entries for B = 6"),
         (edited(mask=lambda b: b.mask * 0.5), r"mask: mask holds values other than 0 and 1"),
-        (edited(attention_mask=lambda b: b.attention_mask[:, 1:]), r"sequences: sequences \(6, \d+\) and attention_mask"),
+        (edited(attention_mask=lambda b: b.attention_mask[:, 1:]), r"sequences: sequences \(6, \d+\) and attention"),
         (edited(prompts=lambda b: ["rev 000="] * len(b.prompts)), r"prompts: row 0 has prompt 'rev 000='"),
+        (edited(weight_versions=lambda b: b.weight_versions[:2]), r"weight_versions: weight_versions has shape \(2,\)"),
         (GlobalRngSampler(lambda b: b), r"deterministic: the same generator seed gave different rollouts"),
-        (NoAttributesSampler(), r"attributes: sampler.temperature must be a number"),
+        (OwnGroupSizeSampler(lambda b: b), r"params.n: group 0 has 2 completions; the params given ask for n = 1"),
+        (OwnParamsSampler(lambda b: b), r"length: completions have T = 3 tokens, more than max_new_tokens = 1"),
+        (LongerSampler(lambda b: b), r"length: completions have T = \d+ tokens, more than max_new_tokens = 3"),
+        (EvalAtOneTemperatureSampler(lambda b: b), r"eval_params: eval_params\(0.0\) returned .*temperature=0.0"),
+        (NoParamsSampler(), r"sampler NoParamsSampler has no 'params', which the Sampler protocol requires"),
+        (DictParamsSampler(), r"sampler DictParamsSampler: params must be an rlsdk.SamplingParams"),
     ],
     ids=[
-        "mixed-groups", "group-per-row", "unscored", "rescored", "short-completions", "soft-mask",
-        "short-attention", "foreign-prompt", "global-rng", "no-attributes",
+        "mixed-groups",
+        "group-per-row",
+        "unscored",
+        "rescored",
+        "short-completions",
+        "soft-mask",
+        "short-attention",
+        "foreign-prompt",
+        "short-versions",
+        "global-rng",
+        "own-group-size",
+        "own-params",
+        "longer",
+        "eval-temperature",
+        "no-params",
+        "dict-params",
     ],
 )
 def test_check_sampler_fails_on_broken_samplers(sampler, message):
     with pytest.raises(AssertionError, match=message):
         check_sampler(sampler)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation engines
+
+
+class EditedEngine:
+    """The inprocess engine with its Generation changed by ``edit(generation, params) -> generation``."""
+
+    def __init__(self, edit=lambda out, params: out):
+        self.inner, self.edit = REGISTRY.create("engine", "inprocess"), edit
+
+    @property
+    def tokenizer(self):
+        return self.inner.tokenizer
+
+    def update_weights(self, policy, version):
+        self.inner.update_weights(policy, version)
+
+    def generate(self, prompts, params, generator):
+        return self.edit(self.inner.generate(prompts, params, generator), params)
+
+
+def _rows(out, **changes):
+    """A copy of Generation ``out`` with fields replaced: ``field=lambda out: new_value``."""
+    values = {name: getattr(out, name) for name in ("token_ids", "logprobs", "finish_reasons", "weight_versions")}
+    return Generation(**{**values, **{name: make(out) for name, make in changes.items()}})
+
+
+class GlobalRngEngine(EditedEngine):
+    def generate(self, prompts, params, generator):
+        return super().generate(prompts, params, torch.Generator().manual_seed(int(torch.randint(0, 1000, ()))))
+
+
+class FewerEngine(EditedEngine):
+    """Ignores n: one completion per prompt."""
+
+    def generate(self, prompts, params, generator):
+        return super().generate(prompts, params.replace(n=1), generator)
+
+
+class InterleavedEngine(EditedEngine):
+    """Rows ordered prompt 0, 1, 2, 0, 1, 2 instead of 0, 0, 1, 1, 2, 2."""
+
+    def generate(self, prompts, params, generator):
+        out = super().generate(prompts, params, generator)
+        b, n = len(out.token_ids), params.n
+        order = [(j % (b // n)) * n + j // (b // n) for j in range(b)]
+        return _rows(
+            out,
+            **{
+                f: (lambda o, f=f: [getattr(o, f)[i] for i in order])
+                for f in ("token_ids", "logprobs", "finish_reasons", "weight_versions")
+            },
+        )
+
+
+class StaleVersionEngine(EditedEngine):
+    def update_weights(self, policy, version):
+        if self.inner.policy is None:
+            self.inner.update_weights(policy, version)
+
+
+class MutatingEngine(EditedEngine):
+    def generate(self, prompts, params, generator):
+        prompts[0].append(0)
+        return super().generate(prompts[:], params, generator)
+
+
+class NoGenerateEngine:
+    tokenizer = None
+
+    def update_weights(self, policy, version):
+        pass
+
+
+def test_check_engine_passes_on_the_inprocess_engine(rlsdk_engine):
+    check_engine(rlsdk_engine)
+    check_engine(make_engine(), make_policy(3), seed=3, params=SamplingParams(n=3, temperature=0.0, max_new_tokens=2))
+    check_engine(EditedEngine())
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        (
+            EditedEngine(lambda o, p: _rows(o, logprobs=lambda o: [o.logprobs[0][:-1], *o.logprobs[1:]])),
+            r"engine EditedEngine: shapes: completion 0 has \d+ token ids and \d+ logprobs",
+        ),
+        (FewerEngine(), r"completions: generate\(3 prompts, n=2, max_new_tokens=4\) returned .* \[3, 3, 3, 3\]"),
+        (
+            EditedEngine(lambda o, p: _rows(o, finish_reasons=lambda o: ["eos"] * len(o.finish_reasons))),
+            r"finish_reasons: completion 0 has finish reason 'eos'; expected one of \('stop', 'length'\)",
+        ),
+        (
+            EditedEngine(lambda o, p: _rows(o, finish_reasons=lambda o: ["stop"] * len(o.finish_reasons))),
+            r"finish_reasons: completion \d+ of 4 tokens does not end with EOS but has finish reason 'stop'",
+        ),
+        (
+            EditedEngine(lambda o, p: _rows(o, token_ids=lambda o: [[*ids[:-1], 99] for ids in o.token_ids])),
+            r"token_ids: completion 0: token id outside the vocabulary",
+        ),
+        (
+            EditedEngine(lambda o, p: _rows(o, logprobs=lambda o: [[-lp + 1.0 for lp in row] for row in o.logprobs])),
+            r"logprobs: completion 0: log-probability .* is not a finite float <= 0",
+        ),
+        (
+            EditedEngine(
+                lambda o, p: _rows(
+                    o,
+                    token_ids=lambda o: [ids * 2 for ids in o.token_ids],
+                    logprobs=lambda o: [lps * 2 for lps in o.logprobs],
+                )
+            ),
+            r"max_new_tokens: completion 0 has 8 tokens; expected 1 to max_new_tokens = 4",
+        ),
+        (GlobalRngEngine(), r"deterministic: the same generator seed gave different completions"),
+        (InterleavedEngine(), r"layout: greedy completion 1 \(n = 2\) differs from greedy completion 0"),
+        (StaleVersionEngine(), r"weight_versions: completion 0 reports weight version 3 after update_weights"),
+        (MutatingEngine(), r"input modified: prompts was mutated"),
+        (NoGenerateEngine(), r"engine NoGenerateEngine has no 'generate', which the GenerationEngine protocol"),
+    ],
+    ids=[
+        "short-logprobs",
+        "ignores-n",
+        "bad-finish-reason",
+        "stop-without-eos",
+        "out-of-vocabulary",
+        "positive-logprobs",
+        "too-long",
+        "global-rng",
+        "interleaved",
+        "stale-version",
+        "mutates-prompts",
+        "no-generate",
+    ],
+)
+def test_check_engine_fails_on_broken_engines(engine, message):
+    with pytest.raises(AssertionError, match=message):
+        check_engine(engine)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -535,6 +733,66 @@ class AlwaysEntropyBackend:
     def __call__(self, hidden, weight, targets, *, temperature=1.0, with_entropy=False):
         torch_backend = REGISTRY.create("logprob_backend", "torch")
         return torch_backend(hidden, weight, targets, temperature=temperature, with_entropy=True)
+
+
+class FusedBackend:
+    """The torch backend plus a "fused" loss_from_hidden: the torch backend then the loss, times ``scale``."""
+
+    scale = 1.0
+
+    def __init__(self):
+        self.inner = REGISTRY.create("logprob_backend", "torch")
+
+    def __call__(self, hidden, weight, targets, *, temperature=1.0, with_entropy=False):
+        return self.inner(hidden, weight, targets, temperature=temperature, with_entropy=with_entropy)
+
+    def loss_from_hidden(self, hidden, weight, targets, batch, loss, *, temperature):
+        out = self.inner(hidden, weight, targets, temperature=temperature, with_entropy=True)
+        lp, ent = out.logprobs.view(batch.mask.shape), out.entropy.view(batch.mask.shape)
+        needs_entropy = rlsdk.kinds.member("loss", loss, "needs_entropy")
+        micro = dataclasses.replace(batch, entropy=ent if needs_entropy else None)
+        result = loss(lp, micro)
+        return HiddenLossOutput(LossOutput(result.loss * self.scale, result.metrics), lp.detach(), ent.detach())
+
+
+class WrongFusedBackend(FusedBackend):
+    scale = 1.01  # a fused path that disagrees with the backend followed by the loss
+
+
+class LocalCountFusedBackend(FusedBackend):
+    """Normalises each micro-batch by its own counts."""
+
+    def loss_from_hidden(self, hidden, weight, targets, batch, loss, *, temperature):
+        local = dataclasses.replace(batch, num_tokens=None, num_seqs=None, num_rows=None)
+        return super().loss_from_hidden(hidden, weight, targets, local, loss, temperature=temperature)
+
+
+class TupleFusedBackend(FusedBackend):
+    def loss_from_hidden(self, hidden, weight, targets, batch, loss, *, temperature):
+        out = super().loss_from_hidden(hidden, weight, targets, batch, loss, temperature=temperature)
+        return out.output, out.logprobs, out.entropy
+
+
+class DecliningBackend(FusedBackend):
+    def loss_from_hidden(self, hidden, weight, targets, batch, loss, *, temperature):
+        return None
+
+
+class StringPriorityBackend(FusedBackend):
+    priority = "high"
+
+
+def test_check_logprob_backend_checks_loss_from_hidden():
+    check_logprob_backend(FusedBackend())
+    check_logprob_backend(DecliningBackend())
+    with pytest.raises(AssertionError, match=r"WrongFusedBackend: loss_from_hidden: loss ClippedPG over 1 micro"):
+        check_logprob_backend(WrongFusedBackend())
+    with pytest.raises(AssertionError, match=r"loss_from_hidden: loss ClippedPG over 2 micro-batch\(es\)"):
+        check_logprob_backend(LocalCountFusedBackend())
+    with pytest.raises(AssertionError, match=r"loss_from_hidden: returned tuple; expected rlsdk.HiddenLossOutput"):
+        check_logprob_backend(TupleFusedBackend())
+    with pytest.raises(AssertionError, match=r"StringPriorityBackend: priority must be an integer"):
+        check_logprob_backend(StringPriorityBackend())
 
 
 def test_check_logprob_backend():
@@ -584,6 +842,11 @@ def test_fixtures_in_a_plugin_authors_test_file(pytester):
                 sampler = rlsdk.create("sampler", "group", n=2, max_new_tokens=2)
                 rlsdk.testing.check_sampler(sampler, rlsdk_policy, rlsdk_examples)
 
+            def test_engine(rlsdk_engine, rlsdk_examples):
+                rlsdk.testing.check_engine(rlsdk_engine)
+                sampler = rlsdk.create("sampler", "group", n=2, max_new_tokens=2)
+                rlsdk.testing.check_sampler(sampler, rlsdk_engine, rlsdk_examples)
+
             def test_a_broken_loss_fails(rlsdk_train_batch):
                 class Local:
                     def __call__(self, logprobs, batch):
@@ -594,5 +857,5 @@ def test_fixtures_in_a_plugin_authors_test_file(pytester):
     )
     pytester.syspathinsert()
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["*AssertionError: loss Local: micro-batch invariance*"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import errno
 import json
 import math
@@ -44,8 +45,18 @@ def test_run_folder_contents(registry, tmp_path):
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     expected = {
-        "reward/mean", "reward/std", "loss", "kl", "entropy", "loss/clip_frac", "grad_norm",
-        "response_length/mean", "tokens_per_s", "step_time", "reward/char_match", "reward/exact_match",
+        "reward/mean",
+        "reward/std",
+        "loss",
+        "kl",
+        "entropy",
+        "loss/clip_frac",
+        "grad_norm",
+        "response_length/mean",
+        "tokens_per_s",
+        "step_time",
+        "reward/char_match",
+        "reward/exact_match",
     }
     assert expected <= set(rows[0]), expected - set(rows[0])
     assert all(isinstance(v, (int, float)) for r in rows for v in r.values())
@@ -114,9 +125,14 @@ def test_trained_logprobs_give_the_backend_only_trained_tokens(trained_rows):
     """Log-probs, entropies and gradients at trained tokens equal the backend's on every token;
     untrained tokens are 0 there and never reach the backend."""
     g = torch.Generator().manual_seed(0)
-    hidden, weight = torch.randn(12, 6, generator=g, dtype=torch.float64), torch.randn(9, 6, generator=g, dtype=torch.float64)
+    hidden, weight = (
+        torch.randn(12, 6, generator=g, dtype=torch.float64),
+        torch.randn(9, 6, generator=g, dtype=torch.float64),
+    )
     targets = torch.randint(0, 9, (12,), generator=g)
-    mask = {"some": torch.rand(3, 4, generator=g) > 0.4, "all": torch.ones(3, 4), "none": torch.zeros(3, 4)}[trained_rows]
+    mask = {"some": torch.rand(3, 4, generator=g) > 0.4, "all": torch.ones(3, 4), "none": torch.zeros(3, 4)}[
+        trained_rows
+    ]
     backend, seen = rlsdk.create("logprob_backend", "torch"), []
 
     def spy(h, *args, **kwargs):
@@ -165,9 +181,16 @@ def test_resume_after_a_kill_repeats_the_uninterrupted_run(tmp_path):
     )
     common = [*FAST[1:], "train.steps=7", "run.checkpoint_every=2"]
     cli = [sys.executable, "-m", "rlsdk.cli", "train", "--no-progress"]
-    full = subprocess.run([*cli, *common, "--run-dir", str(tmp_path / "full")], capture_output=True, text=True, timeout=300)
+    full = subprocess.run(
+        [*cli, *common, "--run-dir", str(tmp_path / "full")], capture_output=True, text=True, timeout=300
+    )
     assert full.returncode == 0, full.stderr
-    killed = subprocess.run([*cli, *common, "--run-dir", str(tmp_path / "killed"), "--plugin", str(killer)], capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [*cli, *common, "--run-dir", str(tmp_path / "killed"), "--plugin", str(killer)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == 9
     assert len(read_metrics(tmp_path / "killed" / "metrics.jsonl")) == 5
     assert RunDir(tmp_path / "killed").latest_checkpoint().name == "step_000004.pt"
@@ -186,7 +209,9 @@ def test_resume_in_process_extends_a_finished_run(registry, tmp_path):
     longer["train"]["steps"] = 6
     train(longer, registry, run_dir=tmp_path / "a", resume=True)
     train(longer, registry, run_dir=tmp_path / "b")
-    assert _strip(read_metrics(tmp_path / "a" / "metrics.jsonl")) == _strip(read_metrics(tmp_path / "b" / "metrics.jsonl"))
+    assert _strip(read_metrics(tmp_path / "a" / "metrics.jsonl")) == _strip(
+        read_metrics(tmp_path / "b" / "metrics.jsonl")
+    )
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert [r["from_step"] for r in manifest["resumes"]] == [4]
 
@@ -199,7 +224,9 @@ def test_resume_without_a_checkpoint_starts_over(registry, tmp_path):
     (tmp_path / "a" / "manifest.json").unlink()  # killed before the manifest was written
     train(config, registry, run_dir=tmp_path / "a", resume=True)
     train(config, registry, run_dir=tmp_path / "b")
-    assert _strip(read_metrics(tmp_path / "a" / "metrics.jsonl")) == _strip(read_metrics(tmp_path / "b" / "metrics.jsonl"))
+    assert _strip(read_metrics(tmp_path / "a" / "metrics.jsonl")) == _strip(
+        read_metrics(tmp_path / "b" / "metrics.jsonl")
+    )
     assert (tmp_path / "a" / "manifest.json").exists()
 
 
@@ -247,7 +274,11 @@ def test_unsafe_checkpoint_is_refused(tmp_path):
 def test_trainer_has_no_algorithm_specific_branches(registry):
     """No registered component name appears as a string literal in the training loop."""
     source = Path(sys.modules["rlsdk.trainer"].__file__).read_text()
-    literals = {node.value for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    literals = {
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
     names = set()
     for kind in ("algorithm", "loss", "advantage", "sampler", "reward", "task", "policy"):
         names |= set(registry.names(kind))
@@ -255,20 +286,22 @@ def test_trainer_has_no_algorithm_specific_branches(registry):
 
 
 def test_learning_rate_schedule():
+    from rlsdk.settings import TrainSettings
     from rlsdk.trainer import learning_rate
 
-    cfg = {"lr": 1.0, "warmup_steps": 4, "steps": 14, "lr_schedule": "cosine", "min_lr_ratio": 0.1}
+    cfg = TrainSettings(lr=1.0, warmup_steps=4, steps=14, lr_schedule="cosine", min_lr_ratio=0.1)
     assert [learning_rate(cfg, s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert learning_rate(cfg, 13) == pytest.approx(0.1)
     assert learning_rate(cfg, 8) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 9)))
     values = [learning_rate(cfg, s) for s in range(3, 14)]
     assert all(a >= b for a, b in zip(values, values[1:]))
-    assert learning_rate({**cfg, "lr_schedule": "constant"}, 13) == 1.0
+    assert learning_rate(dataclasses.replace(cfg, lr_schedule="constant"), 13) == 1.0
 
 
-def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
-    """The loss's ``from_hidden`` first, then the backend's ``loss_from_hidden`` (None: declined),
-    then backend -> loss with ``batch.entropy`` only for a loss that ``needs_entropy``."""
+def test_micro_batch_loss_reads_the_members_in_order(monkeypatch):
+    """The backend's ``loss_from_hidden`` first (None: declined; a backend without it declines by the
+    protocol's default), then backend -> loss with ``batch.entropy`` only for a loss that
+    ``needs_entropy`` (a loss without the member gets the default, False)."""
     from types import SimpleNamespace
 
     from rlsdk import trainer
@@ -278,21 +311,22 @@ def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
     micro = rlsdk.testing.make_train_batch(0, rows=2, length=3, group_size=1)
     calls = []
 
-    def result(tag):
-        loss = torch.tensor(float(len(tag)), requires_grad=True)
-        return rlsdk.LossOutput(loss=loss, metrics={}), None, torch.full((2, 3), float(len(tag)))
-
     class Backend:
         def __init__(self, fused):
             self.fused = fused
 
         def __call__(self, h, w, t, *, temperature, with_entropy):
             calls.append(("backend", temperature, with_entropy))
-            return rlsdk.LogprobOutput(logprobs=torch.zeros(h.shape[0], requires_grad=True), entropy=torch.ones(h.shape[0]))
+            return rlsdk.LogprobOutput(
+                logprobs=torch.zeros(h.shape[0], requires_grad=True), entropy=torch.ones(h.shape[0])
+            )
 
         def loss_from_hidden(self, h, w, t, batch, loss, *, temperature):
-            calls.append(("loss_from_hidden", loss.name))
-            return result("backend") if self.fused else None
+            calls.append(("loss_from_hidden", loss.name, temperature))
+            if not self.fused:
+                return None
+            out = rlsdk.LossOutput(loss=torch.tensor(7.0, requires_grad=True), metrics={})
+            return rlsdk.HiddenLossOutput(output=out, logprobs=torch.zeros(2, 3), entropy=torch.full((2, 3), 7.0))
 
     class Loss:
         name, needs_entropy = "plain", True
@@ -301,25 +335,33 @@ def test_micro_batch_loss_reads_the_capabilities_in_order(monkeypatch):
             calls.append(("loss", batch.entropy is not None))
             return rlsdk.LossOutput(loss=logprobs.sum(), metrics={})
 
-    class LossWithFromHidden(Loss):
-        name = "own"
+    class BareLoss:
+        name = "bare"
 
-        def from_hidden(self, h, w, t, batch, *, temperature, backend):
-            calls.append(("from_hidden", temperature))
-            return result("own")
+        def __call__(self, logprobs, batch):
+            calls.append(("loss", batch.entropy is not None))
+            return rlsdk.LossOutput(loss=logprobs.sum(), metrics={})
+
+    class BareBackend:
+        def __call__(self, h, w, t, *, temperature, with_entropy):
+            calls.append(("backend", temperature, with_entropy))
+            return rlsdk.LogprobOutput(
+                logprobs=torch.zeros(h.shape[0], requires_grad=True), entropy=torch.ones(h.shape[0])
+            )
 
     policy = SimpleNamespace(output_weight=lambda: torch.randn(5, 4))
 
     def run(loss, backend):
         calls.clear()
-        out, entropy = trainer.micro_batch_loss(SimpleNamespace(policy=policy, loss=loss, backend=backend, label=str), micro, 3, 0.7)
+        out, entropy = trainer.micro_batch_loss(
+            SimpleNamespace(policy=policy, loss=loss, backend=backend, label=str), micro, 3, 0.7
+        )
         return calls[:], float(out.loss.detach()), float(entropy[0, 0])
 
-    assert run(LossWithFromHidden(), Backend(True)) == ([("from_hidden", 0.7)], 3.0, 3.0)
-    assert run(Loss(), Backend(True)) == ([("loss_from_hidden", "plain")], 7.0, 7.0)
-    assert run(Loss(), Backend(False)) == ([("loss_from_hidden", "plain"), ("backend", 0.7, True), ("loss", True)], 0.0, 1.0)
-    no_entropy = Loss()
-    no_entropy.needs_entropy = False
-    backend = Backend(False)
-    del Backend.loss_from_hidden  # a backend without the capability
-    assert run(no_entropy, backend) == ([("backend", 0.7, True), ("loss", False)], 0.0, 1.0)
+    assert run(Loss(), Backend(True)) == ([("loss_from_hidden", "plain", 0.7)], 7.0, 7.0)
+    assert run(Loss(), Backend(False)) == (
+        [("loss_from_hidden", "plain", 0.7), ("backend", 0.7, True), ("loss", True)],
+        0.0,
+        1.0,
+    )
+    assert run(BareLoss(), BareBackend()) == ([("backend", 0.7, True), ("loss", False)], 0.0, 1.0)

@@ -56,7 +56,13 @@ def run(case: dict, rank: int) -> dict:
                           matmul=case["matmul"])  # fmt: skip
     try:
         lp, ent = fused_linear_logprobs(
-            hidden, shard, targets, case["temperature"], case["with_entropy"], case["ignore_index"], config,
+            hidden,
+            shard,
+            targets,
+            case["temperature"],
+            case["with_entropy"],
+            case["ignore_index"],
+            config,
             vocab_group=dist.group.WORLD,
         )
     except ValueError as exc:

@@ -3,6 +3,7 @@
 - ``.. rlsdk-hooks:: registration`` / ``check`` / ``event`` emit, for every hook spec in
   :mod:`rlsdk.hookspecs` of that group, a ``hook`` target and an ``autofunction``; a new hook appears
   without editing the docs, and a hook that fits neither group fails the build.
+- ``.. rlsdk-kinds::`` renders the table of component kinds (:data:`rlsdk.kinds.KINDS`).
 - ``.. rlsdk-cli::`` renders ``rlsdk --help`` and the help of every subcommand of
   :func:`rlsdk.cli.build_parser` (so the CLI reference cannot drift from the parser).
 
@@ -33,12 +34,36 @@ def hook_specs() -> list[tuple[str, Any]]:
     """``(name, function)`` of every hook spec in :mod:`rlsdk.hookspecs`, in source order."""
     from rlsdk import hookspecs
 
-    specs = [
-        (name, fn)
-        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-        if hasattr(fn, "rlsdk_spec")
-    ]
-    return sorted(specs, key=lambda item: inspect.getsourcelines(item[1])[1])
+    specs = [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "rlsdk_spec")]
+    from rlsdk.kinds import KINDS
+
+    order = {spec.hook: i for i, spec in enumerate(KINDS.values())}  # the registration hooks share one source line
+    return sorted(specs, key=lambda item: (inspect.getsourcelines(item[1])[1], order.get(item[0], 0)))
+
+
+class KindsDirective(SphinxDirective):
+    """``.. rlsdk-kinds::``: the table of component kinds (:data:`rlsdk.kinds.KINDS`) as a list table."""
+
+    def run(self) -> list[nodes.Node]:
+        from rlsdk.kinds import KINDS
+
+        self.env.note_reread()
+        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 12 22 16 18 32", ""]
+        lines += ["   * - kind", "     - registered with", "     - config section", "     - protocol", "     - members"]
+        for spec in KINDS.values():
+            members = [f"``{m}``" for m in spec.required] + [f"``{m}`` (optional)" for m in spec.optional]
+            protocol = f":class:`rlsdk.{spec.protocol}`" if spec.protocol else "none (a dict of sections)"
+            check = f"; checked by :func:`rlsdk.testing.{spec.check}`" if spec.check else ""
+            lines += [
+                f"   * - ``{spec.name}``",
+                f"     - :hook:`{spec.hook}`",
+                f"     - ``{spec.section}`` ({spec.shape})",
+                f"     - {protocol}",
+                f"     - {', '.join(members) or 'its call'}{check}",
+            ]
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source="rlsdk.kinds"), self.content_offset, container)
+        return container.children
 
 
 def hook_group(name: str) -> str:
@@ -166,6 +191,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     """Register the ``hook`` cross-reference type and the two directives."""
     app.add_crossref_type("hook", "hook", indextemplate="pair: %s; hook")
     app.add_directive("rlsdk-hooks", HooksDirective)
+    app.add_directive("rlsdk-kinds", KindsDirective)
     app.add_directive("rlsdk-cli", CliDirective)
     app.connect("missing-reference", resolve_short_name)
     app.connect("autodoc-process-signature", factory_defaults)

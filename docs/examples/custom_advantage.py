@@ -37,6 +37,8 @@ class MedianBaseline:
 @rlsdk.hookimpl
 def register_advantages(register):
     register("median_baseline", MedianBaseline)
+
+
 # -- end estimator --
 
 

@@ -46,6 +46,8 @@ class ISReinforce:
 @rlsdk.hookimpl
 def register_losses(register):
     register("is_reinforce", ISReinforce)
+
+
 # -- end loss --
 
 

@@ -35,6 +35,8 @@ class PrefixMatch:
 @rlsdk.hookimpl
 def register_rewards(register):
     register("prefix_match", PrefixMatch)
+
+
 # -- end reward --
 
 
@@ -61,7 +63,9 @@ class CopyTask:
     def sample(self, n: int, generator: torch.Generator) -> list[rlsdk.Example]:
         out: list[rlsdk.Example] = []
         while len(out) < n:  # draw only from `generator`, so the seed fixes the data order
-            out += [rlsdk.Example(f"copy {s}=", s) for s in self._strings(n - len(out), generator) if s not in self.held_out]
+            out += [
+                rlsdk.Example(f"copy {s}=", s) for s in self._strings(n - len(out), generator) if s not in self.held_out
+            ]
         return out
 
     def eval_examples(self) -> list[rlsdk.Example]:
@@ -71,6 +75,8 @@ class CopyTask:
 @rlsdk.hookimpl
 def register_tasks(register):
     register("copy", CopyTask)
+
+
 # -- end task --
 
 

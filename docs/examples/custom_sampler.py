@@ -24,18 +24,14 @@ class InformativeGroups:
     """The ``group`` sampler, then only the groups whose rewards are not all equal."""
 
     def __init__(self, n: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 16):
-        # Plain attributes: the trainer reads `temperature` (for the log-probs) and `max_new_tokens`
-        # (a length normaliser); evaluation sets `n = 1` and `temperature` on a copy.
-        self.n, self.temperature, self.top_p, self.max_new_tokens = n, temperature, top_p, max_new_tokens
-        self.group_sampler()  # validate the options now, when the config is loaded
+        # The trainer reads params.temperature (for the log-probs) and params.max_new_tokens (a length
+        # normaliser); evaluation calls the sampler with params from eval_params (the protocol's
+        # default: n=1 at eval.temperature). Building them checks the options.
+        self.params = rlsdk.SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        self.group = rlsdk.create("sampler", "group")
 
-    def group_sampler(self) -> rlsdk.Sampler:
-        """The built-in ``group`` sampler with this sampler's current options."""
-        options = {"n": self.n, "temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}
-        return rlsdk.create("sampler", "group", **options)
-
-    def __call__(self, policy, examples, score, generator) -> rlsdk.RolloutBatch:
-        batch = self.group_sampler()(policy, examples, score, generator)  # generated and scored
+    def __call__(self, engine, examples, score, generator, params) -> rlsdk.RolloutBatch:
+        batch = self.group(engine, examples, score, generator, params)  # generated and scored
         _, std, _ = rlsdk.group_stats(batch.rewards, batch.group_ids)
         keep = std > 0
         return batch if not keep.any() else select_rows(batch, keep)
@@ -45,7 +41,9 @@ def select_rows(batch: rlsdk.RolloutBatch, keep: torch.Tensor) -> rlsdk.RolloutB
     """The rows of ``batch`` where ``keep [B]`` is true (every per-row field, tensor or list)."""
     rows = keep.nonzero().flatten().tolist()
     changes = {}
-    for name in ("rewards", "group_ids", "mask", "sequences", "attention_mask", "truncated", "old_logprobs", "ref_logprobs"):
+    per_row = ("rewards", "group_ids", "mask", "sequences", "attention_mask", "truncated", "old_logprobs", "ref_logprobs",
+               "engine_logprobs", "weight_versions")  # fmt: skip
+    for name in per_row:
         value = getattr(batch, name)
         changes[name] = None if value is None else value[keep]
     for name in ("prompts", "completions", "metadata"):
@@ -57,6 +55,8 @@ def select_rows(batch: rlsdk.RolloutBatch, keep: torch.Tensor) -> rlsdk.RolloutB
 @rlsdk.hookimpl
 def register_samplers(register):
     register("informative_groups", InformativeGroups)
+
+
 # -- end sampler --
 
 
@@ -66,6 +66,8 @@ def main() -> None:
     import rlsdk.testing
 
     policy = rlsdk.testing.make_policy(seed=0)  # a tiny random character-level policy
+    engine = rlsdk.create("engine", "inprocess")  # samples from the policy in this process
+    engine.update_weights(policy, version=0)
     examples = rlsdk.testing.make_examples(seed=0, n=3)
     starts_with_digit = rlsdk.create("reward", "format", pattern=r"[0-9].*")
 
@@ -74,8 +76,8 @@ def main() -> None:
         return batch.replace(rewards=rewards, reward_components={"format": rewards})
 
     sampler = InformativeGroups(n=4, max_new_tokens=4)
-    full = sampler.group_sampler()(policy, examples, score, torch.Generator().manual_seed(0))
-    kept = sampler(policy, examples, score, torch.Generator().manual_seed(0))
+    full = sampler.group(engine, examples, score, torch.Generator().manual_seed(0), sampler.params)
+    kept = sampler(engine, examples, score, torch.Generator().manual_seed(0), sampler.params)
     assert full.rewards.shape == (12,) and kept.rewards.shape[0] in (4, 8, 12)
     _, std, _ = rlsdk.group_stats(kept.rewards, kept.group_ids)
     assert bool((std > 0).all()), "every kept group has rewards that differ"
@@ -83,7 +85,7 @@ def main() -> None:
 
     # check_sampler wants completions for every example, which a filter breaks by design:
     # check the wrapped sampler, and test the filter on its own as above.
-    rlsdk.testing.check_sampler(sampler.group_sampler(), policy, examples)
+    rlsdk.testing.check_sampler(rlsdk.create("sampler", "group", n=4, max_new_tokens=4), policy, examples)
     # -- end checks --
     print(f"informative_groups: kept {kept.rewards.shape[0]} of {full.rewards.shape[0]} completions")
 

@@ -101,7 +101,9 @@ def compile_for_gpu(
 
 
 def default_launches(
-    dtype: torch.dtype = torch.bfloat16, logprob_configs: list[Any] | None = None, fused_configs: list[Any] | None = None
+    dtype: torch.dtype = torch.bfloat16,
+    logprob_configs: list[Any] | None = None,
+    fused_configs: list[Any] | None = None,
 ) -> list[tuple[str, Any, dict, dict, int]]:
     """``(name, kernel, args, constexprs, num_warps)`` of each kernel, for inputs of ``dtype`` at
     N=8192, H=4096, V=128256 (the scalars' values do not matter).
@@ -119,7 +121,7 @@ def default_launches(
     f32, i64 = torch.float32, torch.int64
     acc = tl.float64 if dtype == torch.float64 else tl.float32
     low = dtype in (torch.bfloat16, torch.float16)
-    kernels = linear_logprob._kernels()
+    kernels = linear_logprob.triton_kernels()
     launches: list[tuple[str, Any, dict, dict, int]] = []
     named = logprob_configs is not None
     if logprob_configs is None:
@@ -161,7 +163,7 @@ def default_launches(
     for fused in fused_configs or [linear_pg_loss.FusedLossConfig()]:
         label = f" {fused.block_n}/{fused.block_v} w{fused.num_warps}" if named else ""
         launches.append((
-            f"fused hidden -> loss rows{label}", linear_pg_loss._kernel(), rows_args,
+            f"fused hidden -> loss rows{label}", linear_pg_loss.triton_kernel(), rows_args,
             {"V": 128256, **flags, "WRITE_GRAD": True, "COMPUTE": acc, "NSTAT": linear_pg_loss.NUM_STATS,
              "BLOCK_N": fused.block_n, "BLOCK_V": fused.block_v},
             fused.num_warps,
@@ -171,7 +173,7 @@ def default_launches(
         "param_ptr": f32, "grad_ptr": f32, "stats_ptr": f32, "T": 1024, "n_blocks": 1,
     }  # fmt: skip
     launches.append((
-        "clipped pg loss", pg_loss._kernel(), pg_args,
+        "clipped pg loss", pg_loss.triton_kernel(), pg_args,
         {**flags, "COMPUTE": tl.float32, "NSTAT": pg_loss.NUM_STATS, "BLOCK": pg_loss.BLOCK_T}, 4,
     ))  # fmt: skip
     unique = {launch[0]: launch for launch in launches}  # configurations that differ in buffers alone build once

@@ -11,8 +11,14 @@ from rlsdk_kernels._gemm import add_mm
 
 
 def add_chunk_grads(
-    dz: Tensor, x_c: Tensor, w: Tensor, grad_x: Tensor | None, at: slice | Tensor, grad_w: Tensor | None,
-    need_w: bool, accum: torch.dtype,
+    dz: Tensor,
+    x_c: Tensor,
+    w: Tensor,
+    grad_x: Tensor | None,
+    at: slice | Tensor,
+    grad_w: Tensor | None,
+    need_w: bool,
+    accum: torch.dtype,
 ) -> Tensor | None:
     """``grad_x[at] = dz W`` (exact for the chunk) and ``grad_w += dz^T x_c`` in ``accum``; returns ``grad_w``.
 

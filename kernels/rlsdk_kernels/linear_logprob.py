@@ -1,4 +1,9 @@
-"""Fused linear log-prob (+ entropy): Triton kernels, autograd Function and the ``triton`` backend.
+"""Fused linear log-prob (+ entropy): Triton kernels and their autograd Function (a leaf op).
+
+The ``triton`` logprob backend that calls them is a component of the plugin
+(:class:`rlsdk_kernels.plugin.TritonLogprobBackend`). :func:`reduce_rows` and :func:`logits_to_grad`
+(one launch of each kernel) are public for the op that fuses any loss
+(:mod:`rlsdk_kernels.linear_loss`).
 
 For tokens ``n`` with hidden state ``x_n`` [H], output weight ``W`` [V, H], target ``y_n`` and
 temperature ``tau``::
@@ -53,11 +58,7 @@ because the interpreter has no bf16 arithmetic (kernels.md section 6).
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import math
-import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +66,18 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from rlsdk import ConfigError, LogprobOutput
-from rlsdk.validation import check_bool, check_choice, check_int, check_logprob_inputs, check_number
+from rlsdk.validation import check_bool, check_choice, check_logprob_inputs, check_number
 from rlsdk_kernels import _compile
 from rlsdk_kernels._buffers import empty, rows_within
+from rlsdk_kernels._common import (
+    GRAD_ACCUM,
+    MIN_TRITON,
+    check_optional_int,
+    check_power_of_two,
+    compute_dtype,
+    triton_available,
+    triton_problem,
+)
 from rlsdk_kernels._gemm import add_mm, gemm_operands
 
 __all__ = [
@@ -76,11 +85,14 @@ __all__ = [
     "CUDA_TILES",
     "GRAD_ACCUM",
     "KernelConfig",
+    "MATMULS",
     "MIN_TRITON",
-    "TritonLogprobBackend",
     "fused_linear_logprobs",
+    "logits_to_grad",
+    "reduce_rows",
     "reference_logprobs",
     "triton_available",
+    "triton_kernels",
     "triton_problem",
 ]
 
@@ -95,47 +107,8 @@ CPU_TILES = {"block_n": 16, "block_v": 32, "block_h": 16}
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 #: Values of :attr:`KernelConfig.matmul`.
 MATMULS = ("torch", "triton")
-#: How ``dW`` may accumulate across token chunks: in the weight's dtype, or in fp32.
-GRAD_ACCUM = ("weight", "float32")
-
-
-#: The oldest triton release these kernels run with. 3.4 fails their float64 tests under
-#: ``TRITON_INTERPRET=1`` and 3.0 cannot build them at all; torch 2.9 is the first to bring a 3.5.
-MIN_TRITON = (3, 5)
-
-
-def triton_problem() -> str | None:
-    """Why triton cannot run these kernels here (not installed, or older than :data:`MIN_TRITON`),
-    or None when it can. Reads the package metadata only: triton is not imported."""
-    try:
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed"
-    except (ValueError, ImportError):
-        return "triton is not installed"
-    try:
-        version = importlib.metadata.version("triton")
-    except importlib.metadata.PackageNotFoundError:
-        return None  # a build without metadata (e.g. pytorch-triton): nothing to check
-    release = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
-    if release < MIN_TRITON:
-        oldest = ".".join(map(str, MIN_TRITON))
-        return f"triton {version} is installed, older than {oldest}, the oldest these kernels run with (torch >= 2.9 brings one)"
-    return None
-
-
-def triton_available() -> bool:
-    """True when a triton that runs these kernels is installed (see
-    :func:`~rlsdk_kernels.linear_logprob.triton_problem`)."""
-    return triton_problem() is None
-
-
-def interpreting() -> bool:
-    """True when ``TRITON_INTERPRET=1`` is set (kernels run on CPU tensors, sequentially, in numpy)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _power_of_two(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0 and value & (value - 1) == 0
+# MIN_TRITON, triton_problem and triton_available live in rlsdk_kernels._common (this module is their
+# documented home and re-exports them); GRAD_ACCUM too.
 
 
 @dataclass(frozen=True)
@@ -178,29 +151,15 @@ class KernelConfig:
         for name in ("block_n", "block_v", "block_h"):
             check_power_of_two(getattr(self, name), f"logprob.{name}", low=16)
         if self.vocab_splits is not None:
-            _check_optional_int(self.vocab_splits, "logprob.vocab_splits", "None (auto)")
+            check_optional_int(self.vocab_splits, "logprob.vocab_splits", "None (auto)")
         check_choice(self.matmul, "logprob.matmul", MATMULS)
         for name in ("forward_chunk", "backward_slice"):
             if getattr(self, name) is not None:
-                _check_optional_int(getattr(self, name), f"logprob.{name}", "None (from the MiB budget)")
+                check_optional_int(getattr(self, name), f"logprob.{name}", "None (from the MiB budget)")
         for name in ("forward_mib", "backward_mib"):
             check_number(getattr(self, name), f"logprob.{name}", low=0.0, low_open=True)
         check_power_of_two(self.num_warps, "logprob.num_warps", low=1, high=32)
         check_bool(self.allow_tf32, "logprob.allow_tf32")
-
-
-def check_power_of_two(value: Any, option: str, low: int, high: int | None = None) -> int:
-    """Return ``value`` if it is a power of two in ``[low, high]``; else a :class:`rlsdk.ConfigError`
-    naming ``option`` (a tile size or a warp count)."""
-    if not _power_of_two(value) or value < low or (high is not None and value > high):
-        bound = f" <= {high}" if high is not None else ""
-        raise ConfigError(f"{option} must be a power of two >= {low}{bound}, got {value!r}")
-    return value
-
-
-def _check_optional_int(value: Any, option: str, none_means: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{option} must be {none_means} or an integer >= 1, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,7 +169,7 @@ def _check_optional_int(value: Any, option: str, none_means: str) -> None:
 _KERNELS: dict[str, Any] = {}
 
 
-def _kernels() -> dict[str, Any]:
+def triton_kernels() -> dict[str, Any]:
     """Compile-on-first-use table of the Triton kernels (imports triton here, not at module load)."""
     if _KERNELS:
         return _KERNELS
@@ -219,9 +178,23 @@ def _kernels() -> dict[str, Any]:
 
     @triton.jit
     def _logit_tile(
-        X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
-        H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-        ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+        X,
+        W,
+        rows,
+        cols,
+        row_ok,
+        col_ok,
+        stride_xn,
+        stride_xh,
+        stride_wv,
+        stride_wh,
+        H: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+        BLOCK_H: tl.constexpr,
+        ACC: tl.constexpr,
+        UPCAST: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):
         """z = X[rows] W[cols]^T as a [BLOCK_N, BLOCK_V] tile in ACC (fp32 or fp64)."""
         acc = tl.zeros([BLOCK_N, BLOCK_V], dtype=ACC)
@@ -244,11 +217,32 @@ def _kernels() -> dict[str, Any]:
 
     @triton.jit
     def _forward_kernel(
-        X, W, Z, Y, M_OUT, S_OUT, P_OUT, T_OUT,
-        N, V, stride_xn, stride_xh, stride_wv, stride_wh, stride_zn, stride_part, inv_temp,
-        H: tl.constexpr, BLOCKS_PER_SPLIT: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-        ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, WITH_ENTROPY: tl.constexpr,
+        X,
+        W,
+        Z,
+        Y,
+        M_OUT,
+        S_OUT,
+        P_OUT,
+        T_OUT,
+        N,
+        V,
+        stride_xn,
+        stride_xh,
+        stride_wv,
+        stride_wh,
+        stride_zn,
+        stride_part,
+        inv_temp,
+        H: tl.constexpr,
+        BLOCKS_PER_SPLIT: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+        BLOCK_H: tl.constexpr,
+        ACC: tl.constexpr,
+        UPCAST: tl.constexpr,
+        PRECISION: tl.constexpr,
+        WITH_ENTROPY: tl.constexpr,
         FROM_LOGITS: tl.constexpr,
     ):
         """Per (token block, vocabulary split): online (m, S, P, s_y) partials, written at [split, row].
@@ -273,8 +267,25 @@ def _kernels() -> dict[str, Any]:
                 z_ptr = Z + rows[:, None].to(tl.int64) * stride_zn + cols[None, :]
                 z = tl.load(z_ptr, mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(ACC)
             else:
-                z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
-                                H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
+                z = _logit_tile(
+                    X,
+                    W,
+                    rows,
+                    cols,
+                    row_ok,
+                    col_ok,
+                    stride_xn,
+                    stride_xh,
+                    stride_wv,
+                    stride_wh,
+                    H,
+                    BLOCK_N,
+                    BLOCK_V,
+                    BLOCK_H,
+                    ACC,
+                    UPCAST,
+                    PRECISION,
+                )
             s = tl.where(col_ok[None, :], z * inv_temp, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))  # finite: the first block of a split has a valid column
             alpha = tl.exp(m - m_new)  # 0 on the first block (m = -inf)
@@ -295,11 +306,34 @@ def _kernels() -> dict[str, Any]:
 
     @triton.jit
     def _grad_logits_kernel(
-        X, W, Y, LSE, ENT, G_LP, G_ENT, DZ,
-        N, v_start, v_stop, stride_xn, stride_xh, stride_wv, stride_wh, stride_dzn, inv_temp, ignore_index,
-        H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-        ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-        HAS_G_LP: tl.constexpr, HAS_G_ENT: tl.constexpr, FROM_LOGITS: tl.constexpr,
+        X,
+        W,
+        Y,
+        LSE,
+        ENT,
+        G_LP,
+        G_ENT,
+        DZ,
+        N,
+        v_start,
+        v_stop,
+        stride_xn,
+        stride_xh,
+        stride_wv,
+        stride_wh,
+        stride_dzn,
+        inv_temp,
+        ignore_index,
+        H: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+        BLOCK_H: tl.constexpr,
+        ACC: tl.constexpr,
+        UPCAST: tl.constexpr,
+        PRECISION: tl.constexpr,
+        HAS_G_LP: tl.constexpr,
+        HAS_G_ENT: tl.constexpr,
+        FROM_LOGITS: tl.constexpr,
     ):
         """dz[:, v - v_start] for v in [v_start, v_stop): recomputed logits, softmax and the section-0 gradient.
 
@@ -319,8 +353,25 @@ def _kernels() -> dict[str, Any]:
         if FROM_LOGITS:
             z = tl.load(ptr, mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(ACC)
         else:
-            z = _logit_tile(X, W, rows, cols, row_ok, col_ok, stride_xn, stride_xh, stride_wv, stride_wh,
-                            H, BLOCK_N, BLOCK_V, BLOCK_H, ACC, UPCAST, PRECISION)
+            z = _logit_tile(
+                X,
+                W,
+                rows,
+                cols,
+                row_ok,
+                col_ok,
+                stride_xn,
+                stride_xh,
+                stride_wv,
+                stride_wh,
+                H,
+                BLOCK_N,
+                BLOCK_V,
+                BLOCK_H,
+                ACC,
+                UPCAST,
+                PRECISION,
+            )
         log_p = tl.where(col_ok[None, :], z * inv_temp - lse[:, None], 0.0)  # finite: no 0 * inf below
         p = tl.where(col_ok[None, :], tl.exp(log_p), 0.0)
         ds = tl.zeros([BLOCK_N, BLOCK_V], dtype=ACC)
@@ -343,15 +394,10 @@ def _kernels() -> dict[str, Any]:
 # Launch helpers
 
 
-def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
-    """float64 when either input is float64, else float32."""
-    return torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
-
-
 def _launch_options(hidden: Tensor, weight: Tensor, config: KernelConfig) -> dict[str, Any]:
     """Constexpr options shared by both kernels: accumulation dtype, upcast-on-load, dot precision."""
-    tl = _kernels()["tl"]
-    acc = _compute_dtype(hidden, weight)
+    tl = triton_kernels()["tl"]
+    acc = compute_dtype(hidden, weight)
     same_low = hidden.dtype == weight.dtype and hidden.dtype in _LOW_PRECISION
     # bf16/fp16 go straight into tl.dot on GPUs; the interpreter cannot do bf16 arithmetic.
     upcast = not (hidden.is_cuda and same_low)
@@ -379,7 +425,7 @@ def _vocab_splits(n_token_blocks: int, n_vocab_blocks: int, device: torch.device
 
 def _split_plan(n: int, vocab: int, device: torch.device, config: KernelConfig) -> tuple[int, int]:
     """``(vocabulary splits, blocks per split)`` of the forward grid for ``n`` rows."""
-    triton = _kernels()["triton"]
+    triton = triton_kernels()["triton"]
     v_blocks = triton.cdiv(vocab, config.block_v)
     splits = _vocab_splits(triton.cdiv(n, config.block_n), v_blocks, device, config)
     per_split = triton.cdiv(v_blocks, splits)
@@ -387,21 +433,48 @@ def _split_plan(n: int, vocab: int, device: torch.device, config: KernelConfig) 
 
 
 def _launch_forward(
-    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, parts: Tensor, per_split: int,
-    temperature: float, with_entropy: bool, config: KernelConfig,
+    hidden: Tensor,
+    weight: Tensor,
+    logits: Tensor | None,
+    targets: Tensor,
+    parts: Tensor,
+    per_split: int,
+    temperature: float,
+    with_entropy: bool,
+    config: KernelConfig,
 ) -> None:
     """One launch of the forward kernel: the ``(m, S, P, s_y)`` partials of the rows of ``hidden``
     into ``parts`` [4, splits, n] (a view; its rows may be a slice of a larger buffer)."""
-    k = _kernels()
+    k = triton_kernels()
     n, h = hidden.shape
     z = logits if logits is not None else hidden  # an unused pointer without logits
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
     k["forward"][(k["triton"].cdiv(n, config.block_n), parts.shape[1])](
-        hidden, weight, z, targets, parts[0], parts[1], parts[2], parts[3],
-        n, weight.shape[0], hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        z.stride(0), parts.stride(1), 1.0 / temperature, H=h, BLOCKS_PER_SPLIT=per_split,
-        BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-        WITH_ENTROPY=with_entropy, FROM_LOGITS=logits is not None, **_launch_options(hidden, weight, config),
+        hidden,
+        weight,
+        z,
+        targets,
+        parts[0],
+        parts[1],
+        parts[2],
+        parts[3],
+        n,
+        weight.shape[0],
+        hidden.stride(0),
+        hidden.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        z.stride(0),
+        parts.stride(1),
+        1.0 / temperature,
+        H=h,
+        BLOCKS_PER_SPLIT=per_split,
+        BLOCK_N=config.block_n,
+        BLOCK_V=config.block_v,
+        BLOCK_H=config.block_h,
+        WITH_ENTROPY=with_entropy,
+        FROM_LOGITS=logits is not None,
+        **_launch_options(hidden, weight, config),
         **extra,
     )
 
@@ -414,7 +487,9 @@ def _combine(parts: Tensor) -> Tensor:
     return torch.stack([top, (s * scale).sum(0), ((p + s * (m - top)) * scale).sum(0), t.sum(0)])[:, None]
 
 
-def _merge(parts: Tensor, targets: Tensor, ignore_index: int, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _merge(
+    parts: Tensor, targets: Tensor, ignore_index: int, with_entropy: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(logprobs, entropy, lse, raw_entropy)`` from the per-split partials (see the module docstring)."""
     top, sum_exp, sum_ps, target = _combine(parts)[:, 0]
     log_sum_exp = torch.log(sum_exp)
@@ -430,8 +505,14 @@ def _merge(parts: Tensor, targets: Tensor, ignore_index: int, with_entropy: bool
 
 
 def reduce_rows(
-    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, temperature: float, with_entropy: bool,
-    ignore_index: int, config: KernelConfig,
+    hidden: Tensor,
+    weight: Tensor,
+    logits: Tensor | None,
+    targets: Tensor,
+    temperature: float,
+    with_entropy: bool,
+    ignore_index: int,
+    config: KernelConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(logprobs, entropy, lse, raw_entropy)`` of the tokens of ``hidden`` [n, H], in the compute dtype.
 
@@ -444,21 +525,36 @@ def reduce_rows(
 
 
 def _row_partials(
-    hidden: Tensor, weight: Tensor, logits: Tensor | None, targets: Tensor, temperature: float, with_entropy: bool,
+    hidden: Tensor,
+    weight: Tensor,
+    logits: Tensor | None,
+    targets: Tensor,
+    temperature: float,
+    with_entropy: bool,
     config: KernelConfig,
 ) -> Tensor:
     """The ``[4, splits, n]`` partials of one launch of the forward kernel over all of ``hidden``."""
     n = hidden.shape[0]
     splits, per_split = _split_plan(n, weight.shape[0], hidden.device, config)
-    parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
+    parts = empty(4, splits, n, dtype=compute_dtype(hidden, weight), device=hidden.device)
     _launch_forward(hidden, weight, logits, targets, parts, per_split, temperature, with_entropy, config)
     return parts
 
 
 def logits_to_grad(
-    hidden: Tensor, weight: Tensor, dz: Tensor, v_start: int, targets: Tensor, lse: Tensor, entropy: Tensor,
-    grad_logprobs: Tensor | None, grad_entropy: Tensor | None, temperature: float, ignore_index: int,
-    config: KernelConfig, from_logits: bool,
+    hidden: Tensor,
+    weight: Tensor,
+    dz: Tensor,
+    v_start: int,
+    targets: Tensor,
+    lse: Tensor,
+    entropy: Tensor,
+    grad_logprobs: Tensor | None,
+    grad_entropy: Tensor | None,
+    temperature: float,
+    ignore_index: int,
+    config: KernelConfig,
+    from_logits: bool,
 ) -> None:
     """Write ``dz`` [n, width]: the gradient w.r.t. the logits of columns ``v_start ...`` (one launch).
 
@@ -466,7 +562,7 @@ def logits_to_grad(
     overwritten in place; else the kernel forms them from ``hidden`` and ``weight`` with ``tl.dot``.
     Tokens whose target is ``ignore_index`` get zero rows, whatever their logits.
     """
-    k = _kernels()
+    k = triton_kernels()
     triton = k["triton"]
     n, h = hidden.shape
     width = dz.shape[1]
@@ -475,12 +571,33 @@ def logits_to_grad(
     extra = {} if not hidden.is_cuda else {"num_warps": config.num_warps}
     grid = (triton.cdiv(n, config.block_n), triton.cdiv(width, config.block_v))
     k["grad_logits"][grid](
-        hidden, weight, targets, lse, entropy, g_lp, g_ent, dz,
-        n, v_start, v_start + width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        dz.stride(0), 1.0 / temperature, ignore_index,
-        H=h, BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-        HAS_G_LP=grad_logprobs is not None, HAS_G_ENT=grad_entropy is not None, FROM_LOGITS=from_logits,
-        **_launch_options(hidden, weight, config), **extra,
+        hidden,
+        weight,
+        targets,
+        lse,
+        entropy,
+        g_lp,
+        g_ent,
+        dz,
+        n,
+        v_start,
+        v_start + width,
+        hidden.stride(0),
+        hidden.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        dz.stride(0),
+        1.0 / temperature,
+        ignore_index,
+        H=h,
+        BLOCK_N=config.block_n,
+        BLOCK_V=config.block_v,
+        BLOCK_H=config.block_h,
+        HAS_G_LP=grad_logprobs is not None,
+        HAS_G_ENT=grad_entropy is not None,
+        FROM_LOGITS=from_logits,
+        **_launch_options(hidden, weight, config),
+        **extra,
     )
 
 
@@ -535,8 +652,14 @@ def _gather_partials(parts: Tensor, group: Any) -> Tensor:
 
 
 def _forward(
-    hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, with_entropy: bool, ignore_index: int,
-    config: KernelConfig, group: Any = None,
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    temperature: float,
+    with_entropy: bool,
+    ignore_index: int,
+    config: KernelConfig,
+    group: Any = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(logprobs, entropy, lse, raw_entropy)`` in the compute dtype; see the module docstring.
 
@@ -553,13 +676,20 @@ def _forward(
         chunk = min(config.forward_chunk or rows_within(config.forward_mib, vocab, x.dtype, n), n)
         buf = torch.empty(chunk, vocab, dtype=x.dtype, device=hidden.device)
         splits, per_split = _split_plan(chunk, vocab, hidden.device, config)
-        parts = empty(4, splits, n, dtype=_compute_dtype(hidden, weight), device=hidden.device)
+        parts = empty(4, splits, n, dtype=compute_dtype(hidden, weight), device=hidden.device)
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             logits = torch.mm(x[start:stop], w.T, out=buf[: stop - start])
             _launch_forward(
-                hidden[start:stop], weight, logits, targets[start:stop], parts[:, :, start:stop], per_split,
-                temperature, with_entropy, config,
+                hidden[start:stop],
+                weight,
+                logits,
+                targets[start:stop],
+                parts[:, :, start:stop],
+                per_split,
+                temperature,
+                with_entropy,
+                config,
             )
     if group is not None:
         parts = _gather_partials(parts, group)
@@ -567,9 +697,19 @@ def _forward(
 
 
 def _backward(
-    hidden: Tensor, weight: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor,
-    grad_logprobs: Tensor | None, grad_entropy: Tensor | None, temperature: float, ignore_index: int,
-    need_hidden: bool, need_weight: bool, config: KernelConfig, group: Any = None,
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    lse: Tensor,
+    entropy: Tensor,
+    grad_logprobs: Tensor | None,
+    grad_entropy: Tensor | None,
+    temperature: float,
+    ignore_index: int,
+    need_hidden: bool,
+    need_weight: bool,
+    config: KernelConfig,
+    group: Any = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """``(dX, dW)`` by vocabulary slices: dz (Triton), then ``dX += dz W_s`` (fp32) and ``dW_s = dz^T X``.
 
@@ -580,7 +720,7 @@ def _backward(
     """
     n = hidden.shape[0]
     vocab = weight.shape[0]
-    acc = _compute_dtype(hidden, weight)
+    acc = compute_dtype(hidden, weight)
     from_logits = config.matmul == "torch"
     if from_logits:
         x, w = gemm_operands(hidden, weight)
@@ -598,8 +738,19 @@ def _backward(
         if from_logits:
             torch.mm(x, w_s.T, out=dz_s)
         logits_to_grad(
-            hidden, weight, dz_s, start, targets, lse, entropy, grad_logprobs, grad_entropy, temperature,
-            ignore_index, config, from_logits,
+            hidden,
+            weight,
+            dz_s,
+            start,
+            targets,
+            lse,
+            entropy,
+            grad_logprobs,
+            grad_entropy,
+            temperature,
+            ignore_index,
+            config,
+            from_logits,
         )
         if need_hidden:
             grad_x = add_mm(grad_x, dz_s, w_s, acc)  # accumulated across slices in fp32
@@ -651,8 +802,19 @@ class _FusedLinearLogprob(torch.autograd.Function):
         if (grad_logprobs is None and grad_entropy is None) or not (need_hidden or need_weight):
             return None, None, None, None, None, None, None, None
         grad_x, grad_w = _backward(
-            hidden, weight, targets, lse, entropy, grad_logprobs, grad_entropy, ctx.temperature,
-            ctx.ignore_index, need_hidden, need_weight, ctx.config, ctx.group,
+            hidden,
+            weight,
+            targets,
+            lse,
+            entropy,
+            grad_logprobs,
+            grad_entropy,
+            ctx.temperature,
+            ctx.ignore_index,
+            need_hidden,
+            need_weight,
+            ctx.config,
+            ctx.group,
         )
         return grad_x, grad_w, None, None, None, None, None, None
 
@@ -703,11 +865,17 @@ def fused_linear_logprobs(
     if config is None:
         config = KernelConfig(**(CUDA_TILES["torch"] if hidden.is_cuda else CPU_TILES))
     if hidden.shape[0] == 0:
-        empty = (hidden.sum(-1) + weight.sum() * 0).to(_compute_dtype(hidden, weight))
+        empty = (hidden.sum(-1) + weight.sum() * 0).to(compute_dtype(hidden, weight))
         return empty, (empty if with_entropy else None)
     logprobs, entropy = _FusedLinearLogprob.apply(
-        hidden, weight, kernel_targets.contiguous(), float(temperature), bool(with_entropy), int(kernel_ignore),
-        config, vocab_group,
+        hidden,
+        weight,
+        kernel_targets.contiguous(),
+        float(temperature),
+        bool(with_entropy),
+        int(kernel_ignore),
+        config,
+        vocab_group,
     )
     return logprobs, (entropy if with_entropy else None)
 
@@ -719,141 +887,10 @@ def reference_logprobs(
 
     ``log_softmax(x W^T / tau)[y]`` and ``-sum_j p_j log p_j``, zero where ``targets == ignore_index``.
     """
-    dtype = _compute_dtype(hidden, weight)
+    dtype = compute_dtype(hidden, weight)
     log_p = torch.log_softmax(hidden.to(dtype) @ weight.to(dtype).T / temperature, dim=-1)
     valid = targets != ignore_index
     lp = log_p.gather(-1, torch.where(valid, targets, 0).long()[:, None]).squeeze(-1)
     ent = -(log_p.exp() * log_p).sum(-1)
     zero = torch.zeros_like(lp)
     return torch.where(valid, lp, zero), torch.where(valid, ent, zero)
-
-
-class TritonLogprobBackend:
-    """The ``triton`` logprob backend: fused linear log-prob (+ entropy), never holding ``[N, V]`` logits.
-
-    Same formulas and call as the ``torch`` backend (``rlsdk_plugins.logprob``); computed by
-    :func:`fused_linear_logprobs`; beyond the inputs it holds at most ``forward_mib`` in the forward
-    and ``backward_mib`` plus an fp32 ``[N, H]`` accumulator in the backward.
-
-    The options ``block_n``, ``block_v``, ``block_h``, ``vocab_splits``, ``matmul``, ``forward_chunk``,
-    ``forward_mib``, ``backward_slice``, ``backward_mib``, ``num_warps`` and ``allow_tf32`` are those of
-    :class:`KernelConfig` (for the tiles and warps, None keeps the device default: :data:`CUDA_TILES`
-    of the ``matmul`` path on CUDA, :data:`CPU_TILES` under the interpreter).
-
-    For the policy update it also offers the capability :meth:`loss_from_hidden`: any loss straight
-    from hidden states, its gradients formed while each chunk's logits are at hand (6THV instead of
-    8THV; :mod:`rlsdk_kernels.linear_loss`).
-
-    Args:
-        ignore_index: Target id whose tokens get log-prob 0, entropy 0 and no gradient.
-        fuse_loss: Offer :meth:`loss_from_hidden` (False: the trainer uses this backend, then the loss).
-        fuse_loss_mib: Memory budget of one chunk of logits in :meth:`loss_from_hidden`, in MiB.
-        grad_accum: ``dW`` accumulation across the chunks of :meth:`loss_from_hidden`: ``"weight"``
-            (in the weight's dtype) or ``"float32"`` (exact, ``4 V H`` more bytes).
-    """
-
-    @property
-    def priority(self) -> int:
-        """100 (above ``torch``'s 10, so ``auto`` picks it) on a machine with CUDA; 0 on a machine
-        without, so ``auto`` never picks the slow interpreter on a CPU even when ``TRITON_INTERPRET=1``
-        is set for tests (``logprob.backend=triton`` still selects it)."""
-        return 100 if torch.cuda.is_available() else 0
-
-    def __init__(
-        self,
-        block_n: int | None = None,
-        block_v: int | None = None,
-        block_h: int | None = None,
-        vocab_splits: int | None = None,
-        matmul: str = "torch",
-        forward_chunk: int | None = None,
-        forward_mib: float = 224.0,
-        backward_slice: int | None = None,
-        backward_mib: float = 96.0,
-        num_warps: int | None = None,
-        allow_tf32: bool = False,
-        ignore_index: int = -100,
-        fuse_loss: bool = True,
-        fuse_loss_mib: float = 384.0,
-        grad_accum: str = "weight",
-    ):
-        self.ignore_index = check_int(ignore_index, "logprob.ignore_index")
-        self.fuse_loss = check_bool(fuse_loss, "logprob.fuse_loss")
-        self.fuse_loss_mib = check_number(fuse_loss_mib, "logprob.fuse_loss_mib", low=0.0, low_open=True)
-        self.grad_accum = check_choice(grad_accum, "logprob.grad_accum", GRAD_ACCUM)
-        tiles = {k: v for k, v in (("block_n", block_n), ("block_v", block_v), ("block_h", block_h)) if v is not None}
-        if num_warps is not None:
-            tiles["num_warps"] = num_warps
-        common: dict[str, Any] = {
-            "vocab_splits": vocab_splits, "matmul": matmul, "forward_chunk": forward_chunk, "forward_mib": forward_mib,
-            "backward_slice": backward_slice, "backward_mib": backward_mib, "allow_tf32": allow_tf32,
-        }  # fmt: skip
-        check_choice(matmul, "logprob.matmul", MATMULS)
-        # Built (and so validated) now, not at the first call.
-        self.cuda_config = KernelConfig(**{**CUDA_TILES[matmul], **tiles}, **common)
-        self.cpu_config = KernelConfig(**{**CPU_TILES, **tiles}, **common)
-
-    def supports(self, device: torch.device | str) -> bool:
-        """CUDA with triton installed, or CPU when ``TRITON_INTERPRET=1`` (tests, debugging)."""
-        device = torch.device(device)
-        if not triton_available():
-            return False
-        if device.type == "cuda":
-            return True
-        return device.type == "cpu" and interpreting()
-
-    def __call__(
-        self, hidden: Tensor, weight: Tensor, targets: Tensor, *, temperature: float = 1.0, with_entropy: bool = False
-    ) -> LogprobOutput:
-        """Log-probabilities of ``targets``.
-
-        Args:
-            hidden: ``[N, H]`` final hidden states.
-            weight: ``[V, H]`` output-layer weight.
-            targets: ``[N]`` long token ids (or ``ignore_index``).
-            temperature: Divides the logits (the sampling temperature).
-            with_entropy: Also return the entropy of each temperature-scaled distribution.
-
-        Returns:
-            ``rlsdk.LogprobOutput(logprobs [N] float32, entropy [N] float32 or None)``.
-        """
-        if not self.supports(hidden.device):
-            problem = triton_problem()
-            raise RuntimeError(
-                f"triton logprob backend: device {hidden.device} is not supported (needs CUDA with triton, "
-                f"or CPU with TRITON_INTERPRET=1{'; ' + problem if problem else ''}); use logprob.backend=torch"
-            )
-        config = self.cuda_config if hidden.is_cuda else self.cpu_config
-        logprobs, entropy = fused_linear_logprobs(
-            hidden, weight, targets, temperature, with_entropy, self.ignore_index, config
-        )
-        return LogprobOutput(logprobs=logprobs.float(), entropy=entropy.float() if entropy is not None else None)
-
-    def loss_from_hidden(
-        self, hidden: Tensor, weight: Tensor, targets: Tensor, batch: Any, loss: Any, *, temperature: float = 1.0
-    ) -> tuple[Any, Tensor, Tensor] | None:
-        """``loss`` of a micro-batch straight from hidden states, fused (see :mod:`rlsdk_kernels.linear_loss`).
-
-        Args:
-            hidden: ``[B * T, H]`` hidden states predicting the completion tokens of ``batch``.
-            weight: ``[V, H]`` output-layer weight.
-            targets: ``[B * T]`` completion token ids.
-            batch: The micro-batch (``rlsdk.TrainBatch``, with the global batch's counts).
-            loss: The configured loss (any rlsdk loss).
-            temperature: Divides the logits (the sampling temperature).
-
-        Returns:
-            ``(LossOutput, logprobs [B, T], entropy [B, T])`` (detached log-probs and entropies), or
-            None where the fused path does not apply (``fuse_loss`` off, a device this backend does
-            not support, a row whose logits alone exceed ``fuse_loss_mib``): the caller then uses this
-            backend and the loss.
-        """
-        if not self.fuse_loss or not self.supports(hidden.device):
-            return None
-        from rlsdk_kernels.linear_loss import fused_linear_loss
-
-        return fused_linear_loss(
-            hidden, weight, targets, batch, loss, temperature=temperature,
-            config=self.cuda_config if hidden.is_cuda else self.cpu_config,
-            chunk_mib=self.fuse_loss_mib, grad_accum=self.grad_accum,
-        )  # fmt: skip

@@ -1,5 +1,9 @@
 """Any rlsdk loss straight from hidden states, gradients formed in the forward (6THV).
 
+A leaf op: the ``triton`` logprob backend (``rlsdk_kernels.plugin``) runs it for every loss its
+strategy table has no fused kernel for, with its ``fuse_loss_mib``, ``fuse_loss_tokens`` and
+``grad_accum`` options.
+
 rlsdk losses add up over rows: a loss of a micro-batch is normalised by the global batch's counts,
 so the losses of the micro-batches sum to the loss of the whole batch, and so do their gradients
 and metrics (:class:`rlsdk.LossOutput`; ``rlsdk.testing.check_loss`` checks it for every loss). So
@@ -26,8 +30,9 @@ tokens). Where some token is untrained, each
 chunk's hidden states are gathered (an ``[n_c, H]`` copy) and its ``dX`` rows scattered back; the loss
 sees log-prob and entropy 0 at untrained tokens, and their gradient rows are 0 whatever their logits.
 Chunks are filled greedily with whole rows, so sequence-level losses (a sequence-level ratio, say)
-are exact; a row whose trained tokens' logits alone exceed ``chunk_mib`` makes
-:func:`fused_linear_loss` return None (the caller then uses the backend and the loss). Planning the
+are exact; a row whose trained tokens' logits alone exceed ``chunk_mib`` (or whose trained tokens
+exceed ``chunk_tokens``) makes :func:`fused_linear_loss` return None (the caller then uses the
+backend and the loss). Planning the
 chunks reads the mask from the device, once per call. ``dW`` accumulates
 across chunks in the weight's dtype (``grad_accum="weight"``) or in fp32 (``"float32"``), as in
 :mod:`rlsdk_kernels.linear_pg_loss`. The backward only scales the gradients formed in the forward;
@@ -48,8 +53,9 @@ from rlsdk import LossOutput, TrainBatch
 from rlsdk.validation import check_logprob_inputs
 from rlsdk_kernels import _compile
 from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
+from rlsdk_kernels._common import compute_dtype
 from rlsdk_kernels._gemm import gemm_operands
-from rlsdk_kernels.linear_logprob import KernelConfig, _compute_dtype, logits_to_grad, reduce_rows
+from rlsdk_kernels.linear_logprob import KernelConfig, logits_to_grad, reduce_rows
 
 __all__ = ["fused_linear_loss", "row_chunks", "token_budget"]
 
@@ -116,14 +122,24 @@ class _LinearLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, hidden: Tensor, weight: Tensor, targets: Tensor, batch: TrainBatch, loss: Any,
-        temperature: float, plan: _Plan, config: KernelConfig, grad_accum: str, grad_enabled: bool, holder: dict,
+        ctx: FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        batch: TrainBatch,
+        loss: Any,
+        temperature: float,
+        plan: _Plan,
+        config: KernelConfig,
+        grad_accum: str,
+        grad_enabled: bool,
+        holder: dict,
     ) -> tuple[Tensor, Tensor, Tensor]:
         need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
         need = need_x or need_w
         shape, idx = batch.mask.shape, plan.index
         x, w = gemm_operands(hidden, weight)
-        acc = _compute_dtype(hidden, weight)
+        acc = compute_dtype(hidden, weight)
         widest = max(plan.offsets[r1] - plan.offsets[r0] for r0, r1 in plan.chunks)
         buf = torch.empty(widest, weight.shape[0], dtype=x.dtype, device=hidden.device)
         # 0 at untrained tokens, which no kernel sees when some are left out (idx given).
@@ -152,8 +168,19 @@ class _LinearLossFunction(torch.autograd.Function):
                 continue
             local = slice(None) if idx is None else idx[t0:t1] - rows.start  # trained tokens within the rows
             logits_to_grad(
-                x_c, w, z, 0, targets[at], lse, raw_ent, g_lp.reshape(-1)[local].to(acc),
-                None if g_ent is None else g_ent.reshape(-1)[local].to(acc), temperature, _MASKED, config, True,
+                x_c,
+                w,
+                z,
+                0,
+                targets[at],
+                lse,
+                raw_ent,
+                g_lp.reshape(-1)[local].to(acc),
+                None if g_ent is None else g_ent.reshape(-1)[local].to(acc),
+                temperature,
+                _MASKED,
+                config,
+                True,
             )
             grad_w = add_chunk_grads(z, x_c, w, grad_x, at, grad_w, need_w, acc if grad_accum == "float32" else x.dtype)
         if grad_w is not None and grad_w.dtype != weight.dtype:
@@ -180,10 +207,11 @@ def fused_linear_loss(
     temperature: float = 1.0,
     config: KernelConfig,
     chunk_mib: float = 384.0,
+    chunk_tokens: int | None = None,
     grad_accum: str = "weight",
 ) -> tuple[LossOutput, Tensor, Tensor] | None:
     """``loss`` of the micro-batch straight from hidden states (see the module docstring), or None
-    where one row's logits alone exceed ``chunk_mib``.
+    where one row's trained tokens alone exceed the chunk budget.
 
     Args:
         hidden: ``[B * T, H]`` hidden states predicting each completion token.
@@ -195,6 +223,8 @@ def fused_linear_loss(
         config: Reduction tiles and warps of the Triton kernels (``KernelConfig``; its ``matmul`` and
             buffer budgets are not used: the logits always come from cuBLAS here).
         chunk_mib: Memory budget of one chunk's logits, in MiB.
+        chunk_tokens: Trained tokens per chunk at most, instead of as many as fit ``chunk_mib``
+            (None: from ``chunk_mib``).
         grad_accum: ``"weight"`` (``dW`` accumulated across chunks in the weight's dtype) or
             ``"float32"``.
 
@@ -213,7 +243,7 @@ def fused_linear_loss(
         return None
     trained = (batch.mask > 0).cpu()  # the mask, read from the device once to plan the chunks
     counts = trained.sum(-1).tolist()  # trained tokens per row
-    budget = token_budget(weight.shape[0], torch.promote_types(hidden.dtype, weight.dtype), chunk_mib)
+    budget = chunk_tokens or token_budget(weight.shape[0], torch.promote_types(hidden.dtype, weight.dtype), chunk_mib)
     chunks = row_chunks(counts, budget)
     if chunks is None:
         return None
@@ -222,7 +252,16 @@ def fused_linear_loss(
     plan = _Plan(index=index, offsets=offsets, chunks=chunks)
     holder: dict = {}
     total, logp, ent = _LinearLossFunction.apply(  # forward() runs without grad mode: tell it the caller's
-        hidden, weight, targets.contiguous(), batch, loss, float(temperature), plan, config, grad_accum,
-        torch.is_grad_enabled(), holder,
+        hidden,
+        weight,
+        targets.contiguous(),
+        batch,
+        loss,
+        float(temperature),
+        plan,
+        config,
+        grad_accum,
+        torch.is_grad_enabled(),
+        holder,
     )
     return LossOutput(loss=total, metrics=holder["metrics"]), logp, ent

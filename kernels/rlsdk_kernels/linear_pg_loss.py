@@ -17,8 +17,8 @@ For token chunks ``c`` of ``chunk`` tokens (sized so the chunk's logits fit ``ch
     dX_c  = dZ_c W                               one GEMM per chunk: exact (fp32 accumulation inside)
     dW   += dZ_c^T X_c                           one GEMM per chunk, accumulated across chunks
 
-``w = m * s_b`` is the aggregation weight of the token (``rlsdk_kernels.pg_loss``: ``1 / N_tok`` for
-token-mean, and so on, with the batch's global counts), so
+``w = m * s_b`` is the aggregation weight of the token (``rlsdk.functional.aggregation_weights``:
+``1 / N_tok`` for token-mean, and so on, with the batch's global counts), so
 
     loss = sum w L + kl_coef sum w KL - entropy_coef sum w Ent
 
@@ -48,26 +48,43 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from rlsdk import ConfigError, TrainBatch
+from rlsdk import TrainBatch
+from rlsdk.functional import aggregation_weights
 from rlsdk.validation import check_choice, check_logprob_inputs, check_number
 from rlsdk_kernels import _compile
 from rlsdk_kernels._buffers import empty, rows_within
 from rlsdk_kernels._chunk_grads import add_chunk_grads, hand_over
+from rlsdk_kernels._common import GRAD_ACCUM, check_optional_int, check_power_of_two, compute_dtype, tl_dtype
 from rlsdk_kernels._gemm import gemm_operands
-from rlsdk_kernels.linear_logprob import GRAD_ACCUM, _compute_dtype, check_power_of_two
-from rlsdk_kernels.pg_loss import _row_scale, _tl_dtype, term_options, token_terms
+from rlsdk_kernels.pg_loss import term_options, token_terms
 
-__all__ = ["FusedLossConfig", "fused_linear_pg_loss", "GRAD_ACCUM"]
+__all__ = ["CPU_CONFIG", "FusedLossConfig", "GRAD_ACCUM", "chunk_size", "fused_linear_pg_loss", "triton_kernel"]
 
 #: Number of per-program statistics: those of ``rlsdk_kernels.pg_loss`` (sums of w*L, w*KL, m*L, m*KL,
 #: m*clip, m*rho, m*dual, m), then the sums of w*Ent and m*Ent.
 NUM_STATS = 10
-STAT_NAMES = ("w_loss", "w_kl", "pg_loss", "kl", "clip_frac", "ratio_mean", "dual_clip_frac", "tokens", "w_ent", "entropy")
+STAT_NAMES = (
+    "w_loss",
+    "w_kl",
+    "pg_loss",
+    "kl",
+    "clip_frac",
+    "ratio_mean",
+    "dual_clip_frac",
+    "tokens",
+    "w_ent",
+    "entropy",
+)
 
 
 @dataclass(frozen=True)
 class FusedLossConfig:
     """Chunking and launch options of :func:`fused_linear_pg_loss`.
+
+    The ``triton`` logprob backend builds one from its options (``fuse_loss_tokens``,
+    ``fuse_loss_mib``, ``grad_accum``; :class:`rlsdk_kernels.plugin.TritonLogprobBackend`), with the
+    row tiles of :data:`CPU_CONFIG` under the interpreter. A bad field is a :class:`rlsdk.ConfigError`
+    naming it.
 
     Attributes:
         chunk_tokens: Tokens per chunk; None sizes chunks so their logits take at most ``chunk_mib``
@@ -88,22 +105,19 @@ class FusedLossConfig:
     num_warps: int = 8
 
     def __post_init__(self) -> None:
-        if self.chunk_tokens is not None and (
-            isinstance(self.chunk_tokens, bool) or not isinstance(self.chunk_tokens, int) or self.chunk_tokens < 1
-        ):
-            raise ConfigError(f"loss.chunk_tokens must be None or a positive integer, got {self.chunk_tokens!r}")
-        check_number(self.chunk_mib, "loss.chunk_mib", low=0.0, low_open=True)
-        check_choice(self.grad_accum, "loss.grad_accum", GRAD_ACCUM)
+        check_optional_int(self.chunk_tokens, "FusedLossConfig.chunk_tokens", "None (from chunk_mib)")
+        check_number(self.chunk_mib, "FusedLossConfig.chunk_mib", low=0.0, low_open=True)
+        check_choice(self.grad_accum, "FusedLossConfig.grad_accum", GRAD_ACCUM)
         for name, low in (("block_n", 1), ("block_v", 16), ("num_warps", 1)):
-            check_power_of_two(getattr(self, name), f"loss.{name}", low=low)
+            check_power_of_two(getattr(self, name), f"FusedLossConfig.{name}", low=low)
 
 
-#: Under the interpreter (CPU tensors) wider row tiles are faster: numpy runs each program in turn.
+#: Under the interpreter (CPU tensors) wider row tiles are faster, since numpy runs each program in turn.
 CPU_CONFIG = FusedLossConfig(block_n=8, block_v=64)
 
 
 @functools.lru_cache(maxsize=1)
-def _kernel() -> Any:
+def triton_kernel() -> Any:
     """Build the row kernel on first use (importing this module never imports triton)."""
     import triton
     import triton.language as tl
@@ -114,15 +128,36 @@ def _kernel() -> Any:
 
     @triton.jit
     def linear_pg_rows_kernel(
-        Z, stride_z, Y, OLD, REF, ADV, MASK, WTOK, PARAM,  # logits chunk [C, V] and per-token inputs [C]
-        LP_OUT, ENT_OUT, STATS,  # outputs: logp [C], Ent [C], stats [programs, NSTAT]
-        n_rows, inv_temp, entropy_coef,
+        Z,
+        stride_z,
+        Y,
+        OLD,
+        REF,
+        ADV,
+        MASK,
+        WTOK,
+        PARAM,  # logits chunk [C, V] and per-token inputs [C]
+        LP_OUT,
+        ENT_OUT,
+        STATS,  # outputs: logp [C], Ent [C], stats [programs, NSTAT]
+        n_rows,
+        inv_temp,
+        entropy_coef,
         V: tl.constexpr,  # constexpr: the interpreter cannot loop to a runtime bound; fixed per model anyway
-        HAS_REF: tl.constexpr, USE_KL: tl.constexpr, KL_KIND: tl.constexpr, KL_STRAIGHT: tl.constexpr,
-        HAS_DUAL: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_LR_CLAMP: tl.constexpr,
-        HAS_IN_CLAMP: tl.constexpr, HAS_OUT_CLAMP: tl.constexpr,
-        WRITE_GRAD: tl.constexpr, COMPUTE: tl.constexpr, NSTAT: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+        HAS_REF: tl.constexpr,
+        USE_KL: tl.constexpr,
+        KL_KIND: tl.constexpr,
+        KL_STRAIGHT: tl.constexpr,
+        HAS_DUAL: tl.constexpr,
+        HAS_DELTA: tl.constexpr,
+        HAS_LR_CLAMP: tl.constexpr,
+        HAS_IN_CLAMP: tl.constexpr,
+        HAS_OUT_CLAMP: tl.constexpr,
+        WRITE_GRAD: tl.constexpr,
+        COMPUTE: tl.constexpr,
+        NSTAT: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_V: tl.constexpr,
     ):
         pid = tl.program_id(0)
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -168,8 +203,21 @@ def _kernel() -> Any:
             ref = tl.where(valid, tl.load(REF + rows, mask=row_ok, other=0).to(COMPUTE), zero)
         w = tl.where(valid, tl.load(WTOK + rows, mask=row_ok, other=0).to(COMPUTE), zero)
         loss, kl, grad, clip_flag, ratio, dual_flag = pg_token_terms(
-            lp, old, ref, adv, valid, PARAM, HAS_REF, USE_KL, KL_KIND, KL_STRAIGHT,
-            HAS_DUAL, HAS_DELTA, HAS_LR_CLAMP, HAS_IN_CLAMP, HAS_OUT_CLAMP,
+            lp,
+            old,
+            ref,
+            adv,
+            valid,
+            PARAM,
+            HAS_REF,
+            USE_KL,
+            KL_KIND,
+            KL_STRAIGHT,
+            HAS_DUAL,
+            HAS_DELTA,
+            HAS_LR_CLAMP,
+            HAS_IN_CLAMP,
+            HAS_OUT_CLAMP,
         )
         ent_v = tl.where(valid, ent, zero)
         base = STATS + pid.to(tl.int64) * NSTAT
@@ -205,8 +253,16 @@ def chunk_size(n: int, vocab: int, dtype: torch.dtype, config: FusedLossConfig) 
 
 
 def _compute(
-    hidden: Tensor, weight: Tensor, index: Tensor | None, targets: Tensor, tokens: dict[str, Tensor],
-    opts: dict[str, Any], temperature: float, need_x: bool, need_w: bool, config: FusedLossConfig,
+    hidden: Tensor,
+    weight: Tensor,
+    index: Tensor | None,
+    targets: Tensor,
+    tokens: dict[str, Tensor],
+    opts: dict[str, Any],
+    temperature: float,
+    need_x: bool,
+    need_w: bool,
+    config: FusedLossConfig,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """``(stats [NSTAT], logp [n], Ent [n], dX or None, dW or None)`` of the ``n`` tokens at ``index``
     (all tokens when None; ``targets`` and ``tokens`` hold those ``n``); see the module docstring."""
@@ -215,7 +271,7 @@ def _compute(
     n = hidden.shape[0] if index is None else index.numel()
     vocab = weight.shape[0]
     x, w = gemm_operands(hidden, weight)
-    gemm, acc = x.dtype, _compute_dtype(hidden, weight)
+    gemm, acc = x.dtype, compute_dtype(hidden, weight)
     params, flags = term_options(opts, tokens["ref"] is not None, acc, hidden.device)
     chunk = chunk_size(n, vocab, gemm, config)
     programs = [triton.cdiv(min(chunk, n - start), config.block_n) for start in range(0, n, chunk)]
@@ -236,13 +292,30 @@ def _compute(
         at = slice(start, stop) if index is None else index[start:stop]
         x_c = x[at]  # a gathered copy when index is given
         torch.mm(x_c, w.T, out=z)
-        _kernel()[(count,)](
-            z, z.stride(0), targets[start:stop], tokens["old"][start:stop], ref[start:stop],
-            tokens["adv"][start:stop], tokens["mask"][start:stop], tokens["w"][start:stop], params,
-            logp[start:stop], ent[start:stop], stats[first:],
-            rows, 1.0 / temperature, float(opts["entropy_coef"]), V=vocab, **flags,
-            WRITE_GRAD=need_x or need_w, COMPUTE=_tl_dtype(acc), NSTAT=NUM_STATS,
-            BLOCK_N=config.block_n, BLOCK_V=config.block_v, **extra,
+        triton_kernel()[(count,)](
+            z,
+            z.stride(0),
+            targets[start:stop],
+            tokens["old"][start:stop],
+            ref[start:stop],
+            tokens["adv"][start:stop],
+            tokens["mask"][start:stop],
+            tokens["w"][start:stop],
+            params,
+            logp[start:stop],
+            ent[start:stop],
+            stats[first:],
+            rows,
+            1.0 / temperature,
+            float(opts["entropy_coef"]),
+            V=vocab,
+            **flags,
+            WRITE_GRAD=need_x or need_w,
+            COMPUTE=tl_dtype(acc),
+            NSTAT=NUM_STATS,
+            BLOCK_N=config.block_n,
+            BLOCK_V=config.block_v,
+            **extra,
         )
         first += count
         if need_x or need_w:
@@ -257,8 +330,15 @@ class _LinearPGFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, hidden: Tensor, weight: Tensor, index: Tensor | None, targets: Tensor,
-        tokens: dict[str, Tensor], opts: dict[str, Any], temperature: float, config: FusedLossConfig,
+        ctx: FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        index: Tensor | None,
+        targets: Tensor,
+        tokens: dict[str, Tensor],
+        opts: dict[str, Any],
+        temperature: float,
+        config: FusedLossConfig,
         grad_enabled: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
@@ -318,9 +398,9 @@ def fused_linear_pg_loss(
     check_logprob_inputs(x2, weight, y1, temperature, backend="fused linear pg loss")
     if config is None:
         config = FusedLossConfig() if hidden.is_cuda else CPU_CONFIG
-    acc = _compute_dtype(hidden, weight)
+    acc = compute_dtype(hidden, weight)
     mask = batch.mask.reshape(-1).contiguous()
-    scale = _row_scale(batch.mask, batch, opts["agg"], acc)
+    scale = aggregation_weights(batch.mask, batch, opts["agg"], acc)
     tokens = {
         "mask": mask,
         "w": (batch.mask.to(acc) * scale[:, None]).reshape(-1).contiguous(),

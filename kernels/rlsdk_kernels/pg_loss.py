@@ -1,9 +1,11 @@
 """Fused clipped policy-gradient loss: one Triton pass gives the loss, its gradient and the metrics.
 
-``FusedClippedPG`` is registered as ``fused_clipped_pg``. It takes the options of ``clipped_pg``
-(``rlsdk_plugins.policy_gradient.ClippedPG``) and returns the same loss, gradient and metrics, but
-computes every per-token term, the aggregation and the gradient in one kernel launch instead of a
-dozen elementwise PyTorch ops and their autograd graph.
+A leaf op: :func:`fused_pg_loss` computes the ``clipped_pg`` loss of
+``rlsdk_plugins.policy_gradient.ClippedPG`` (without the entropy bonus) from log-probabilities, every
+per-token term, the aggregation and the gradient in one kernel launch instead of a dozen elementwise
+PyTorch ops and their autograd graph. The loss component that calls it, ``fused_clipped_pg``, is
+:class:`rlsdk_kernels.plugin.FusedClippedPG`; :func:`token_terms` and :func:`term_options` are shared
+with :mod:`rlsdk_kernels.linear_pg_loss`.
 
 Per valid token (``m > 0``; ``lp``, ``lp_old``, ``lp_ref`` and ``A`` are replaced by 0 where ``m = 0``
 *before* any arithmetic, so NaN/inf there never reach ``exp``; kernels.md section 3, "NaN from masking
@@ -16,7 +18,8 @@ order")::
     k1 = x,  abs = |x|,  k2 = x^2 / 2,  k3 = exp(-x) + x - 1  (its Taylor polynomial where |x| < 0.125)
 
 and ``loss = agg(L) + kl_coef * agg(KL) - entropy_coef * agg(H)`` with the aggregation weights of
-``rlsdk.aggregate``: ``agg(V) = sum_{b,t} w_{b,t} V_{b,t}``, ``w_{b,t} = m_{b,t} * s_b`` where ``s_b`` is
+``rlsdk.aggregate`` (``rlsdk.functional.aggregation_weights``, the one table of the modes):
+``agg(V) = sum_{b,t} w_{b,t} V_{b,t}``, ``w_{b,t} = m_{b,t} * s_b`` where ``s_b`` is
 ``1 / N_tok`` (token-mean), ``1 / (max(|y_b|, 1) N_seq)`` (seq-mean-token-mean), ``1 / N_seq``
 (seq-mean-token-sum) or ``1 / (N_rows C)`` (seq-mean-token-sum-norm), all with the batch's *global*
 counts. The loss is linear in the per-token terms, so the forward also writes::
@@ -28,29 +31,29 @@ gradient at its bounds, ``dKL/dx`` is 0 where the output clamp is active; the ``
 gradient of ``k2``) and the backward only scales it by ``grad_output``. The entropy bonus acts on
 ``batch.entropy`` (a tensor from the logprob backend) and is added with PyTorch, exactly as ``clipped_pg``.
 
-Where this kernel cannot run (no CUDA and no ``TRITON_INTERPRET=1``, or triton missing),
-``FusedClippedPG`` falls back to ``clipped_pg`` itself, so the results are the same everywhere.
+Where this kernel cannot run (:func:`supports`: no CUDA and no ``TRITON_INTERPRET=1``, or triton
+missing), ``FusedClippedPG`` falls back to ``clipped_pg`` itself, so the results are the same everywhere.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from rlsdk import LossOutput, TrainBatch
-from rlsdk.functional import AGGREGATION_MODES
-from rlsdk_plugins.policy_gradient import ClippedPG
+from rlsdk import TrainBatch
+from rlsdk.functional import aggregation_weights
 from rlsdk_kernels import _compile
 from rlsdk_kernels._buffers import empty
-from rlsdk_kernels.linear_logprob import interpreting, triton_available
+from rlsdk_kernels._common import supports, tl_dtype, triton_available
 
-__all__ = ["FusedClippedPG", "fused_pg_loss", "supports", "triton_available", "KL_KINDS", "NUM_STATS"]
+__all__ = [
+    "KL_KINDS", "NUM_STATS", "fused_pg_loss", "supports", "term_options", "token_terms", "triton_available",
+    "triton_kernel",
+]  # fmt: skip
 
 #: Base KL estimator -> the integer the kernel switches on.
 KL_KINDS = {"k1": 0, "abs": 1, "k2": 2, "k3": 3}
@@ -59,23 +62,6 @@ NUM_STATS = 8
 #: Tokens per program (a power of two).
 BLOCK_T = 1024
 _INTERPRET_BLOCK_T = 16
-
-
-def supports(device: torch.device | str) -> bool:
-    """True where the Triton kernel runs: CUDA with triton, or the CPU under ``TRITON_INTERPRET=1``.
-
-    Args:
-        device: The device of the log-probabilities.
-
-    Returns:
-        Whether :func:`fused_pg_loss` can run there.
-    """
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return triton_available() and torch.cuda.is_available()
-    if kind == "cpu":
-        return interpreting() and triton_available()
-    return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -96,11 +82,21 @@ def token_terms() -> Any:
 
     @triton.jit
     def pg_token_terms(
-        lp, old, ref, adv, valid,
+        lp,
+        old,
+        ref,
+        adv,
+        valid,
         param_ptr,  # [8] in the compute dtype: lo, hi, -c, delta, lr_clamp, kl_coef, in_clamp, out_clamp
-        HAS_REF: tl.constexpr, USE_KL: tl.constexpr, KL_KIND: tl.constexpr, KL_STRAIGHT: tl.constexpr,
-        HAS_DUAL: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_LR_CLAMP: tl.constexpr,
-        HAS_IN_CLAMP: tl.constexpr, HAS_OUT_CLAMP: tl.constexpr,
+        HAS_REF: tl.constexpr,
+        USE_KL: tl.constexpr,
+        KL_KIND: tl.constexpr,
+        KL_STRAIGHT: tl.constexpr,
+        HAS_DUAL: tl.constexpr,
+        HAS_DELTA: tl.constexpr,
+        HAS_LR_CLAMP: tl.constexpr,
+        HAS_IN_CLAMP: tl.constexpr,
+        HAS_OUT_CLAMP: tl.constexpr,
     ):
         lo = tl.load(param_ptr + 0)
         hi = tl.load(param_ptr + 1)
@@ -201,7 +197,7 @@ def token_terms() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def _kernel() -> Any:
+def triton_kernel() -> Any:
     """Build the Triton kernel on first use (so importing this module never imports triton)."""
     import triton
     import triton.language as tl
@@ -212,14 +208,29 @@ def _kernel() -> Any:
 
     @triton.jit
     def pg_loss_fwd_kernel(
-        lp_ptr, old_ptr, ref_ptr, adv_ptr, mask_ptr, scale_ptr,  # inputs [B, T] and row scale [B]
+        lp_ptr,
+        old_ptr,
+        ref_ptr,
+        adv_ptr,
+        mask_ptr,
+        scale_ptr,  # inputs [B, T] and row scale [B]
         param_ptr,  # [8]: see pg_token_terms
-        grad_ptr, stats_ptr,  # outputs: dloss/dlp [B, T], stats [B * n_blocks, NSTAT]
-        T, n_blocks,
-        HAS_REF: tl.constexpr, USE_KL: tl.constexpr, KL_KIND: tl.constexpr, KL_STRAIGHT: tl.constexpr,
-        HAS_DUAL: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_LR_CLAMP: tl.constexpr,
-        HAS_IN_CLAMP: tl.constexpr, HAS_OUT_CLAMP: tl.constexpr,
-        COMPUTE: tl.constexpr, NSTAT: tl.constexpr, BLOCK: tl.constexpr,
+        grad_ptr,
+        stats_ptr,  # outputs: dloss/dlp [B, T], stats [B * n_blocks, NSTAT]
+        T,
+        n_blocks,
+        HAS_REF: tl.constexpr,
+        USE_KL: tl.constexpr,
+        KL_KIND: tl.constexpr,
+        KL_STRAIGHT: tl.constexpr,
+        HAS_DUAL: tl.constexpr,
+        HAS_DELTA: tl.constexpr,
+        HAS_LR_CLAMP: tl.constexpr,
+        HAS_IN_CLAMP: tl.constexpr,
+        HAS_OUT_CLAMP: tl.constexpr,
+        COMPUTE: tl.constexpr,
+        NSTAT: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         row = tl.program_id(0)
         blk = tl.program_id(1)
@@ -238,8 +249,21 @@ def _kernel() -> Any:
             ref = tl.where(valid, tl.load(ref_ptr + offs, mask=inb, other=0).to(COMPUTE), zero)
         w = m * tl.load(scale_ptr + row).to(COMPUTE)
         loss, kl, grad, clip_flag, ratio, dual_flag = pg_token_terms(
-            lp, old, ref, adv, valid, param_ptr, HAS_REF, USE_KL, KL_KIND, KL_STRAIGHT,
-            HAS_DUAL, HAS_DELTA, HAS_LR_CLAMP, HAS_IN_CLAMP, HAS_OUT_CLAMP,
+            lp,
+            old,
+            ref,
+            adv,
+            valid,
+            param_ptr,
+            HAS_REF,
+            USE_KL,
+            KL_KIND,
+            KL_STRAIGHT,
+            HAS_DUAL,
+            HAS_DELTA,
+            HAS_LR_CLAMP,
+            HAS_IN_CLAMP,
+            HAS_OUT_CLAMP,
         )
         grad = tl.where(valid, w * grad, zero)
         tl.store(grad_ptr + offs, grad, mask=inb)
@@ -249,22 +273,6 @@ def _kernel() -> Any:
         store_pg_stats(base, valid, m, w, loss, kl, clip_flag, ratio, dual_flag)
 
     return pg_loss_fwd_kernel
-
-
-def _row_scale(mask: Tensor, batch: TrainBatch, agg: str, dtype: torch.dtype) -> Tensor:
-    """``s_b``: the aggregation weight of row ``b`` per unit of mask (see the module docstring)."""
-    rows = mask.shape[0]
-    if agg == "token-mean":
-        return torch.full((rows,), 1.0 / max(float(batch.num_tokens or 0.0), 1.0), dtype=dtype, device=mask.device)
-    if agg == "seq-mean-token-mean":
-        lengths = mask.to(dtype).sum(-1).clamp_min(1.0)
-        return 1.0 / (lengths * max(float(batch.num_seqs or 0.0), 1.0))
-    if agg == "seq-mean-token-sum":
-        return torch.full((rows,), 1.0 / max(float(batch.num_seqs or 0.0), 1.0), dtype=dtype, device=mask.device)
-    if agg == "seq-mean-token-sum-norm":
-        denom = max(float(batch.num_rows or 0.0), 1.0) * max(float(batch.max_length or 0.0), 1.0)
-        return torch.full((rows,), 1.0 / denom, dtype=dtype, device=mask.device)
-    raise ValueError(f"unknown aggregation mode {agg!r}; valid modes: {', '.join(AGGREGATION_MODES)}")
 
 
 def _launch(logprobs: Tensor, batch: TrainBatch, opts: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -281,16 +289,29 @@ def _launch(logprobs: Tensor, batch: TrainBatch, opts: dict[str, Any]) -> tuple[
     rows, length = lp.shape
     block = _INTERPRET_BLOCK_T if lp.device.type == "cpu" else min(BLOCK_T, max(16, triton.next_power_of_2(length)))
     n_blocks = max(triton.cdiv(length, block), 1)
-    scale = _row_scale(mask, batch, opts["agg"], dtype).contiguous()
+    scale = aggregation_weights(mask, batch, opts["agg"], dtype).contiguous()
     params, flags = term_options(opts, has_ref, dtype, lp.device)
     grad = empty(rows, length, dtype=dtype, device=lp.device)
     stats = empty(max(rows * n_blocks, 1), NUM_STATS, dtype=dtype, device=lp.device)
     if rows == 0 or length == 0:
         stats.zero_()
         return grad, stats.sum(0)
-    _kernel()[(rows, n_blocks)](
-        lp, old, ref, adv, mask, scale, params, grad, stats, length, n_blocks, **flags,
-        COMPUTE=_tl_dtype(dtype), NSTAT=NUM_STATS, BLOCK=block,
+    triton_kernel()[(rows, n_blocks)](
+        lp,
+        old,
+        ref,
+        adv,
+        mask,
+        scale,
+        params,
+        grad,
+        stats,
+        length,
+        n_blocks,
+        **flags,
+        COMPUTE=tl_dtype(dtype),
+        NSTAT=NUM_STATS,
+        BLOCK=block,
     )
     return grad, stats.sum(0)
 
@@ -298,8 +319,14 @@ def _launch(logprobs: Tensor, batch: TrainBatch, opts: dict[str, Any]) -> tuple[
 def term_options(opts: dict[str, Any], has_ref: bool, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, dict]:
     """``(param tensor, constexpr flags)`` of :func:`token_terms` for the loss options ``opts``."""
     values = (
-        1.0 - opts["eps_low"], 1.0 + opts["eps_high"], -(opts["dual_clip_c"] or 0.0), opts["delta"] or 0.0,
-        opts["logratio_clamp"] or 0.0, opts["kl_coef"], opts["kl_input_clamp"] or 0.0, opts["kl_output_clamp"] or 0.0,
+        1.0 - opts["eps_low"],
+        1.0 + opts["eps_high"],
+        -(opts["dual_clip_c"] or 0.0),
+        opts["delta"] or 0.0,
+        opts["logratio_clamp"] or 0.0,
+        opts["kl_coef"],
+        opts["kl_input_clamp"] or 0.0,
+        opts["kl_output_clamp"] or 0.0,
     )
     estimator: str = opts["kl_estimator"]
     flags = {
@@ -320,12 +347,6 @@ def _params(values: tuple[float, ...], dtype: torch.dtype, device: torch.device)
     once, as PyTorch rounds the scalar of ``clamp(1 - eps, ...)``.
     """
     return torch.tensor(values, dtype=dtype).to(device)
-
-
-def _tl_dtype(dtype: torch.dtype) -> Any:
-    import triton.language as tl
-
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 class _FusedPGFunction(torch.autograd.Function):
@@ -356,7 +377,7 @@ def fused_pg_loss(logprobs: Tensor, batch: TrainBatch, **opts: Any) -> tuple[Ten
         batch: Supplies ``mask``, ``advantages``, ``old_logprobs``, ``ref_logprobs`` and the global counts.
         **opts: ``eps_low``, ``eps_high``, ``dual_clip_c``, ``delta``, ``logratio_clamp``, ``kl_coef``,
             ``kl_estimator``, ``kl_input_clamp``, ``kl_output_clamp``, ``agg`` (all required; see
-            :class:`FusedClippedPG`).
+            :class:`rlsdk_kernels.plugin.FusedClippedPG`).
 
     Returns:
         ``(loss, sums)``: the differentiable scalar ``agg(L) + kl_coef * agg(KL)`` and the token sums
@@ -367,137 +388,3 @@ def fused_pg_loss(logprobs: Tensor, batch: TrainBatch, **opts: Any) -> tuple[Ten
     loss, stats = _FusedPGFunction.apply(logprobs, batch, opts)
     names = ("pg_loss", "kl", "clip_frac", "ratio_mean", "dual_clip_frac", "tokens")
     return loss, dict(zip(names, stats[2:]))
-
-
-class FusedClippedPG(ClippedPG):
-    """``clipped_pg`` with a fused Triton forward/backward: same options, loss, gradient and metrics.
-
-    See ``rlsdk_plugins.policy_gradient.ClippedPG`` for the maths and the references of each
-    option, and this module's docstring for the fused formulation. Every KL estimator (``+`` variants
-    included), ``delta``, dual clip and all four aggregation modes run in the kernel; the entropy bonus
-    is added with PyTorch on ``batch.entropy``. On a device :func:`supports` rejects, or for log-probs
-    that are neither float32 nor float64 (``clipped_pg`` would compute in their low precision), the
-    call is delegated to ``clipped_pg``. The options and their validation are ``clipped_pg``'s own
-    (this class subclasses it).
-
-    :meth:`from_hidden` goes one step further: from the hidden states and the output weight straight
-    to the loss (:func:`rlsdk_kernels.linear_pg_loss.fused_linear_pg_loss`, gradients formed in the
-    forward, never more than a chunk of logits); the trainer uses it for the policy update.
-
-    Args:
-        chunk_tokens: Tokens per chunk of :meth:`from_hidden`; None sizes chunks by ``chunk_mib``.
-        chunk_mib: Memory budget of one chunk's logits in :meth:`from_hidden`, in MiB.
-        grad_accum: ``"weight"`` or ``"float32"``: the dtype in which :meth:`from_hidden` accumulates
-            the output-weight gradient across chunks (see :mod:`rlsdk_kernels.linear_pg_loss`).
-        **options: Those of ``rlsdk_plugins.policy_gradient.ClippedPG``.
-    """
-
-    name = "fused_clipped_pg"
-
-    def __init__(
-        self, *, chunk_tokens: int | None = None, chunk_mib: float = 384.0, grad_accum: str = "weight", **options: Any
-    ) -> None:
-        from rlsdk_kernels.linear_pg_loss import FusedLossConfig
-
-        super().__init__(**options)
-        self.kernel_config = FusedLossConfig(chunk_tokens=chunk_tokens, chunk_mib=chunk_mib, grad_accum=grad_accum)
-
-    @property
-    def opts(self) -> dict[str, Any]:
-        """The options the kernel reads (everything but ``entropy_coef``)."""
-        return {
-            "eps_low": self.eps_low, "eps_high": self.eps_high, "dual_clip_c": self.dual_clip_c, "delta": self.delta,
-            "logratio_clamp": self.logratio_clamp, "kl_coef": self.kl_coef, "kl_estimator": self.kl_estimator,
-            "kl_input_clamp": self.kl_input_clamp, "kl_output_clamp": self.kl_output_clamp, "agg": self.agg,
-        }  # fmt: skip
-
-    def supports(self, device: torch.device | str) -> bool:
-        """Whether the fused kernel runs on ``device`` (elsewhere the call falls back to ``clipped_pg``)."""
-        return supports(device)
-
-    def _check_ref(self, batch: TrainBatch) -> None:
-        if batch.ref_logprobs is None and self.needs_ref_logprobs:
-            raise ValueError(
-                f"loss {self.name}: loss.kl_coef = {self.kl_coef:g} needs batch.ref_logprobs, but it is "
-                "None (the trainer fills it when loss.needs_ref_logprobs is True; set kl_coef=0 to drop the KL term)"
-            )
-
-    def _metrics(self, sums: dict[str, Tensor], batch: TrainBatch, with_entropy: bool) -> dict[str, Tensor]:
-        """Token means of the kernel's sums, in ``clipped_pg``'s order (0-dim tensors: no device sync)."""
-        keys = ["pg_loss", "clip_frac", "ratio_mean"]
-        if self.dual_clip_c is not None:
-            keys.append("dual_clip_frac")
-        if batch.ref_logprobs is not None:
-            keys.append("kl")
-        if with_entropy:
-            keys.append("entropy")
-        n_tok = max(float(batch.num_tokens or 0.0), 1.0)
-        return {k: sums[k].detach() / n_tok for k in keys}
-
-    def from_hidden(
-        self, hidden: Tensor, weight: Tensor, targets: Tensor, batch: TrainBatch, *, temperature: float, backend: Any
-    ) -> tuple[LossOutput, Tensor, Tensor]:
-        """The loss straight from hidden states (fused log-prob + loss; see the class docstring).
-
-        Args:
-            hidden: ``[B * T, H]`` hidden states predicting the completion tokens of ``batch``.
-            weight: ``[V, H]`` output-layer weight.
-            targets: ``[B * T]`` completion token ids.
-            batch: The micro-batch with the global batch's counts.
-            temperature: Divides the logits (the sampling temperature).
-            backend: The configured logprob backend, used where the fused kernel cannot run (then
-                the result is ``backend`` followed by ``__call__``).
-
-        Returns:
-            ``(LossOutput, logprobs [B, T], entropy [B, T])``; the log-probs and entropies are detached
-            on the fused path.
-        """
-        from rlsdk_kernels.linear_pg_loss import CPU_CONFIG, fused_linear_pg_loss
-
-        shape = batch.mask.shape
-        if not supports(hidden.device):
-            out = backend(hidden, weight, targets, temperature=temperature, with_entropy=True)
-            logprobs, entropy = out.logprobs.view(shape), out.entropy.view(shape)
-            batch = TrainBatch(**{**vars(batch), "entropy": entropy if self.needs_entropy else None})
-            return self(logprobs, batch), logprobs, entropy
-        self._check_ref(batch)
-        config = self.kernel_config
-        if not hidden.is_cuda:  # the interpreter is faster with wide row tiles
-            config = dataclasses.replace(config, block_n=CPU_CONFIG.block_n, block_v=CPU_CONFIG.block_v)
-        loss, sums, logprobs, entropy = fused_linear_pg_loss(
-            hidden, weight, targets, batch, temperature=temperature, config=config,
-            entropy_coef=self.entropy_coef, **self.opts,
-        )
-        return LossOutput(loss=loss, metrics=self._metrics(sums, batch, self.needs_entropy)), logprobs, entropy
-
-    def __call__(self, logprobs: Tensor, batch: TrainBatch) -> LossOutput:
-        """Loss of one micro-batch, normalised by the global counts of ``batch``.
-
-        Args:
-            logprobs: ``[B, T]`` log-probabilities of the sampled tokens under the current policy.
-            batch: The micro-batch with the global batch's counts.
-
-        Returns:
-            ``LossOutput(loss=scalar, metrics)`` equal to ``clipped_pg``'s with the same options.
-        """
-        if logprobs.shape != batch.mask.shape:
-            raise ValueError(
-                f"loss {self.name}: logprobs {tuple(logprobs.shape)} must match mask {tuple(batch.mask.shape)}"
-            )
-        if not supports(logprobs.device) or logprobs.dtype not in (torch.float32, torch.float64):
-            return super().__call__(logprobs, batch)
-        self._check_ref(batch)
-        loss, sums = fused_pg_loss(logprobs, batch, **self.opts)
-        metrics = self._metrics(sums, batch, with_entropy=False)
-        loss = loss + self._entropy_term(batch, batch.mask > 0, metrics)  # clipped_pg's own bonus
-        order = ("pg_loss", "clip_frac", "ratio_mean", "dual_clip_frac", "kl", "entropy")  # clipped_pg's order
-        return LossOutput(loss=loss.to(logprobs.dtype), metrics={k: metrics[k] for k in order if k in metrics})
-
-
-# Option checking reads the signature: ClippedPG's options plus the kernel's.
-FusedClippedPG.__signature__ = inspect.signature(ClippedPG).replace(  # type: ignore[attr-defined]
-    parameters=[
-        *inspect.signature(ClippedPG).parameters.values(),
-        *list(inspect.signature(FusedClippedPG.__init__).parameters.values())[1:-1],
-    ]
-)

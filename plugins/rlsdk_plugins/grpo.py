@@ -28,6 +28,7 @@ import rlsdk
 from rlsdk import ConfigError, RolloutBatch
 from rlsdk.hookspecs import Register
 from rlsdk.validation import check_bool, check_choice, check_number
+from rlsdk_plugins.policy_gradient import ENTROPY_BONUS
 
 __all__ = [
     "GRPOAdvantage",
@@ -85,13 +86,19 @@ class GRPOAdvantage:
         unbiased: Bessel-corrected std (True: all four reference systems) or population std (False).
         single_group: What a group of one completion gets. ``"reward"`` (verl): mu = 0 and sigma = 1,
             so A = R / (1 + eps) (A = R without std normalisation). ``"zero"`` (NeMo RL): A = 0.
+            None (the default): as ``"reward"``, but ``sampler.n=1`` is a config error, since groups
+            of one are then more likely a mistake than the intent; name a mode to train on them.
     """
 
-    def __init__(self, eps: float = 1e-6, norm_std: bool = True, unbiased: bool = True, single_group: str = "reward"):
+    def __init__(
+        self, eps: float = 1e-6, norm_std: bool = True, unbiased: bool = True, single_group: str | None = None
+    ) -> None:
         self.eps = check_number(eps, "advantage.eps", low=0.0, low_open=True)
         self.norm_std = check_bool(norm_std, "advantage.norm_std")
         self.unbiased = check_bool(unbiased, "advantage.unbiased")
-        self.single_group = check_choice(single_group, "advantage.single_group", SINGLE_GROUP_MODES)
+        if single_group is not None:
+            check_choice(single_group, "advantage.single_group", SINGLE_GROUP_MODES)
+        self.single_group = single_group or "reward"
 
     def scores(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """Per-completion advantages ``[B]`` (float64) from ``rewards [B]`` and ``group_ids [B]``."""
@@ -169,10 +176,27 @@ def grpo_preset() -> dict[str, Any]:
     ``seq-mean-token-mean`` is the original GRPO aggregation (TRL ``loss_type="grpo"``). The KL
     coefficient is 0 (TRL's default beta); DeepSeekMath used 0.04 and verl uses 0.001 with ``k3``:
     set ``loss.kl_coef`` to match them.
+
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
+    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
+    estimator and the loss is stated, so nothing is inherited from another layer.
     """
     return {
-        "advantage": {"name": "grpo", "eps": 1e-6, "norm_std": True},
-        "loss": {"name": "clipped_pg", "eps_low": 0.2, "eps_high": 0.2, "kl_coef": 0.0, "agg": "seq-mean-token-mean"},
+        "advantage": {"name": "grpo", "eps": 1e-6, "norm_std": True, "unbiased": True, "single_group": None},
+        "loss": {
+            "name": "clipped_pg",
+            "eps_low": 0.2,
+            "eps_high": 0.2,
+            "dual_clip_c": None,
+            "delta": None,
+            "logratio_clamp": 20.0,
+            "kl_coef": 0.0,
+            "kl_estimator": "k3",
+            "kl_input_clamp": 20.0,
+            "kl_output_clamp": 10.0,
+            "entropy_coef": ENTROPY_BONUS,
+            "agg": "seq-mean-token-mean",
+        },
     }
 
 
@@ -182,10 +206,27 @@ def dr_grpo_preset() -> dict[str, Any]:
     A_i = R_i - mu_g, and the loss is summed over tokens and divided by a constant (rows x max length),
     which removes GRPO's length and difficulty biases (verl: ``norm_adv_by_std_in_grpo=False`` with
     ``seq-mean-token-sum-norm``; TRL: ``scale_rewards="none"`` with ``loss_type="dr_grpo"``).
+
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
+    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
+    estimator and the loss is stated, so nothing is inherited from another layer.
     """
     return {
-        "advantage": {"name": "grpo", "norm_std": False},
-        "loss": {"name": "clipped_pg", "agg": "seq-mean-token-sum-norm"},
+        "advantage": {"name": "grpo", "eps": 1e-6, "norm_std": False, "unbiased": True, "single_group": None},
+        "loss": {
+            "name": "clipped_pg",
+            "eps_low": 0.2,
+            "eps_high": None,
+            "dual_clip_c": None,
+            "delta": None,
+            "logratio_clamp": 20.0,
+            "kl_coef": 0.0,
+            "kl_estimator": "k3",
+            "kl_input_clamp": 20.0,
+            "kl_output_clamp": 10.0,
+            "entropy_coef": ENTROPY_BONUS,
+            "agg": "seq-mean-token-sum-norm",
+        },
     }
 
 
@@ -209,7 +250,9 @@ def group_size(config: dict[str, Any]) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
 
 
-def require_groups(config: dict[str, Any], advantage: str, uses: str, single: str = "R, no baseline", fix: str = "") -> None:
+def require_groups(
+    config: dict[str, Any], advantage: str, uses: str, single: str = "R, no baseline", fix: str = ""
+) -> None:
     """Raise :class:`ConfigError` when ``advantage.name == advantage`` and ``sampler.n`` is 1.
 
     Args:
@@ -231,10 +274,10 @@ def require_groups(config: dict[str, Any], advantage: str, uses: str, single: st
 def check_config(config: dict[str, Any]) -> None:
     """A group-normalised advantage needs groups of at least two completions (``sampler.n >= 2``).
 
-    ``grpo`` accepts ``sampler.n=1`` when ``advantage.single_group`` is set explicitly: that option
-    exists for groups of one. ``grpo_passk`` always needs two (it compares the best with the second).
+    ``grpo`` accepts ``sampler.n=1`` when ``advantage.single_group`` names a mode: that option exists
+    for groups of one. ``grpo_passk`` always needs two (it compares the best with the second).
     """
-    if "single_group" not in (config.get("advantage") or {}):
+    if (config.get("advantage") or {}).get("single_group") is None:
         require_groups(
             config, "grpo", "normalises rewards within each prompt's group", "R/(1+eps), no baseline",
             ", or set advantage.single_group ('reward' or 'zero') to train on groups of one on purpose",

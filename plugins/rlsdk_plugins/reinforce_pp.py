@@ -36,6 +36,7 @@ from rlsdk import ConfigError, RolloutBatch
 from rlsdk.hookspecs import Register
 from rlsdk.validation import check_choice, check_number
 from rlsdk_plugins.grpo import broadcast_to_tokens, result_dtype
+from rlsdk_plugins.policy_gradient import ENTROPY_BONUS
 
 __all__ = ["ReinforcePlusPlusAdvantage", "ReinforcePlusPlusBaselineAdvantage", "reinforce_pp_preset"]
 
@@ -142,10 +143,28 @@ class ReinforcePlusPlusBaselineAdvantage:
 
 
 def reinforce_pp_preset() -> dict[str, Any]:
-    """REINFORCE++-baseline advantages with the clipped surrogate and a token mean (verl's recipe)."""
+    """REINFORCE++-baseline advantages with the clipped surrogate and a token mean (verl's recipe).
+
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
+    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
+    estimator and the loss is stated, so nothing is inherited from another layer.
+    """
     return {
         "advantage": {"name": "reinforce_plus_plus_baseline", "style": "verl"},
-        "loss": {"name": "clipped_pg", "agg": "token-mean"},
+        "loss": {
+            "name": "clipped_pg",
+            "eps_low": 0.2,
+            "eps_high": None,
+            "dual_clip_c": None,
+            "delta": None,
+            "logratio_clamp": 20.0,
+            "kl_coef": 0.0,
+            "kl_estimator": "k3",
+            "kl_input_clamp": 20.0,
+            "kl_output_clamp": 10.0,
+            "entropy_coef": ENTROPY_BONUS,
+            "agg": "token-mean",
+        },
     }
 
 

@@ -21,6 +21,7 @@ import rlsdk
 from rlsdk import RolloutBatch
 from rlsdk.hookspecs import Register
 from rlsdk_plugins.grpo import broadcast_to_tokens, require_groups, result_dtype
+from rlsdk_plugins.policy_gradient import ENTROPY_BONUS
 
 __all__ = ["RLOOAdvantage", "rloo_preset"]
 
@@ -44,10 +45,28 @@ class RLOOAdvantage:
 
 
 def rloo_preset() -> dict[str, Any]:
-    """RLOO with the clipped surrogate and a token mean (verl's RLOO recipe; TRL ``RLOOTrainer`` also clips)."""
+    """RLOO with the clipped surrogate and a token mean (verl's RLOO recipe; TRL ``RLOOTrainer`` also clips).
+
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
+    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
+    estimator and the loss is stated, so nothing is inherited from another layer.
+    """
     return {
         "advantage": {"name": "rloo"},
-        "loss": {"name": "clipped_pg", "agg": "token-mean"},
+        "loss": {
+            "name": "clipped_pg",
+            "eps_low": 0.2,
+            "eps_high": None,
+            "dual_clip_c": None,
+            "delta": None,
+            "logratio_clamp": 20.0,
+            "kl_coef": 0.0,
+            "kl_estimator": "k3",
+            "kl_input_clamp": 20.0,
+            "kl_output_clamp": 10.0,
+            "entropy_coef": ENTROPY_BONUS,
+            "agg": "token-mean",
+        },
     }
 
 

@@ -46,7 +46,9 @@ def layout(
     attn = torch.zeros((b, p_len + t_len), dtype=torch.long)
     mask = torch.zeros((b, t_len))
     engine_logprobs = torch.zeros((b, t_len))
-    for i, (ids, completion, lps) in enumerate(zip((e for e in encoded for _ in range(n)), generation.token_ids, generation.logprobs)):
+    for i, (ids, completion, lps) in enumerate(
+        zip((e for e in encoded for _ in range(n)), generation.token_ids, generation.logprobs)
+    ):
         k = len(completion)
         seq[i, p_len - len(ids) : p_len] = torch.tensor(ids, dtype=torch.long)
         attn[i, p_len - len(ids) : p_len + k] = 1

@@ -214,7 +214,9 @@ def parameter_count(vocab: int, d_model: int, n_layers: int, max_len: int) -> in
     Per block: ``qkv`` 3 H^2, ``proj`` H^2, ``fc`` and ``fc_out`` 4 H^2 each (12 H^2, no biases) and two
     LayerNorms (4 H).
     """
-    return vocab * d_model + max_len * d_model + n_layers * (12 * d_model**2 + 4 * d_model) + 2 * d_model + vocab * d_model
+    return (
+        vocab * d_model + max_len * d_model + n_layers * (12 * d_model**2 + 4 * d_model) + 2 * d_model + vocab * d_model
+    )
 
 
 @rlsdk.hookimpl

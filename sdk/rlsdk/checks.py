@@ -3,7 +3,7 @@ contract before the trainer uses it.
 
 Each check raises :class:`~rlsdk.errors.ComponentError` with one line that names the component (kind,
 name and the plugin that registered it, e.g. ``reward 'my_score' (plugin my-dist:my_plugin)``), what it
-returned and what the contract expects. :func:`guard` does the same for an exception a component
+returned and what the contract expects. :func:`rlsdk.errors.guard` does the same for an exception a component
 raises, so a plugin author's mistake never shows as a traceback inside rlsdk (``--debug`` shows it).
 
 The checks read only what is already on the CPU, or one scalar per optimiser step, so they cost
@@ -14,41 +14,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from rlsdk.errors import ComponentError, RlsdkError
+from rlsdk.errors import ComponentError
 from rlsdk.types import Example, LossOutput, RolloutBatch
 
-__all__ = ["guard", "check_examples", "check_rollout", "check_rewards", "check_advantages", "check_loss_output"]
+__all__ = ["check_examples", "check_rollout", "check_rewards", "check_advantages", "check_loss_output"]
 
 
 def _short(value: Any, width: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-@contextmanager
-def guard(component: str, call: str) -> Iterator[None]:
-    """Turn an exception raised by ``component`` during ``call`` into a one-line :class:`ComponentError`.
-
-    rlsdk's own errors (a plugin may raise :class:`~rlsdk.errors.ConfigError` on purpose) pass
-    unchanged, and so do ``KeyboardInterrupt`` and ``SystemExit``.
-
-    Args:
-        component: Its label, e.g. ``"reward 'char_match' (plugin rlsdk:rewards)"``.
-        call: What was called, e.g. ``"reward(prompts, completions, metadata)"``.
-    """
-    try:
-        yield
-    except RlsdkError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the component's own failure, reported as such
-        raise ComponentError(f"{component} raised {type(exc).__name__} in {call}: {exc}") from exc
 
 
 def check_examples(examples: Any, requested: int | None, component: str, call: str) -> list[Example]:
@@ -60,7 +40,11 @@ def check_examples(examples: Any, requested: int | None, component: str, call: s
     if requested is not None and len(examples) != requested:
         raise ComponentError(f"{component} returned {len(examples)} examples from {call}; {requested} were requested")
     for i, example in enumerate(examples):
-        if not isinstance(example, Example) or not isinstance(example.prompt, str) or not isinstance(example.answer, str):
+        if (
+            not isinstance(example, Example)
+            or not isinstance(example.prompt, str)
+            or not isinstance(example.answer, str)
+        ):
             raise ComponentError(
                 f"{component} returned {_short(example)} as example {i} from {call}; expected "
                 "rlsdk.Example(prompt: str, answer: str)"
@@ -70,14 +54,18 @@ def check_examples(examples: Any, requested: int | None, component: str, call: s
 
 def check_rollout(batch: Any, examples: int, component: str) -> RolloutBatch:
     """A sampler's result: a scored :class:`~rlsdk.RolloutBatch` whose fields agree in size."""
-    call = "sampler(policy, examples, score, generator)"
+    call = "sampler(engine, examples, score, generator, params)"
     if not isinstance(batch, RolloutBatch):
         raise ComponentError(f"{component} returned {_short(batch)} from {call}; expected an rlsdk.RolloutBatch")
     b, t = batch.mask.shape
     if b < examples:
-        raise ComponentError(f"{component} returned {b} completions for {examples} prompts; expected at least one per prompt")
+        raise ComponentError(
+            f"{component} returned {b} completions for {examples} prompts; expected at least one per prompt"
+        )
     if batch.sequences is None or batch.attention_mask is None:
-        raise ComponentError(f"{component} returned a RolloutBatch without sequences or attention_mask; the trainer needs both")
+        raise ComponentError(
+            f"{component} returned a RolloutBatch without sequences or attention_mask; the trainer needs both"
+        )
     if batch.sequences.dim() != 2 or batch.sequences.shape[0] != b or batch.sequences.shape[1] < t:
         raise ComponentError(
             f"{component} returned sequences {tuple(batch.sequences.shape)} for mask {(b, t)}; expected [B, S] with S >= T"
@@ -92,7 +80,9 @@ def check_rollout(batch: Any, examples: int, component: str) -> RolloutBatch:
             f"{component} returned {len(batch.prompts)} prompts and {len(batch.completions)} completions for {b} rows"
         )
     if not bool(torch.isfinite(batch.rewards).all()):
-        raise ComponentError(f"{component} returned non-finite rewards; score the batch with the score function it is given")
+        raise ComponentError(
+            f"{component} returned non-finite rewards; score the batch with the score function it is given"
+        )
     return batch
 
 
@@ -172,9 +162,13 @@ def check_loss_output(out: Any, component: str) -> LossOutput:
             f"{component} returned a loss without gradient (computed from detached values?); it must depend on the logprobs"
         )
     if not isinstance(out.metrics, dict):
-        raise ComponentError(f"{component} returned LossOutput.metrics = {_short(out.metrics)}; expected a dict of numbers")
+        raise ComponentError(
+            f"{component} returned LossOutput.metrics = {_short(out.metrics)}; expected a dict of numbers"
+        )
     for key, value in out.metrics.items():
         ok = value.numel() == 1 if isinstance(value, Tensor) else isinstance(value, numbers.Real)
         if not ok:
-            raise ComponentError(f"{component} returned metric {key!r} = {_short(value)}; metrics are numbers or 0-dim tensors")
+            raise ComponentError(
+                f"{component} returned metric {key!r} = {_short(value)}; metrics are numbers or 0-dim tensors"
+            )
     return out

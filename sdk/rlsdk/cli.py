@@ -60,22 +60,45 @@ def build_parser() -> argparse.ArgumentParser:
             help="load a plugin from a .py file (repeatable; it runs the file's code, see the security page)",
         )  # fmt: skip
 
-    train = sub.add_parser("train", help="train a policy", description="Train a policy. Arguments ending in .yaml/.yml are a config file; key=value pairs override settings.")
-    train.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and dotted overrides, e.g. train.steps=50 loss.name=reinforce")
+    train = sub.add_parser(
+        "train",
+        help="train a policy",
+        description="Train a policy. Arguments ending in .yaml/.yml are a config file; key=value pairs override settings.",
+    )
+    train.add_argument(
+        "args",
+        nargs="*",
+        metavar="[CONFIG.yaml] [key=value]",
+        help="config file and dotted overrides, e.g. train.steps=50 loss.name=reinforce",
+    )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    train.add_argument("--run-dir", metavar="DIR", help="where to write the run (default: runs/<algorithm>-<task>-<time>)")
+    train.add_argument(
+        "--run-dir", metavar="DIR", help="where to write the run (default: runs/<algorithm>-<task>-<time>)"
+    )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config, each value with where it came from (default, algorithm preset, file, command line), and exit",
+    )
     plugin_flag(train)
 
-    ev = sub.add_parser("eval", help="evaluate a run's checkpoint on held-out prompts", description="Score a checkpoint on the task's held-out prompts; writes RUN_DIR/eval.json.")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint on held-out prompts",
+        description="Score a checkpoint on the task's held-out prompts; writes RUN_DIR/eval.json.",
+    )
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. eval.size=50 task.max_digits=5")
     ev.add_argument("--checkpoint", metavar="FILE", help="checkpoint to load (default: the latest)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     plugin_flag(ev)
 
-    pl = sub.add_parser("plugins", help="list installed plugins", description="List installed plugins, their distribution, version and what they register.")
+    pl = sub.add_parser(
+        "plugins",
+        help="list installed plugins",
+        description="List installed plugins, their distribution, version and what they register.",
+    )
     pl.add_argument("--json", action="store_true", help="print JSON")
     plugin_flag(pl)
 
@@ -87,9 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--check compares this environment with a lock file or a run folder and exits with status 1 when a "
         "version differs or a package is missing.",
     )
-    en.add_argument("source", nargs="?", metavar="RUN_DIR", help="print the packages recorded in this run's manifest.json")
-    en.add_argument("--check", metavar="LOCK|RUN_DIR", help="compare the installed packages with a lock file or a run's")
-    en.add_argument("--all", action="store_true", help="with --check, also list installed packages the lock does not name")
+    en.add_argument(
+        "source", nargs="?", metavar="RUN_DIR", help="print the packages recorded in this run's manifest.json"
+    )
+    en.add_argument(
+        "--check", metavar="LOCK|RUN_DIR", help="compare the installed packages with a lock file or a run's"
+    )
+    en.add_argument(
+        "--all", action="store_true", help="with --check, also list installed packages the lock does not name"
+    )
     en.add_argument("--json", action="store_true", help="print JSON")
 
     from rlsdk.scaffold import COMPONENT_KINDS
@@ -101,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "example of each chosen component kind, its tests, a README, a CI workflow and configs/train.yaml. Without "
         "--no-input, cookiecutter asks for each answer (the options given are the defaults it offers).",
     )
-    np_.add_argument("name", nargs="?", metavar="NAME", help="distribution name of the plugin, e.g. rlsdk-my-loss (required with --no-input)")
+    np_.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="distribution name of the plugin, e.g. rlsdk-my-loss (required with --no-input)",
+    )
     np_.add_argument(
         "--component",
         action="append",
@@ -109,12 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help=f"component kind to include an example of (repeatable): {', '.join(COMPONENT_KINDS)} or all (default: loss)",
     )
-    np_.add_argument("--output-dir", default=".", metavar="DIR", help="where to create the package folder (default: the current directory)")
+    np_.add_argument(
+        "--output-dir",
+        default=".",
+        metavar="DIR",
+        help="where to create the package folder (default: the current directory)",
+    )
     np_.add_argument("--author", metavar="A", help="author for pyproject.toml and the README")
     np_.add_argument("--description", metavar="D", help="one-line description")
     np_.add_argument("--github-username", metavar="U", help="GitHub user or organisation for the project URLs")
     np_.add_argument("--no-input", action="store_true", help="do not prompt; take the answers from the options")
-    np_.add_argument("--template", metavar="DIR", help="template folder (default: $RLSDK_PLUGIN_TEMPLATE, else the repository's cookiecutter-plugin/)")
+    np_.add_argument(
+        "--template",
+        metavar="DIR",
+        help="template folder (default: $RLSDK_PLUGIN_TEMPLATE, else the repository's cookiecutter-plugin/)",
+    )
     plugin_flag(np_)
     for name, help_, description in (
         (
@@ -132,10 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         ex = sub.add_parser(name, help=help_, description=description)
         ex.add_argument("spec", metavar="ABLATION.yaml" if name == "ablate" else "EXPERIMENT.yaml")
-        ex.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
+        ex.add_argument(
+            "overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100"
+        )
         ex.add_argument("--out", metavar="DIR", help="the experiment folder (default: experiments/<name>)")
         ex.add_argument("--seeds", metavar="N|LIST", help="replace the file's seeds: a count (5) or a list (0,1,2)")
-        ex.add_argument("--no-progress", action="store_true", help="hide the progress within runs (a line per finished run stays)")
+        ex.add_argument(
+            "--no-progress", action="store_true", help="hide the progress within runs (a line per finished run stays)"
+        )
         _compare_flags(ex)
         plugin_flag(ex)
 
@@ -149,8 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("spec", metavar="SWEEP.yaml")
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
     sw.add_argument("--out", metavar="DIR", help="the sweep folder (default: sweeps/<name>)")
-    sw.add_argument("--trials", type=int, metavar="N", help="replace the file's number of trials (finished trials wanted)")
-    sw.add_argument("--no-progress", action="store_true", help="hide the progress within runs (a line per finished trial stays)")
+    sw.add_argument(
+        "--trials", type=int, metavar="N", help="replace the file's number of trials (finished trials wanted)"
+    )
+    sw.add_argument(
+        "--no-progress", action="store_true", help="hide the progress within runs (a line per finished trial stays)"
+    )
     plugin_flag(sw)
 
     rt = sub.add_parser(
@@ -161,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a 10-90% band; comparison.png when the experiment has been compared).",
     )
     rt.add_argument("path", metavar="RUN_DIR|EXP_DIR")
-    rt.add_argument("--smooth", type=int, default=1, metavar="K", help="trailing moving average over K steps (default: 1, none)")
+    rt.add_argument(
+        "--smooth", type=int, default=1, metavar="K", help="trailing moving average over K steps (default: 1, none)"
+    )
 
     rp = sub.add_parser(
         "reproduce",
@@ -172,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", metavar="DIR", help="the new run folder (default: RUN_DIR-reproduce, -reproduce-2, ...)")
-    rp.add_argument("--steps", type=int, metavar="K", help="repeat only the first K steps (the schedule is the full run's)")
+    rp.add_argument(
+        "--steps", type=int, metavar="K", help="repeat only the first K steps (the schedule is the full run's)"
+    )
     rp.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default: 0, bit for bit)")
     rp.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default: 0)")
     rp.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -191,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--score", metavar="SCORE",
         help="rescore every run: eval/<key>, <key> (a metrics.jsonl key, mean of the last steps), auc(<key>) or steps_to(<key>, <threshold>)",
     )  # fmt: skip
-    cp.add_argument("--last", type=int, metavar="K", help="with --score, a training metric is averaged over the last K steps")
+    cp.add_argument(
+        "--last", type=int, metavar="K", help="with --score, a training metric is averaged over the last K steps"
+    )
     cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
     _compare_flags(cp)
     plugin_flag(cp)
@@ -201,9 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compare_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metric", default="iqm", choices=["iqm", "mean", "median", "optimality_gap"], help="aggregate over runs and tasks (default: iqm)")
+    p.add_argument(
+        "--metric",
+        default="iqm",
+        choices=["iqm", "mean", "median", "optimality_gap"],
+        help="aggregate over runs and tasks (default: iqm)",
+    )
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default: 0.95)")
-    p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples for each arm's interval (default: 50000)")
+    p.add_argument(
+        "--reps", type=int, default=50_000, help="bootstrap resamples for each arm's interval (default: 50000)"
+    )
     p.add_argument("--alpha", type=float, default=0.05, help="level of the tests (default: 0.05)")
     p.add_argument("--stats-seed", type=int, default=0, metavar="S", help="seed of the bootstrap (default: 0)")
     p.add_argument(
@@ -231,7 +295,7 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from rlsdk.config import dump_yaml, load_config, load_yaml
+    from rlsdk.config import dump_yaml, load_yaml, resolve_config
     from rlsdk.trainer import train
 
     registry = _registry(ns.plugin)
@@ -239,18 +303,20 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if ns.resume:
         if path:
             raise ConfigError("--resume takes the run's own config.yaml; give only key=value overrides")
-        run_dir = Path(ns.resume)
-        if not (run_dir / "config.yaml").is_file():
+        run_dir: Path | None = Path(ns.resume)
+        if not (Path(ns.resume) / "config.yaml").is_file():
             raise ConfigError(f"--resume {ns.resume!r}: not a run folder (it has no config.yaml)")
-        base = load_yaml(run_dir / "config.yaml")
-        config = load_config(registry, overrides=overrides, base=base)
+        base = load_yaml(Path(ns.resume) / "config.yaml")
+        config, sources = resolve_config(registry, overrides=overrides, base=base)
     else:
         run_dir = Path(ns.run_dir) if ns.run_dir else None
-        config = load_config(registry, path, overrides)
+        config, sources = resolve_config(registry, path, overrides)
     if ns.print_config:
-        print(dump_yaml(config), end="")
+        print(dump_yaml(config, sources), end="")
         return 0
-    summary = train(config, registry, run_dir=run_dir, resume=bool(ns.resume), progress=False if ns.no_progress else None)
+    summary = train(
+        config, registry, run_dir=run_dir, resume=bool(ns.resume), progress=False if ns.no_progress else None
+    )
     print(
         f"run: {summary['run_dir']}\n"
         f"steps: {summary['steps']}  reward first {summary['reward_first']:.3f}  "
@@ -309,7 +375,11 @@ def cmd_env(ns: argparse.Namespace) -> int:
         if ns.json:
             print(json.dumps([d.__dict__ for d in diffs], indent=2))
         else:
-            print(f"{len(diffs)} package(s) differ from {ns.check}:" if diffs else f"every package of {ns.check} is installed at its version")
+            print(
+                f"{len(diffs)} package(s) differ from {ns.check}:"
+                if diffs
+                else f"every package of {ns.check} is installed at its version"
+            )
             print("".join(f"  {d}\n" for d in diffs), end="")
         differ = any(d.wanted is not None for d in diffs)
         if differ and not ns.json:
@@ -328,7 +398,10 @@ def cmd_env(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps(packages, indent=2))
     else:
-        print(lock_text(packages, header + "\ninstall: pip install -c THIS_FILE ...; check: rlsdk env --check THIS_FILE"), end="")
+        print(
+            lock_text(packages, header + "\ninstall: pip install -c THIS_FILE ...; check: rlsdk env --check THIS_FILE"),
+            end="",
+        )
     return 0
 
 
@@ -375,7 +448,9 @@ def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline
         paired=paired, seeds=seeds,
     )  # fmt: skip
     score = score or spec.score
-    result.notes.insert(0, f"Score of a run: {describe_score(score, last or spec.last)}; tasks: {', '.join(spec.tasks)}.")
+    result.notes.insert(
+        0, f"Score of a run: {describe_score(score, last or spec.last)}; tasks: {', '.join(spec.tasks)}."
+    )
     data = {**result.to_dict(), "score": score, "seeds": seeds, "tasks": list(spec.tasks)}
     atomic_write_text(exp_dir / "comparison.json", json.dumps(data, indent=2) + "\n")
     atomic_write_text(exp_dir / "comparison.md", f"# {spec.name}\n\n" + result.to_markdown())
@@ -390,10 +465,14 @@ def cmd_experiment(ns: argparse.Namespace) -> int:
     registry = _registry(ns.plugin)
     spec = load_spec(ns.spec, ns.overrides, _seeds_arg(ns.seeds))
     if ns.command == "ablate" and "ablations" not in load_yaml(ns.spec, "ablation file"):
-        raise ConfigError(f"{ns.spec!r} lists arms, not an ablation: give 'full' and 'ablations' (or run `rlsdk experiment`)")
+        raise ConfigError(
+            f"{ns.spec!r} lists arms, not an ablation: give 'full' and 'ablations' (or run `rlsdk experiment`)"
+        )
     exp_dir = Path(ns.out) if ns.out else Path("experiments") / spec.name
     runs = len(spec.arms) * len(spec.tasks) * len(spec.seeds)
-    print(f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}")
+    print(
+        f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}"
+    )
     from rlsdk.research.report import report
     from rlsdk.rundir import FolderLock
 
@@ -412,14 +491,30 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
 
     spec = load_sweep(ns.spec, ns.overrides, ns.trials)
     sweep_dir = Path(ns.out) if ns.out else Path("sweeps") / spec.name
-    print(f"sweep {spec.name!r}: {spec.trials} trial(s) x {len(spec.seeds)} seed(s), {spec.sampler} sampler, {spec.direction} {spec.score}, in {sweep_dir}")
-    summary = run_sweep(spec, _registry(ns.plugin), sweep_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress)
-    done = sorted((t for t in summary["trials"] if t["state"] == "COMPLETE"), key=lambda t: t["value"], reverse=spec.direction == "maximize")
+    print(
+        f"sweep {spec.name!r}: {spec.trials} trial(s) x {len(spec.seeds)} seed(s), {spec.sampler} sampler, {spec.direction} {spec.score}, in {sweep_dir}"
+    )
+    summary = run_sweep(
+        spec, _registry(ns.plugin), sweep_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress
+    )
+    done = sorted(
+        (t for t in summary["trials"] if t["state"] == "COMPLETE"),
+        key=lambda t: t["value"],
+        reverse=spec.direction == "maximize",
+    )
     print(f"\nbest of {len(done)} finished trial(s):")
     for t in done[:5]:
-        print(f"  trial {t['number']:>4}  {t['value']:.4f}  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()))
+        print(
+            f"  trial {t['number']:>4}  {t['value']:.4f}  "
+            + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        )
     if "importances" in summary:
-        print("importances (" + summary["importance_method"] + "): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
+        print(
+            "importances ("
+            + summary["importance_method"]
+            + "): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items())
+        )
     best = summary["best"]["overrides"]
     train_cmd = shlex.join(["rlsdk", "train", *([spec.config] if spec.config else []), *spec.overrides, *best])
     print(
@@ -453,7 +548,9 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     from rlsdk.rundir import FolderLock
 
     if not (exp_dir / "experiment.yaml").is_file():
-        raise ConfigError(f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first")
+        raise ConfigError(
+            f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first"
+        )
     with FolderLock(exp_dir, "experiment folder"):
         result, data = _compare_and_write(exp_dir, ns, _registry(ns.plugin), ns.baseline, ns.score, ns.last)
     print(json.dumps(data, indent=2) if ns.json else result.to_markdown(), end="\n" if ns.json else "")
@@ -468,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     field = next((f for f in ("args", "overrides") if isinstance(getattr(ns, f, None), list)), None)
     if extra and (field is None or any(a.startswith("-") or "=" not in a for a in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if extra:
+    if extra and field is not None:
         setattr(ns, field, [*getattr(ns, field), *extra])
     handlers = {
         "train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "env": cmd_env, "new-plugin": cmd_new_plugin,
@@ -476,7 +573,12 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
     }  # fmt: skip
     handler = handlers[ns.command]
-    debug = bool(getattr(ns, "debug", False)) or os.environ.get("RLSDK_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    debug = bool(getattr(ns, "debug", False)) or os.environ.get("RLSDK_DEBUG", "").strip().lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
     prefix = f"rlsdk {ns.command}"
     try:
         return handler(ns)

@@ -2,32 +2,35 @@
 
 A config is built in layers, the later winning:
 
-1. :data:`DEFAULTS` (below);
-2. the preset of ``algorithm`` (registered by a plugin through ``register_algorithms``);
+1. :data:`DEFAULTS` (below): the experiment (task, policy, sampler, engine, rewards) and the core's
+   settings (``train``, ``eval``, ``run``; typed in :mod:`rlsdk.settings`), but no algorithm option;
+2. the preset of ``algorithm`` (registered by a plugin through ``register_algorithms``), which states
+   every option of its advantage estimator and loss;
 3. the YAML file given to ``rlsdk train``;
 4. the command-line overrides (OmegaConf dotted keys: ``train.steps=50 loss.eps_high=0.28``).
 
-Component sections (``task``, ``policy``, ``sampler``, ``advantage``, ``loss``) name their component
-with ``name``; the other keys of the section are the factory's keyword arguments. When a later layer
-changes a section's ``name`` (``loss.name=reinforce``), the options of the earlier layers for that
-section are dropped, since they belonged to another component. ``rewards`` maps reward names to
-``{weight: w, **options}`` (or just a number, the weight); rewards of all layers are merged.
-
-The defaults describe the built-in CPU experiment (GRPO on 3-digit ``reverse`` with a one-layer
-tiny transformer, 16 samples per prompt and an entropy bonus of 0.03; see docs/benchmarks.md).
-Like any layer, their options for a component survive a later layer that names the *same*
-component (a preset using ``clipped_pg`` keeps ``entropy_coef``), and are dropped when the name changes.
+The shape of each component's section comes from its kind (:data:`rlsdk.kinds.KINDS`): ``task``,
+``policy``, ``sampler``, ``engine``, ``advantage`` and ``loss`` name their component with ``name``,
+and the other keys of the section are the factory's keyword arguments. When a later layer changes a
+section's ``name`` (``loss.name=reinforce``), the options of the earlier layers that the new
+component also takes are kept and the others are dropped: ``algorithm=grpo loss.name=reinforce``
+keeps GRPO's aggregation and entropy bonus and drops the clipping range, so an ablation arm changes
+one thing. ``rewards`` maps reward names to ``{weight: w, **options}`` (or just a number, the
+weight); rewards of all layers are merged.
 
 Unknown keys and component names are errors that list the valid choices and suggest the closest.
 :func:`load_config` checks the whole config before anything is built (see :func:`validate_config`):
-every setting's type and range, the device, and, through the ``check_config`` hook, the settings
-that involve several components together. A YAML file that gives a key twice is an error.
+every setting's type and range, the device, the options of every component (building the cheap ones,
+so their factories' own checks run too) and, through the ``check_config`` hook, the settings that
+involve several components together. A YAML file that gives a key twice is an error.
+:func:`resolve_config` also says where each value came from, which ``rlsdk train --print-config``
+shows (:func:`dump_yaml`).
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +39,17 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rlsdk.errors import ConfigError, did_you_mean
+from rlsdk.kinds import KINDS
 from rlsdk.plugins import Registry, check_options
-from rlsdk.validation import check_bool, check_choice, check_int, check_number
+from rlsdk.settings import EvalSettings, RunSettings, Settings, TrainSettings, defaults
+from rlsdk.validation import check_number
 
 __all__ = [
     "DEFAULTS",
     "COMPONENT_SECTIONS",
     "load_config",
+    "resolve_config",
+    "dump_yaml",
     "load_yaml",
     "load_yaml_text",
     "parse_overrides",
@@ -50,44 +57,27 @@ __all__ = [
     "reward_specs",
 ]
 
-#: Sections whose ``name`` selects a registered component: section -> component kind.
-COMPONENT_SECTIONS = {
-    "task": "task",
-    "policy": "policy",
-    "sampler": "sampler",
-    "advantage": "advantage",
-    "loss": "loss",
-}
+#: Sections whose ``name`` selects a registered component: section -> component kind (the kinds
+#: of shape ``named`` in :data:`rlsdk.kinds.KINDS`).
+COMPONENT_SECTIONS = {k.section: k.name for k in KINDS.values() if k.shape == "named"}
 
+#: The first layer of every config. The component sections name their component and carry only
+#: options of the experiment (the task's digits, the policy's size, the sampler's group size): the
+#: algorithm's options come from its preset.
 DEFAULTS: dict[str, Any] = {
     "algorithm": "grpo",
     "seed": 0,
     "task": {"name": "reverse"},
     "policy": {"name": "tiny", "d_model": 128, "n_layers": 1},
     "sampler": {"name": "group", "n": 16, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4},
+    "engine": {"name": "inprocess"},
     "advantage": {"name": "grpo"},
-    "loss": {"name": "clipped_pg", "entropy_coef": 0.03},
+    "loss": {"name": "clipped_pg"},
     "rewards": {"char_match": {"weight": 1.0}, "exact_match": {"weight": 0.0}},
     "logprob": {"backend": "auto"},
-    "train": {
-        "steps": 300,
-        "prompts_per_step": 16,
-        "lr": 1e-3,
-        "betas": [0.9, 0.99],
-        "weight_decay": 0.0,
-        "warmup_steps": 0,
-        "lr_schedule": "constant",
-        "min_lr_ratio": 0.1,
-        "max_grad_norm": 1.0,
-        "epochs": 1,
-        "mini_batches": 1,
-        "micro_batches": 1,
-        "reference": True,
-        "device": "cpu",
-        "threads": 0,
-    },
-    "eval": {"every": 0, "size": 100, "temperature": 0.0},
-    "run": {"dir": None, "root": "runs", "checkpoint_every": 20, "keep_checkpoints": 2, "progress": True, "plot": True},
+    "train": defaults(TrainSettings),
+    "eval": defaults(EvalSettings),
+    "run": defaults(RunSettings),
     "trackers": {},
 }
 
@@ -113,7 +103,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             )
     try:
         return _to_plain(OmegaConf.from_dotlist(list(overrides)))
-    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+    except (OmegaConfBaseException, yaml.YAMLError):
         for item in overrides:  # name the one that fails
             try:
                 OmegaConf.from_dotlist([item])
@@ -123,7 +113,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         else:
             item = " ".join(overrides)
         reason = " ".join(str(exc).split("\n")[0].split())
-        raise ConfigError(f"bad override {item!r}: not a valid YAML value ({reason}); e.g. train.betas=[0.9,0.99]") from exc
+        raise ConfigError(
+            f"bad override {item!r}: not a valid YAML value ({reason}); e.g. train.betas=[0.9,0.99]"
+        ) from exc
 
 
 class _DuplicateKey(Exception):
@@ -215,7 +207,12 @@ def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     return data
 
 
-def _merge_layer(base: dict[str, Any], layer: dict[str, Any], source: str) -> dict[str, Any]:
+def _merge_layer(
+    base: dict[str, Any], layer: dict[str, Any], source: str, registry: Registry | None = None
+) -> dict[str, Any]:
+    """``layer`` over ``base``. A component section whose ``name`` changes keeps the options of
+    ``base`` that the new component's factory takes (all of them when ``registry`` is None, or the
+    factory takes ``**options``) and drops the others."""
     out = copy.deepcopy(base)
     for key, value in layer.items():
         if key in COMPONENT_SECTIONS:
@@ -223,10 +220,12 @@ def _merge_layer(base: dict[str, Any], layer: dict[str, Any], source: str) -> di
                 value = {"name": value}
             if not isinstance(value, dict):
                 raise ConfigError(f"{key} (from {source}) must be a mapping with 'name', got {value!r}")
-            current = out.get(key) or {}
+            current = dict(out.get(key) or {})
             if "name" in value and value["name"] != current.get("name"):
-                current = {}
-            out[key] = {**current, **copy.deepcopy(value)}
+                takes = _options_taken(registry, COMPONENT_SECTIONS[key], value["name"])
+                current = {k: v for k, v in current.items() if k != "name" and (takes is None or k in takes)}
+            merged = {**current, **copy.deepcopy(value)}
+            out[key] = {"name": merged.pop("name"), **merged} if "name" in merged else merged
         elif key == "rewards":
             if not isinstance(value, dict):
                 raise ConfigError(f"rewards (from {source}) must map reward names to weights or options, got {value!r}")
@@ -242,6 +241,20 @@ def _merge_layer(base: dict[str, Any], layer: dict[str, Any], source: str) -> di
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _options_taken(registry: Registry | None, kind: str, name: Any) -> set[str] | None:
+    """The keyword options of component ``name``'s factory; None when any is taken (``**options``),
+    or when there is no registry or no such component (validation reports an unknown name)."""
+    if registry is None or not isinstance(name, str) or name not in registry.names(kind):
+        return None
+    try:
+        params = inspect.signature(registry.factory(kind, name)).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _check_keys(layer: dict[str, Any], source: str) -> None:
@@ -276,6 +289,22 @@ def load_config(
         overrides: ``key=value`` strings (or an already nested dict).
         base: Start from this config instead of :data:`DEFAULTS` + preset (used by ``--resume``).
     """
+    return resolve_config(registry, path, overrides, base)[0]
+
+
+def resolve_config(
+    registry: Registry,
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """:func:`load_config`, and where each value came from.
+
+    Returns:
+        ``(config, sources)``: ``sources`` maps dotted keys (``"train.lr"``, ``"loss.eps_high"``,
+        ``"rewards.exact_match"``, ``"seed"``) to ``"algorithm 'grpo'"``, ``"file x.yaml"``,
+        ``"command line"`` or ``"run config"`` (``base``); a key it lacks is a default.
+    """
     layers: list[tuple[dict[str, Any], str]] = []
     if path is not None:
         layers.append((load_yaml(path), f"file {path}"))
@@ -290,19 +319,22 @@ def load_config(
         for layer, _ in layers:
             algorithm = layer.get("algorithm", algorithm)
         sections = preset(registry, algorithm)
-        config = _merge_layer(DEFAULTS, sections, f"algorithm {algorithm!r}")
+        config = _merge_layer(DEFAULTS, sections, f"algorithm {algorithm!r}", registry)
         config["algorithm"] = algorithm
         sources.update(_layer_sources(sections, f"algorithm {algorithm!r}"))
     else:
         config = copy.deepcopy(base)
+        sources.update(_layer_sources(base, "run config"))
         for section in ("train", "eval", "run"):  # a run saved before a key was added: its default
             if isinstance(config.get(section), dict):
                 config[section] = {**copy.deepcopy(DEFAULTS[section]), **config[section]}
+        for section in COMPONENT_SECTIONS:  # a run saved before the section existed (engine)
+            config.setdefault(section, copy.deepcopy(DEFAULTS[section]))
     for layer, source in layers:
-        config = _merge_layer(config, layer, source)
+        config = _merge_layer(config, layer, source, registry)
         sources.update(_layer_sources(layer, source))
     validate_config(config, registry, sources)
-    return config
+    return config, sources
 
 
 def _layer_sources(layer: dict[str, Any], source: str) -> dict[str, str]:
@@ -323,7 +355,9 @@ def preset(registry: Registry, algorithm: str) -> dict[str, Any]:
     """The config sections of a registered algorithm preset."""
     sections = registry.factory("algorithm", str(algorithm), where="algorithm")()
     if not isinstance(sections, dict):
-        raise ConfigError(f"algorithm {algorithm!r} ({registry.owner('algorithm', algorithm)}) returned {sections!r}, not a dict")
+        raise ConfigError(
+            f"algorithm {algorithm!r} ({registry.owner('algorithm', algorithm)}) returned {sections!r}, not a dict"
+        )
     allowed = set(COMPONENT_SECTIONS) | {"rewards", "logprob", "train"}
     for key in sections:
         if key not in allowed:
@@ -345,134 +379,15 @@ def reward_specs(config: dict[str, Any]) -> list[tuple[str, float, dict[str, Any
     return specs
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class _Checker:
-    """The per-key checks of :func:`validate_config`; an option's name carries where it came from."""
-
-    def __init__(self, config: dict[str, Any], sources: dict[str, str]):
-        self.config, self.sources = config, sources
-
-    def name(self, key: str) -> str:
-        """``"train.lr (from command line)"``, or just ``"train.lr"`` when the source is unknown."""
-        source = self.sources.get(key)
-        return f"{key} (from {source})" if source else key
-
-    def value(self, key: str) -> Any:
-        section, _, sub = key.partition(".")
-        return self.config[section][sub] if sub else self.config[section]
-
-    def integer(self, key: str, low: int) -> None:
-        check_int(self.value(key), self.name(key), low=low)
-
-    def number(self, key: str, low: float, high: float | None = None, **bounds: bool) -> None:
-        check_number(self.value(key), self.name(key), low=low, high=high, **bounds)
-
-    def boolean(self, key: str) -> None:
-        check_bool(self.value(key), self.name(key))
-
-    def string(self, key: str, none_ok: bool = False) -> None:
-        value = self.value(key)
-        if not ((isinstance(value, str) and value) or (value is None and none_ok)):
-            raise ConfigError(f"{self.name(key)} must be a non-empty string{' or null' if none_ok else ''}, got {value!r}")
-
-
-def _check_settings(config: dict[str, Any], sources: dict[str, str]) -> None:
-    """Type, range and finiteness of every setting of ``seed``, ``train``, ``eval`` and ``run``."""
-    c = _Checker(config, sources)
-    if "seed" not in config:
-        raise ConfigError("seed is missing; start from rlsdk.config.DEFAULTS (load_config does)")
-    for section in ("train", "eval", "run"):
-        if not isinstance(config.get(section), dict):
-            raise ConfigError(f"{c.name(section)} must be a mapping, got {config.get(section)!r}")
-        missing = [key for key in DEFAULTS[section] if key not in config[section]]
-        if missing:  # a hand-made or old config: load_config always fills them from DEFAULTS
-            raise ConfigError(f"{section} lacks the key(s) {', '.join(missing)}; start from rlsdk.config.DEFAULTS (load_config does)")
-    c.integer("seed", 0)
-    for key in ("steps", "prompts_per_step", "epochs", "mini_batches", "micro_batches"):
-        c.integer(f"train.{key}", 1)
-    c.integer("train.warmup_steps", 0)
-    # AdamW moves each weight by about lr per step whatever the gradient's scale: above 1 that is
-    # larger than the weights themselves and training diverges, so a bigger value is a typo.
-    c.number("train.lr", 0.0, 1.0, low_open=True)
-    betas = config["train"]["betas"]
-    if not (
-        isinstance(betas, (list, tuple))
-        and len(betas) == 2
-        and all(_is_number(b) and math.isfinite(b) and 0 <= b < 1 for b in betas)
-    ):
-        raise ConfigError(
-            f"{c.name('train.betas')} must be a list of two numbers, each >= 0 and < 1 (AdamW's beta1 and beta2, "
-            f"e.g. [0.9, 0.99]), got {betas!r}"
-        )
-    c.number("train.weight_decay", 0.0)
-    check_choice(config["train"]["lr_schedule"], c.name("train.lr_schedule"), ("constant", "cosine"))
-    c.number("train.min_lr_ratio", 0.0, 1.0)
-    norm = config["train"]["max_grad_norm"]  # the trainer clips at it, or not at all when it is 0 or null
-    if norm is not None and not (_is_number(norm) and math.isfinite(norm) and norm >= 0):
-        raise ConfigError(
-            f"{c.name('train.max_grad_norm')} must be a finite number > 0, or 0 or null to disable clipping, got {norm!r}"
-        )
-    c.boolean("train.reference")
-    _check_device(config["train"]["device"], c.name("train.device"))
-    c.integer("train.threads", 0)
-    c.integer("eval.every", 0)
-    size = config["eval"]["size"]  # 0 and null: every held-out example (trainer.evaluate: ``if size: examples[:size]``)
-    if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
-        raise ConfigError(
-            f"{c.name('eval.size')} must be an integer >= 1, or 0 or null for every held-out example, got {size!r}"
-        )
-    c.number("eval.temperature", 0.0)
-    c.string("run.dir", none_ok=True)
-    c.string("run.root")
-    c.integer("run.checkpoint_every", 0)
-    c.integer("run.keep_checkpoints", 1)
-    c.boolean("run.progress")
-    c.boolean("run.plot")
-    for section in ("logprob", "trackers"):
-        if config.get(section) is not None and not isinstance(config[section], dict):
-            raise ConfigError(f"{c.name(section)} must be a mapping, got {config[section]!r}")
-    for name, options in (config.get("trackers") or {}).items():
-        if options is not None and not isinstance(options, dict):
-            raise ConfigError(f"{c.name(f'trackers.{name}')} must be a mapping of the tracker's options or null, got {options!r}")
-
-
-def _check_device(value: Any, option: str) -> None:
-    """``value`` names a torch device that exists here: cuda needs a GPU of that index, mps a Mac GPU."""
-    import torch  # here, not at the top: reading a config must not import torch before it is needed
-
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        available.append("mps")
-    here = f"available here: {', '.join(available)}"
-    try:
-        if not isinstance(value, str):
-            raise TypeError
-        device = torch.device(value)
-    except (TypeError, RuntimeError):
-        raise ConfigError(f"{option} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}; {here}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{option} is {value!r}, but torch finds no CUDA GPU on this machine; {here}")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"{option} is {value!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s); {here}"
-            )
-    elif device.type == "mps" and "mps" not in available:
-        raise ConfigError(f"{option} is {value!r}, but the MPS backend (Apple GPUs) is not available here; {here}")
-
-
-def validate_config(config: dict[str, Any], registry: Registry, sources: dict[str, str] | None = None) -> None:
+def validate_config(config: dict[str, Any], registry: Registry, sources: dict[str, str] | None = None) -> Settings:
     """Check a whole config; raise :class:`ConfigError` (one line naming the key, the value and what is valid).
 
     In order: component names and their options (against the factories' signatures), rewards,
     trackers and the logprob backend; the type, range and finiteness of every ``seed``, ``train``,
-    ``eval`` and ``run`` setting, and that ``train.device`` exists on this machine; then every
+    ``eval`` and ``run`` setting, and that ``train.device`` exists on this machine
+    (:meth:`rlsdk.settings.Settings.from_config`); then the components whose kind is cheap to build
+    (``build_to_validate`` in :data:`rlsdk.kinds.KINDS`: loss, advantage, sampler, logprob backend)
+    are built and dropped, so their factories' own checks run (``advantage.eps=-1``); then every
     plugin's ``check_config`` hook, for the settings that involve several components together
     (``sampler.n >= 2`` for a group-normalised advantage, a policy that fits in memory ...).
 
@@ -480,6 +395,9 @@ def validate_config(config: dict[str, Any], registry: Registry, sources: dict[st
         config: The resolved config.
         registry: The components, and the plugins whose ``check_config`` hooks run.
         sources: Where each dotted key came from (``{"train.lr": "command line"}``), shown in messages.
+
+    Returns:
+        The typed settings of ``seed``, ``train``, ``eval`` and ``run``.
     """
     sources = sources or {}
     for section, kind in COMPONENT_SECTIONS.items():
@@ -493,15 +411,50 @@ def validate_config(config: dict[str, Any], registry: Registry, sources: dict[st
     for name, _, options in reward_specs(config):
         check_options(registry.factory("reward", name, where=f"rewards.{name}"), options, f"rewards.{name}")
     if not reward_specs(config):
-        raise ConfigError(f"rewards is empty; give at least one, e.g. rewards.exact_match=1.0 (valid: {', '.join(registry.names('reward'))})")
-    _check_settings(config, sources)
+        raise ConfigError(
+            f"rewards is empty; give at least one, e.g. rewards.exact_match=1.0 (valid: {', '.join(registry.names('reward'))})"
+        )
+    for section in ("logprob", "trackers"):
+        if config.get(section) is not None and not isinstance(config[section], dict):
+            raise ConfigError(f"{_named(section, sources)} must be a mapping, got {config[section]!r}")
     for name, options in (config.get("trackers") or {}).items():
-        check_options(registry.factory("tracker", name, where=f"trackers.{name}"), dict(options or {}), f"trackers.{name}")
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(
+                f"{_named(f'trackers.{name}', sources)} must be a mapping of the tracker's options or null, got {options!r}"
+            )
+    settings = Settings.from_config(config, sources)
+    for name, options in (config.get("trackers") or {}).items():
+        check_options(
+            registry.factory("tracker", name, where=f"trackers.{name}"), dict(options or {}), f"trackers.{name}"
+        )
     backend = dict(config.get("logprob") or {})
     name = backend.pop("backend", "auto")
     if name != "auto":
-        check_options(registry.factory("logprob_backend", str(name), where="logprob.backend"), backend, f"logprob ({name!r})")
+        check_options(
+            registry.factory("logprob_backend", str(name), where="logprob.backend"), backend, f"logprob ({name!r})"
+        )
+    _build_cheap(config, registry)
     _check_combinations(config, registry)
+    return settings
+
+
+def _named(key: str, sources: dict[str, str]) -> str:
+    return f"{key} (from {sources[key]})" if key in sources else key
+
+
+def _build_cheap(config: dict[str, Any], registry: Registry) -> None:
+    """Build (and drop) the components whose kind has ``build_to_validate``, so a bad option fails
+    now with its factory's message. ``logprob.backend: auto`` is left to the trainer, which knows
+    the device."""
+    for spec in KINDS.values():
+        if not spec.build_to_validate:
+            continue
+        options = dict(config.get(spec.section) or {})
+        key = "backend" if spec.shape == "backend" else "name"
+        name = options.pop(key, "auto" if spec.shape == "backend" else None)
+        if name == "auto":
+            continue
+        registry.build(spec.name, str(name), options, spec.section)
 
 
 def _check_combinations(config: dict[str, Any], registry: Registry) -> None:
@@ -524,6 +477,34 @@ def _check_combinations(config: dict[str, Any], registry: Registry) -> None:
             ) from exc
 
 
-def dump_yaml(config: dict[str, Any]) -> str:
-    """The config as YAML text (keys in config order)."""
-    return yaml.safe_dump(config, sort_keys=False)
+def dump_yaml(config: dict[str, Any], sources: dict[str, str] | None = None) -> str:
+    """The config as YAML text (keys in config order).
+
+    Args:
+        config: A config.
+        sources: Where each dotted key came from (:func:`resolve_config`): when given, each value
+            is followed by a comment naming its source (``# default`` when the key has none). The text
+            still loads back to ``config``.
+    """
+    if sources is None:
+        return yaml.safe_dump(config, sort_keys=False)
+    lines = []
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"{key}:")
+            lines += [
+                f"  {_yaml_key(sub)}: {_flow(item)}  # {sources.get(f'{key}.{sub}', 'default')}"
+                for sub, item in value.items()
+            ]
+        else:
+            lines.append(f"{key}: {_flow(value)}  # {sources.get(key, 'default')}")
+    return "\n".join(lines) + "\n"
+
+
+def _flow(value: Any) -> str:
+    """``value`` as one line of flow-style YAML."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
+
+
+def _yaml_key(key: Any) -> str:
+    return _flow(key) if not isinstance(key, str) or _flow(key) != key else key

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import difflib
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["RlsdkError", "ConfigError", "PluginError", "ComponentError", "StorageError", "FolderLocked", "Interrupted", "did_you_mean"]
+__all__ = [
+    "RlsdkError",
+    "ConfigError",
+    "PluginError",
+    "ComponentError",
+    "StorageError",
+    "FolderLocked",
+    "Interrupted",
+    "did_you_mean",
+    "guard",
+]
 
 
 class RlsdkError(Exception):
@@ -63,3 +74,22 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""`` when none is close."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@contextmanager
+def guard(component: str, call: str) -> Iterator[None]:
+    """Turn an exception raised by ``component`` during ``call`` into a one-line :class:`ComponentError`.
+
+    rlsdk's own errors (a plugin may raise :class:`~rlsdk.errors.ConfigError` on purpose) pass
+    unchanged, and so do ``KeyboardInterrupt`` and ``SystemExit``.
+
+    Args:
+        component: Its label, e.g. ``"reward 'char_match' (plugin rlsdk:rewards)"``.
+        call: What was called, e.g. ``"reward(prompts, completions, metadata)"``.
+    """
+    try:
+        yield
+    except RlsdkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the component's own failure, reported as such
+        raise ComponentError(f"{component} raised {type(exc).__name__} in {call}: {exc}") from exc

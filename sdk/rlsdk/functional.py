@@ -17,6 +17,7 @@ __all__ = [
     "AGGREGATION_MODES",
     "KL_ESTIMATORS",
     "aggregate",
+    "aggregation_weights",
     "masked_mean",
     "masked_whiten",
     "group_stats",
@@ -55,16 +56,66 @@ def aggregate(values: Tensor, batch: TrainBatch, mode: str = "token-mean") -> Te
     if values.shape != mask.shape:
         raise ValueError(f"aggregate: values {tuple(values.shape)} must match mask {tuple(mask.shape)}")
     masked = torch.where(mask > 0, values * mask, torch.zeros((), dtype=values.dtype, device=values.device))
+    row_divisor, batch_divisor = _aggregation_divisors(mask, batch, mode)
+    if row_divisor is not None:
+        return (masked.sum(-1) / row_divisor).sum() / batch_divisor
+    return masked.sum() / batch_divisor
+
+
+def aggregation_weights(
+    mask: Tensor, batch: TrainBatch, mode: str = "token-mean", dtype: torch.dtype | None = None
+) -> Tensor:
+    """The per-row weights ``s [B]`` of an aggregation mode: ``aggregate(L) = sum_{b,t} m_{b,t} s_b L_{b,t}``.
+
+    With the counts of :func:`aggregate` (``N_tok``, ``N_seq``, ``N_rows``, ``C``, global, each at
+    least 1) and ``|y_b| = max(sum_t m_{b,t}, 1)``:
+
+    - ``token-mean``: ``s_b = 1 / N_tok``
+    - ``seq-mean-token-mean``: ``s_b = 1 / (|y_b| N_seq)``
+    - ``seq-mean-token-sum``: ``s_b = 1 / N_seq``
+    - ``seq-mean-token-sum-norm``: ``s_b = 1 / (N_rows C)``
+
+    So ``m * s[:, None]`` is the gradient of the aggregate with respect to each per-token value,
+    which is what a fused kernel that forms the gradient itself needs. :func:`aggregate` reads the
+    same table of counts (it divides by them rather than multiplying by ``s``, so its rounding is
+    that of the formulas it documents).
+
+    Args:
+        mask: ``[B, T]`` loss mask (``batch.mask`` or the mask of the rows at hand).
+        batch: Supplies the global counts.
+        mode: One of :data:`AGGREGATION_MODES`.
+        dtype: dtype of the result (and of the row lengths); default the mask's dtype when it is
+            floating point, else the default dtype.
+
+    Returns:
+        ``[B]`` weights on the mask's device.
+    """
+    if dtype is None:
+        dtype = mask.dtype if mask.is_floating_point() else torch.get_default_dtype()
+    row_divisor, batch_divisor = _aggregation_divisors(mask, batch, mode, dtype)
+    if row_divisor is not None:
+        return 1.0 / (row_divisor * batch_divisor)
+    return torch.full((mask.shape[0],), 1.0 / batch_divisor, dtype=dtype, device=mask.device)
+
+
+def _aggregation_divisors(
+    mask: Tensor, batch: TrainBatch, mode: str, dtype: torch.dtype | None = None
+) -> tuple[Tensor | None, float]:
+    """``(row divisor [B] or None, batch divisor)`` of ``mode``: ``s_b = 1 / (row_b * batch)``.
+
+    The one table of the aggregation modes (:func:`aggregate`, :func:`aggregation_weights`). The row
+    divisor is ``max(|y_b|, 1)`` (the row lengths, in ``dtype``; in the mask's dtype when None) for
+    ``seq-mean-token-mean`` and None (1) for the other modes.
+    """
     if mode == "token-mean":
-        return masked.sum() / max(float(batch.num_tokens or 0.0), 1.0)
+        return None, max(float(batch.num_tokens or 0.0), 1.0)
     if mode == "seq-mean-token-mean":
-        lengths = mask.sum(-1)
-        per_seq = masked.sum(-1) / lengths.clamp_min(1.0)
-        return per_seq.sum() / max(float(batch.num_seqs or 0.0), 1.0)
+        lengths = (mask if dtype is None else mask.to(dtype)).sum(-1)
+        return lengths.clamp_min(1.0), max(float(batch.num_seqs or 0.0), 1.0)
     if mode == "seq-mean-token-sum":
-        return masked.sum() / max(float(batch.num_seqs or 0.0), 1.0)
+        return None, max(float(batch.num_seqs or 0.0), 1.0)
     if mode == "seq-mean-token-sum-norm":
-        return masked.sum() / (max(float(batch.num_rows or 0.0), 1.0) * max(float(batch.max_length or 0.0), 1.0))
+        return None, max(float(batch.num_rows or 0.0), 1.0) * max(float(batch.max_length or 0.0), 1.0)
     raise ValueError(f"unknown aggregation mode {mode!r}; valid modes: {', '.join(AGGREGATION_MODES)}")
 
 
@@ -77,7 +128,9 @@ def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return zeroed.sum(dim) / m.sum(dim).clamp_min(1.0)
 
 
-def masked_whiten(values: Tensor, mask: Tensor, style: Literal["verl", "openrlhf"] = "verl", shift_mean: bool = True) -> Tensor:
+def masked_whiten(
+    values: Tensor, mask: Tensor, style: Literal["verl", "openrlhf"] = "verl", shift_mean: bool = True
+) -> Tensor:
     """Whiten ``values`` over the valid tokens of the whole batch; masked positions become 0.
 
     - ``verl`` (W_v): ``(x - mean) / sqrt(var_unbiased + 1e-8)``.

@@ -15,7 +15,8 @@ An implementation may accept any subset of a hook's arguments (pluggy matches th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

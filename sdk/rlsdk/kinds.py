@@ -1,6 +1,6 @@
 """The table of component kinds: the one place a kind is defined.
 
-Each :class:`Kind` names its registration hook, its protocol in :mod:`rlsdk.types`, the shape of its
+Each :class:`Kind` names its registration hook, its protocol in ``rlsdk.types``, the shape of its
 config section, the members the trainer reads (required, or optional with the default its protocol
 declares), its conformance check in :mod:`rlsdk.testing` and its one-line description. The hook specs
 (:mod:`rlsdk.hookspecs`), the registry (:mod:`rlsdk.plugins`), config validation
@@ -50,7 +50,7 @@ class Kind:
         summary: One line on what the component does and how it is called.
         section: The config key that selects it (``"loss"``, ``"logprob"``, ``"rewards"``).
         shape: The shape of that section, one of :data:`SHAPES`.
-        protocol: Its protocol's name in :mod:`rlsdk.types`, or None (presets have none).
+        protocol: Its protocol's name in ``rlsdk.types``, or None (presets have none).
         required: Members every component of the kind must have (beyond ``__call__``).
         optional: Members with a default declared on the protocol.
         check: The conformance check in :mod:`rlsdk.testing`, or None.
@@ -74,6 +74,7 @@ class Kind:
     scaffold: bool = False
 
 
+#: Every component kind, by name, in the order the docs and ``rlsdk plugins`` list them.
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
@@ -158,7 +159,7 @@ def kind(name: str) -> Kind:
 
 
 def protocol(name: str) -> type | None:
-    """The protocol class of kind ``name`` (imports :mod:`rlsdk.types`, and so torch)."""
+    """The protocol class of kind ``name`` (imports ``rlsdk.types``, and so torch)."""
     spec = kind(name)
     return getattr(importlib.import_module("rlsdk.types"), spec.protocol) if spec.protocol else None
 
@@ -195,6 +196,8 @@ def member(name: str, component: Any, attribute: str) -> Any:
 def _expected(name: str, attribute: str) -> tuple[str, Any]:
     """``(description, test)`` of what member ``attribute`` of kind ``name`` must be."""
     proto = protocol(name)
+    if proto is None:
+        return "an attribute", lambda value: True
     declared = inspect.getattr_static(proto, attribute, None)
     if inspect.isfunction(declared) or isinstance(declared, property):
         if isinstance(declared, property):

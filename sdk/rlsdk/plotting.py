@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,17 @@ def plot_rewards(rows: list[dict[str, Any]], path: str | Path) -> Path:
         std = [r.get("reward/std", 0.0) for r in rows]
         ax.plot(steps, mean, label="reward (weighted sum)", linewidth=2)
         ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
-        components = sorted({k for r in rows for k in r if k.startswith("reward/") and k not in ("reward/mean", "reward/std")})
+        components = sorted(
+            {k for r in rows for k in r if k.startswith("reward/") and k not in ("reward/mean", "reward/std")}
+        )
         for key in components:
-            ax.plot(steps, [r.get(key) for r in rows], label=key.removeprefix("reward/"), linewidth=1, linestyle="--")
+            ax.plot(
+                steps,
+                [r.get(key, math.nan) for r in rows],
+                label=key.removeprefix("reward/"),
+                linewidth=1,
+                linestyle="--",
+            )
         evals = [(r["step"], r["eval/reward"]) for r in rows if "eval/reward" in r]
         if evals:
             ax.plot(*zip(*evals), "o", label="eval reward")

@@ -31,17 +31,19 @@ import re
 import sys
 import traceback
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 
 from rlsdk import hookspecs
+from rlsdk.errors import ConfigError, PluginError, did_you_mean, guard
 from rlsdk.kinds import KINDS as _KINDS
+from rlsdk.kinds import conform
 from rlsdk.kinds import kind as _kind
-from rlsdk.errors import ConfigError, PluginError, did_you_mean
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -149,7 +151,11 @@ def _where_in_file(exc: BaseException, path: str | Path) -> str:
     if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
         if os.path.realpath(exc.filename) == target:
             return f" (line {exc.lineno})"
-    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename and os.path.realpath(f.filename) == target]
+    lines = [
+        f.lineno
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename and os.path.realpath(f.filename) == target
+    ]
     return f" (line {lines[-1]})" if lines and lines[-1] else ""
 
 
@@ -190,7 +196,9 @@ def _load_file_plugin(path: str | Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - whatever the file raises, it is the file's error
         sys.modules.pop(spec.name, None)
-        raise PluginError(f"plugin file {str(path)!r} failed to import: {_describe(exc)}{_where_in_file(exc, path)}") from exc
+        raise PluginError(
+            f"plugin file {str(path)!r} failed to import: {_describe(exc)}{_where_in_file(exc, path)}"
+        ) from exc
     return module
 
 
@@ -211,6 +219,7 @@ def get_plugin_manager(
     infos: list[PluginInfo] = []
     if load_entrypoints:
         wanted = _load_filter()
+
         # Only the group's entry points (reading every distribution's metadata costs more than all
         # of rlsdk's own imports). rlsdk's plugins load, and so register, first: on a name clash
         # they keep the name.
@@ -227,7 +236,9 @@ def get_plugin_manager(
             normalised = _normalise(dist_name)
             if wanted is not None and normalised != CORE_DISTRIBUTION and normalised not in wanted:
                 continue
-            info = PluginInfo(name=ep.name, distribution=dist_name, version=ep.dist.version if ep.dist else None, module=ep.value)
+            info = PluginInfo(
+                name=ep.name, distribution=dist_name, version=ep.dist.version if ep.dist else None, module=ep.value
+            )
             if any(i.label == info.label for i in infos):
                 continue  # the same distribution seen twice on sys.path
             infos.append(info)
@@ -277,11 +288,11 @@ def _check_pending(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> None:
 
 
 def _enable_tracing(pm: pluggy.PluginManager) -> None:
-    def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         args = ", ".join(f"{k}={v!r:.60}" for k, v in kwargs.items())
         print(f"[rlsdk trace] {hook_name}({args}) -> {[i.plugin_name for i in impls]}", file=sys.stderr)
 
-    def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         print(f"[rlsdk trace] {hook_name} returned {outcome.get_result()!r:.80}", file=sys.stderr)
 
     pm.add_hookcall_monitoring(before, after)
@@ -387,6 +398,19 @@ class Registry:
         check_options(factory, options, f"{where} ({kind} {name!r})")
         return factory(**options)
 
+    def label(self, kind: str, name: str) -> str:
+        """``kind 'name' (plugin dist:plugin)``: how error messages name a registered component."""
+        return f"{kind} {name!r} (plugin {self.owner(kind, name)})"
+
+    def build(self, kind: str, name: str, options: dict[str, Any] | None = None, where: str | None = None) -> Any:
+        """:meth:`create`, with the factory's own failures reported as the component's
+        (:func:`rlsdk.errors.guard`) and the result checked against its kind's members
+        (:func:`rlsdk.kinds.conform`): what the trainer and config validation use."""
+        label = self.label(kind, name)
+        with guard(label, f"its factory with {where or kind} options {dict(options or {})}"):
+            component = self.create(kind, name, options, where=where)
+        return conform(kind, component, label)
+
 
 def check_options(factory: Callable[..., Any], options: dict[str, Any], where: str) -> None:
     """Raise :class:`ConfigError` if ``options`` do not fit the signature of ``factory``."""
@@ -403,9 +427,7 @@ def check_options(factory: Callable[..., Any], options: dict[str, Any], where: s
             raise ConfigError(
                 f"unknown option {key!r} for {where}{did_you_mean(key, valid)}; valid options: {', '.join(valid) or '(none)'}"
             )
-    missing = [
-        n for n in valid if params[n].default is inspect.Parameter.empty and n not in options
-    ]
+    missing = [n for n in valid if params[n].default is inspect.Parameter.empty and n not in options]
     if missing:
         raise ConfigError(f"missing required option(s) {', '.join(missing)} for {where}")
 

@@ -205,7 +205,9 @@ class RunsProgress:
         elif self.lines and self.clock() - self.last_line >= self.every:
             self.last_line = self.clock()
             left = self._left_text()
-            self.log(f"  {self.label}: step {step}/{self.steps}, {step_info(metrics, mean)}" + (f"; {left}" if left else ""))
+            self.log(
+                f"  {self.label}: step {step}/{self.steps}, {step_info(metrics, mean)}" + (f"; {left}" if left else "")
+            )
 
     def end_run(self) -> str:
         """The current run has ended (and been scored); return its note, e.g.

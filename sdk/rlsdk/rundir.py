@@ -45,7 +45,13 @@ except ImportError:  # Windows: folders are not locked
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "RunDir", "FolderLock", "atomic_write_bytes", "atomic_write_text", "read_metrics", "make_folder", "first_missing",
+    "RunDir",
+    "FolderLock",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "read_metrics",
+    "make_folder",
+    "first_missing",
     "remove_empty_folders",
 ]
 
@@ -315,7 +321,9 @@ class RunDir:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - report any unreadable checkpoint clearly
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"checkpoint {str(path)!r} cannot be loaded safely (tensors and plain containers only): {first}") from exc
+            raise ConfigError(
+                f"checkpoint {str(path)!r} cannot be loaded safely (tensors and plain containers only): {first}"
+            ) from exc
 
 
 # --------------------------------------------------------------------------------------------------

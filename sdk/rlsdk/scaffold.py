@@ -157,7 +157,9 @@ def plugin_names(name: str, components: Iterable[str] | str = ("loss",)) -> Plug
             "(it must not start with a digit or be a keyword); choose another name, e.g. rlsdk-{module}"
         )
     if module in _RESERVED_MODULES:
-        raise ConfigError(f"plugin name {name!r} gives the module name {module!r}, which is rlsdk's own; choose another name")
+        raise ConfigError(
+            f"plugin name {name!r} gives the module name {module!r}, which is rlsdk's own; choose another name"
+        )
     prefix = module[len("rlsdk_") :] if module.startswith("rlsdk_") and len(module) > len("rlsdk_") else module
     kinds = parse_components(components)
     return PluginNames(
@@ -328,7 +330,9 @@ def _run_cookiecutter(template_dir: Path, context: dict[str, Any], output: Path,
     except OutputDirExistsException as exc:
         raise ConfigError(f"the plugin's folder already exists in {str(output)!r}: {exc}; choose another name") from exc
     except FailedHookException as exc:
-        raise ConfigError(f"the template rejected the answers (see the error above); nothing was written: {exc}") from exc
+        raise ConfigError(
+            f"the template rejected the answers (see the error above); nothing was written: {exc}"
+        ) from exc
     finally:
         hook_log.removeHandler(quiet)
     return Path(project)

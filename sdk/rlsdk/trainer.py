@@ -49,26 +49,46 @@ import pluggy
 import torch
 from torch import Tensor
 
-from rlsdk.checks import check_advantages, check_examples, check_loss_output, check_rewards, check_rollout, guard
+from rlsdk.checks import check_advantages, check_examples, check_loss_output, check_rewards, check_rollout
 from rlsdk.config import dump_yaml, load_config, load_yaml, reward_specs, validate_config
-from rlsdk.errors import ComponentError, ConfigError, Interrupted, RlsdkError, StorageError
+from rlsdk.errors import ComponentError, ConfigError, Interrupted, RlsdkError, StorageError, guard
 from rlsdk.functional import aggregate, kl_estimate, masked_mean
-from rlsdk.kinds import conform, member
+from rlsdk.kinds import member
 from rlsdk.plugins import Registry
 from rlsdk.progress import TrainProgress
 from rlsdk.research.manifest import build_manifest
 from rlsdk.research.seeds import SeedTree
 from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
+from rlsdk.settings import Settings, TrainSettings
 from rlsdk.types import (
-    AdvantageEstimator, Example, GenerationEngine, LogprobBackend, Loss, LossOutput, Policy, RolloutBatch, Sampler,
-    Task, TrainBatch,
+    AdvantageEstimator,
+    Example,
+    GenerationEngine,
+    LogprobBackend,
+    Loss,
+    LossOutput,
+    Policy,
+    RolloutBatch,
+    Sampler,
+    Task,
+    TrainBatch,
 )
 
 __all__ = [
-    "Run", "RewardTerm", "build_run", "train", "completion_states", "sequence_logprobs", "trained_logprobs",
+    "Run",
+    "RewardTerm",
+    "build_run",
+    "train",
+    "completion_states",
+    "sequence_logprobs",
+    "trained_logprobs",
     "micro_batch_loss",
-    "select_backend", "default_run_dir", "evaluate", "evaluate_checkpoint", "current_eval", "eval_settings",
-    "component_label",
+    "select_backend",
+    "default_run_dir",
+    "evaluate",
+    "evaluate_checkpoint",
+    "current_eval",
+    "eval_settings",
 ]
 
 
@@ -89,6 +109,7 @@ class Run:
     ``label``): the rest may change."""
 
     config: dict[str, Any]
+    settings: Settings
     dir: RunDir
     registry: Registry
     policy: Policy
@@ -138,25 +159,10 @@ def default_run_dir(config: dict[str, Any]) -> Path:
     return path
 
 
-def component_label(registry: Registry, kind: str, name: str) -> str:
-    """``kind 'name' (plugin dist:plugin)``: how error messages name a registered component."""
-    return f"{kind} {name!r} (plugin {registry.owner(kind, name)})"
-
-
-def _create(registry: Registry, kind: str, name: str, options: dict[str, Any], where: str) -> Any:
-    """``registry.create`` with the factory's own failures reported as the component's, and the
-    component checked against its kind's members (:func:`rlsdk.kinds.conform`)."""
-    registry.factory(kind, name, where)
-    label = component_label(registry, kind, name)
-    with guard(label, f"its factory with {where} options {options}"):
-        component = registry.create(kind, name, options, where=where)
-    return conform(kind, component, label)
-
-
 def _component(registry: Registry, config: dict[str, Any], section: str, kind: str) -> Any:
     spec = dict(config[section])
     name = spec.pop("name")
-    return _create(registry, kind, name, spec, section)
+    return registry.build(kind, name, spec, section)
 
 
 def select_backend(registry: Registry, spec: dict[str, Any], device: torch.device) -> LogprobBackend:
@@ -170,32 +176,35 @@ def _select_backend(registry: Registry, spec: dict[str, Any], device: torch.devi
     options = dict(spec)
     name = options.pop("backend", "auto")
     if name != "auto":
-        backend = _create(registry, "logprob_backend", name, options, "logprob")
+        backend = registry.build("logprob_backend", name, options, "logprob")
         if not member("logprob_backend", backend, "supports")(device):
             raise ConfigError(f"logprob.backend {name!r} does not support device {device}")
         return name, backend
     best, best_name, best_priority = None, "", -math.inf
     for candidate in registry.names("logprob_backend"):
-        backend = _create(registry, "logprob_backend", candidate, {}, "logprob")
+        backend = registry.build("logprob_backend", candidate, {}, "logprob")
         if not member("logprob_backend", backend, "supports")(device):
             continue
         priority = member("logprob_backend", backend, "priority")
         if priority > best_priority:
             best, best_name, best_priority = backend, candidate, priority
     if best is None:
-        raise ConfigError(f"logprob.backend=auto found no backend for device {device}; registered: {registry.names('logprob_backend')}")
+        raise ConfigError(
+            f"logprob.backend=auto found no backend for device {device}; registered: {registry.names('logprob_backend')}"
+        )
     if options:  # never dropped silently: they must fit the backend auto picked
         where = f"logprob (backend=auto picked {best_name!r} on {device}; name a backend to pin it)"
-        best = _create(registry, "logprob_backend", best_name, options, where)
+        best = registry.build("logprob_backend", best_name, options, where)
     return best_name, best
 
 
 def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -> Run:
     """Instantiate every component of ``config`` (the policy initialised from the ``init`` seed)."""
-    train_cfg = config["train"]
-    if train_cfg.get("threads"):
-        torch.set_num_threads(int(train_cfg["threads"]))
-    device = torch.device(train_cfg["device"])
+    settings = Settings.from_config(config)
+    train_cfg = settings.train
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    device = torch.device(train_cfg.device)
     seeds = SeedTree(config["seed"])
     torch.manual_seed(seeds.seed("init"))
 
@@ -206,38 +215,57 @@ def build_run(config: dict[str, Any], registry: Registry, run_dir: str | Path) -
     loss = _component(registry, config, "loss", "loss")
     engine = _component(registry, config, "engine", "engine")
     rewards = [
-        RewardTerm(name, weight, _create(registry, "reward", name, options, f"rewards.{name}"), component_label(registry, "reward", name))
+        RewardTerm(
+            name, weight, registry.build("reward", name, options, f"rewards.{name}"), registry.label("reward", name)
+        )
         for name, weight, options in reward_specs(config)
     ]
     backend_name, backend = _select_backend(registry, config.get("logprob") or {}, device)
     labels = {
-        kind: component_label(registry, kind, config[kind]["name"])
+        kind: registry.label(kind, config[kind]["name"])
         for kind in ("task", "policy", "sampler", "engine", "advantage", "loss")
     }
-    labels["logprob_backend"] = component_label(registry, "logprob_backend", backend_name)
+    labels["logprob_backend"] = registry.label("logprob_backend", backend_name)
     _check_prompts(policy, task, sampler, labels)
     needs_ref = member("loss", loss, "needs_ref_logprobs") or member("advantage", advantage, "needs_ref_logprobs")
-    if needs_ref and not train_cfg["reference"]:
-        raise ConfigError("the loss or advantage needs reference log-probs (KL) but train.reference=false; set it to true")
+    if needs_ref and not train_cfg.reference:
+        raise ConfigError(
+            "the loss or advantage needs reference log-probs (KL) but train.reference=false; set it to true"
+        )
     reference = None
-    if train_cfg["reference"]:
+    if train_cfg.reference:
         reference = copy.deepcopy(policy).eval()
         reference.requires_grad_(False)
     optimizer = torch.optim.AdamW(
         [p for p in policy.parameters() if p.requires_grad],
-        lr=float(train_cfg["lr"]),
-        betas=tuple(train_cfg["betas"]),
-        weight_decay=float(train_cfg["weight_decay"]),
+        lr=train_cfg.lr,
+        betas=train_cfg.betas,
+        weight_decay=train_cfg.weight_decay,
     )
     trackers = [
-        _create(registry, "tracker", name, dict(options or {}), f"trackers.{name}")
+        registry.build("tracker", name, dict(options or {}), f"trackers.{name}")
         for name, options in (config.get("trackers") or {}).items()
     ]
     generators = {name: seeds.generator(name) for name in ("data", "sampling")}
     run = Run(
-        config=config, dir=RunDir(run_dir), registry=registry, policy=policy, reference=reference,
-        optimizer=optimizer, task=task, sampler=sampler, advantage=advantage, loss=loss, engine=engine,
-        rewards=rewards, backend=backend, trackers=trackers, seeds=seeds, generators=generators, device=device,
+        config=config,
+        settings=settings,
+        dir=RunDir(run_dir),
+        registry=registry,
+        policy=policy,
+        reference=reference,
+        optimizer=optimizer,
+        task=task,
+        sampler=sampler,
+        advantage=advantage,
+        loss=loss,
+        engine=engine,
+        rewards=rewards,
+        backend=backend,
+        trackers=trackers,
+        seeds=seeds,
+        generators=generators,
+        device=device,
         labels=labels,
     )
     sync_engine(run)
@@ -259,7 +287,11 @@ def _check_prompts(policy: Policy, task: Task, sampler: Sampler, labels: dict[st
     check = member("policy", policy, "check_prompts")
     with guard(labels["task"], "task.eval_examples()"):
         examples = task.eval_examples()
-    prompts = [e.prompt for e in check_examples(examples, None, labels["task"], "task.eval_examples()")[:256]] if examples else []
+    prompts = (
+        [e.prompt for e in check_examples(examples, None, labels["task"], "task.eval_examples()")[:256]]
+        if examples
+        else []
+    )
     with guard(labels["policy"], "policy.check_prompts(prompts, max_new_tokens)"):
         check(prompts, sampler.params.max_new_tokens)
 
@@ -299,15 +331,26 @@ def sequence_logprobs(
     b, t = sequences.shape[0], completion_length
     hidden, targets = completion_states(policy, sequences, attention_mask, t)
     logprobs, entropy = trained_logprobs(
-        backend, hidden, policy.output_weight(), targets, mask,
-        temperature=_logit_temperature(temperature), with_entropy=with_entropy,
+        backend,
+        hidden,
+        policy.output_weight(),
+        targets,
+        mask,
+        temperature=_logit_temperature(temperature),
+        with_entropy=with_entropy,
     )
     return logprobs.view(b, t), entropy.view(b, t) if entropy is not None else None
 
 
 def trained_logprobs(
-    backend: LogprobBackend, hidden: Tensor, weight: Tensor, targets: Tensor, mask: Tensor | None, *,
-    temperature: float, with_entropy: bool,
+    backend: LogprobBackend,
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    mask: Tensor | None,
+    *,
+    temperature: float,
+    with_entropy: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """``(logprobs [N], entropy [N] or None)`` from ``backend`` at the tokens where ``mask`` (``N``
     values, or None for all) is positive, 0 at the others, with gradient.
@@ -316,17 +359,16 @@ def trained_logprobs(
     ``2·H·V`` FLOPs a token, ``6·H·V`` with the backward). Finding them reads the mask from the
     device once.
     """
-    options = {"temperature": temperature, "with_entropy": with_entropy}
     if mask is None:
-        out = backend(hidden, weight, targets, **options)
+        out = backend(hidden, weight, targets, temperature=temperature, with_entropy=with_entropy)
         return out.logprobs, out.entropy
     trained = mask.reshape(-1) > 0
     index = trained.nonzero().squeeze(1)
     if 0 < index.numel() < trained.numel():
-        out = backend(hidden[index], weight, targets[index], **options)
+        out = backend(hidden[index], weight, targets[index], temperature=temperature, with_entropy=with_entropy)
         spread = lambda v: v.new_zeros(trained.shape).index_copy(0, index, v)  # noqa: E731
     else:  # every token trained, or none (then all 0, still with gradient)
-        out = backend(hidden, weight, targets, **options)
+        out = backend(hidden, weight, targets, temperature=temperature, with_entropy=with_entropy)
         spread = lambda v: v if index.numel() else torch.where(trained, v, v.new_zeros(()))  # noqa: E731
     return spread(out.logprobs), None if out.entropy is None else spread(out.entropy)
 
@@ -344,6 +386,7 @@ def micro_batch_loss(
     kernel computed the loss straight from the hidden states), that is the micro-batch's loss.
     Otherwise the loss gets the backend's log-probs, and ``batch.entropy`` when it ``needs_entropy``.
     """
+    assert micro.sequences is not None and micro.attention_mask is not None  # TrainBatch.from_rollout sets them
     with guard(run.label("policy"), "policy.hidden_states(sequences, attention_mask)"):
         hidden, targets = completion_states(run.policy, micro.sequences, micro.attention_mask, completion_length)
         weight = run.policy.output_weight()
@@ -355,7 +398,10 @@ def micro_batch_loss(
     if fused is not None:
         return check_loss_output(fused.output, f"{loss_label} fused by {backend_label}"), fused.entropy
     with guard(backend_label, "backend(hidden, weight, targets)"):
-        lp, ent = trained_logprobs(run.backend, hidden, weight, targets, micro.mask, temperature=temperature, with_entropy=True)
+        lp, ent = trained_logprobs(
+            run.backend, hidden, weight, targets, micro.mask, temperature=temperature, with_entropy=True
+        )
+    assert ent is not None  # with_entropy=True
     logprobs, entropy = lp.view(micro.mask.shape), ent.view(micro.mask.shape)
     micro.entropy = entropy if member("loss", run.loss, "needs_entropy") else None
     with guard(loss_label, "loss(logprobs, batch)"):
@@ -363,17 +409,16 @@ def micro_batch_loss(
     return check_loss_output(out, loss_label), entropy
 
 
-def learning_rate(train_cfg: dict[str, Any], step: int) -> float:
+def learning_rate(train: TrainSettings, step: int) -> float:
     """``lr`` for 0-based ``step``: linear warm-up over ``warmup_steps``, then constant or a cosine decay
     from ``lr`` to ``lr * min_lr_ratio`` at the last step."""
-    lr = float(train_cfg["lr"])
-    warmup = int(train_cfg["warmup_steps"])
+    lr, warmup = train.lr, train.warmup_steps
     if warmup and step < warmup:
         return lr * (step + 1) / warmup
-    if train_cfg["lr_schedule"] == "cosine":
-        span = max(int(train_cfg["steps"]) - warmup - 1, 1)
+    if train.lr_schedule == "cosine":
+        span = max(train.steps - warmup - 1, 1)
         progress = min((step - warmup) / span, 1.0)
-        ratio = float(train_cfg["min_lr_ratio"])
+        ratio = train.min_lr_ratio
         return lr * (ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
     return lr
 
@@ -400,7 +445,9 @@ def make_score(run: Run):
 
 def _check_finite(run: Run, stats: dict[str, Any]) -> None:
     """Stop before the optimiser step when the loss or the gradient is not finite (one device sync)."""
-    values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32).detach().cpu().reshape(()) for k in ("loss", "grad_norm")])
+    values = torch.stack(
+        [torch.as_tensor(stats[k], dtype=torch.float32).detach().cpu().reshape(()) for k in ("loss", "grad_norm")]
+    )
     if bool(torch.isfinite(values).all()):
         return
     loss, grad_norm = values.tolist()
@@ -414,27 +461,32 @@ def _check_finite(run: Run, stats: dict[str, Any]) -> None:
 
 
 def _to(batch: TrainBatch, device: torch.device) -> TrainBatch:
-    return TrainBatch(**{k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in vars(batch).items()})
+    fields: dict[str, Any] = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in vars(batch).items()}
+    return TrainBatch(**fields)
 
 
 def train_step(run: Run) -> dict[str, Any]:
     """Run one RL step and return its metrics."""
-    cfg = run.config["train"]
+    cfg = run.settings.train
     start = time.perf_counter()
     sampling = run.sampler.params
     temperature = float(sampling.temperature)
 
     # -- rollout ----------------------------------------------------------------------------------
-    n = int(cfg["prompts_per_step"])
+    n = cfg.prompts_per_step
     with guard(run.label("task"), f"task.sample({n}, generator)"):
         examples: list[Example] = run.task.sample(n, run.generators["data"])
     examples = check_examples(examples, n, run.label("task"), f"task.sample({n}, generator)")
     with guard(run.label("sampler"), "sampler(engine, examples, score, generator, params)"):
         rollout = run.sampler(run.engine, examples, make_score(run), run.generators["sampling"], sampling)
     rollout = check_rollout(rollout, len(examples), run.label("sampler"))
+    assert rollout.sequences is not None and rollout.attention_mask is not None  # check_rollout checked them
     t_len = rollout.mask.shape[1]
     seqs, attn = rollout.sequences.to(run.device), rollout.attention_mask.to(run.device)
-    with torch.no_grad(), guard(f"{run.label('policy')} with {run.label('logprob_backend')}", "the rollout's log-probs"):
+    with (
+        torch.no_grad(),
+        guard(f"{run.label('policy')} with {run.label('logprob_backend')}", "the rollout's log-probs"),
+    ):
         mask = rollout.mask.to(run.device)
         old, _ = sequence_logprobs(run.policy, run.backend, seqs, attn, t_len, temperature, mask=mask)
         ref = None
@@ -454,13 +506,13 @@ def train_step(run: Run) -> dict[str, Any]:
         group["lr"] = lr
     sums: dict[str, float] = {}
     updates = 0
-    for _ in range(int(cfg["epochs"])):
-        for mini in full.split(min(int(cfg["mini_batches"]), full.mask.shape[0])):
+    for _ in range(cfg.epochs):
+        for mini in full.split(min(cfg.mini_batches, full.mask.shape[0])):
             mini = TrainBatch(**{**vars(mini), "num_tokens": None, "num_seqs": None, "num_rows": None})
             run.optimizer.zero_grad(set_to_none=True)
             # Sums stay tensors on the device until the step ends: reading one waits for the GPU.
             stats: dict[str, Any] = {"loss": 0.0, "entropy": 0.0}
-            for micro in mini.split(min(int(cfg["micro_batches"]), mini.mask.shape[0])):
+            for micro in mini.split(min(cfg.micro_batches, mini.mask.shape[0])):
                 micro = _to(micro, run.device)
                 out, entropy = micro_batch_loss(run, micro, t_len, temperature)
                 with guard(run.label("loss"), "loss.backward()"):
@@ -471,7 +523,7 @@ def train_step(run: Run) -> dict[str, Any]:
                     value = value.detach() if isinstance(value, Tensor) else value
                     stats[f"loss/{key}"] = stats.get(f"loss/{key}", 0.0) + value
             params = [p for p in run.policy.parameters() if p.grad is not None]
-            max_norm = float(cfg["max_grad_norm"]) if cfg["max_grad_norm"] else math.inf
+            max_norm = cfg.max_grad_norm or math.inf
             stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else 0.0
             _check_finite(run, stats)
             run.optimizer.step()
@@ -490,7 +542,7 @@ def train_step(run: Run) -> dict[str, Any]:
     for name, values in rollout.reward_components.items():
         metrics[f"reward/{name}"] = float(values.mean())
     metrics.update({key: value / updates for key, value in sums.items()})
-    if rollout.ref_logprobs is not None:
+    if rollout.ref_logprobs is not None and rollout.old_logprobs is not None:
         metrics["kl"] = float(masked_mean(kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, "k3"), rollout.mask))
     valid_adv = advantages[rollout.mask > 0]
     metrics.update(
@@ -556,7 +608,7 @@ def _restore_checkpoint(run: Run, path: Path) -> None:
 
 def eval_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The config sections an evaluation's result depends on (recorded in ``eval.json``)."""
-    return {key: copy.deepcopy(config.get(key)) for key in ("task", "policy", "sampler", "rewards", "eval")}
+    return {key: copy.deepcopy(config.get(key)) for key in ("task", "policy", "sampler", "engine", "rewards", "eval")}
 
 
 def current_eval(run_dir: str | Path) -> dict[str, Any] | None:
@@ -577,7 +629,9 @@ def evaluate(run: Run, size: int | None = None, temperature: float = 0.0) -> dic
     """Score the policy on the task's held-out examples (greedy by default)."""
     with guard(run.label("task"), "task.eval_examples()"):
         examples = run.task.eval_examples()
-    examples = check_examples(examples, None, run.label("task"), "task.eval_examples() (the held-out prompts rlsdk eval scores)")
+    examples = check_examples(
+        examples, None, run.label("task"), "task.eval_examples() (the held-out prompts rlsdk eval scores)"
+    )
     if size:
         examples = examples[:size]
     with guard(run.label("sampler"), "sampler.eval_params(temperature)"):
@@ -626,13 +680,17 @@ def evaluate_checkpoint(
         try:
             run.policy.load_state_dict(state["policy"])
         except (RuntimeError, KeyError) as exc:
-            raise ConfigError(f"checkpoint {str(ckpt)!r} does not fit the run's policy config: {str(exc).splitlines()[-1].strip()}") from exc
+            raise ConfigError(
+                f"checkpoint {str(ckpt)!r} does not fit the run's policy config: {str(exc).splitlines()[-1].strip()}"
+            ) from exc
         run.step = int(state["step"])
         sync_engine(run)
-        scores = evaluate(run, config["eval"]["size"], config["eval"]["temperature"])
+        scores = evaluate(run, run.settings.eval.size, run.settings.eval.temperature)
         result = {"checkpoint": str(ckpt), "step": int(state["step"]), **scores}
         try:
-            rundir.write_json("eval.json", {**result, "fingerprint": RunDir.fingerprint(ckpt), "eval_config": eval_settings(config)})
+            rundir.write_json(
+                "eval.json", {**result, "fingerprint": RunDir.fingerprint(ckpt), "eval_config": eval_settings(config)}
+            )
         except StorageError as exc:
             raise StorageError(f"{exc}; the result, not saved: {json.dumps(result)}") from exc
     return result
@@ -693,7 +751,7 @@ def _call_hook(run: Run, name: str, /, **kwargs: Any) -> None:
 
 def _trackers(run: Run) -> list[tuple[str, Any]]:
     names = list(run.config.get("trackers") or {})
-    return [(component_label(run.registry, "tracker", name), t) for name, t in zip(names, run.trackers)]
+    return [(run.registry.label("tracker", name), t) for name, t in zip(names, run.trackers)]
 
 
 def train(
@@ -742,7 +800,11 @@ def train(
 
 
 def _train(
-    run: Run, resume: bool, progress: bool | None, until: int | None, on_step: Callable[[int, dict[str, Any]], None] | None
+    run: Run,
+    resume: bool,
+    progress: bool | None,
+    until: int | None,
+    on_step: Callable[[int, dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     config, rundir = run.config, run.dir
     if not resume:
@@ -778,19 +840,20 @@ def _train(
             tracker.log_config(config)
     _call_hook(run, "on_train_start", run=run)
 
-    steps = int(config["train"]["steps"]) if until is None else min(int(until), int(config["train"]["steps"]))
-    every, keep = int(config["run"]["checkpoint_every"]), int(config["run"]["keep_checkpoints"])
+    settings = run.settings
+    steps = settings.train.steps if until is None else min(int(until), settings.train.steps)
+    every, keep = settings.run.checkpoint_every, settings.run.keep_checkpoints
     last_saved = run.step
-    show = config["run"]["progress"] if progress is None else progress
+    show = settings.run.progress if progress is None else progress
     bar = TrainProgress(steps, run.step, enabled=bool(show))
     try:
         with _StopSignals(run) as stop:
             while run.step < steps and stop.signum is None:
                 metrics = train_step(run)
                 run.step += 1
-                eval_every = int(config["eval"]["every"])
+                eval_every = settings.eval.every
                 if eval_every and run.step % eval_every == 0:
-                    metrics.update(evaluate(run, config["eval"]["size"], config["eval"]["temperature"]))
+                    metrics.update(evaluate(run, settings.eval.size, settings.eval.temperature))
                 if pending:
                     commit()
                     pending = False
@@ -816,7 +879,7 @@ def _train(
     if pending:
         commit()
     summary = _summary(run)
-    if config["run"]["plot"]:
+    if settings.run.plot:
         from rlsdk.plotting import plot_rewards
 
         summary["reward_curve"] = str(plot_rewards(run.history, rundir.path / "reward_curve.png"))

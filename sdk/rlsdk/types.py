@@ -28,9 +28,10 @@ tokens (left-padded), ``S = P + T``, ``V`` vocabulary, ``H`` hidden size, ``N`` 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -357,7 +358,7 @@ class Generation:
         logprobs: ``B`` lists, the engine's log-probability of each of those tokens under the
             distribution it sampled from (after temperature and top-p; for greedy decoding, under
             the plain softmax).
-        finish_reasons: ``B`` values of :data:`FINISH_REASONS`.
+        finish_reasons: ``B`` values of ``rlsdk.types.FINISH_REASONS``.
         weight_versions: ``B`` weight versions (the ``version`` of the last ``update_weights``
             before the completion was sampled).
     """

@@ -92,13 +92,25 @@ def check_int(value: Any, option: str, low: int | None = None, high: int | None 
 # The result is a float unless ``none_ok=True`` is passed (two signatures for type checkers only).
 @overload
 def check_number(
-    value: Any, option: str, low: float | None = ..., high: float | None = ..., *,
-    low_open: bool = ..., high_open: bool = ..., none_ok: Literal[False] = ...
+    value: Any,
+    option: str,
+    low: float | None = ...,
+    high: float | None = ...,
+    *,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    none_ok: Literal[False] = ...,
 ) -> float: ...
 @overload
 def check_number(
-    value: Any, option: str, low: float | None = ..., high: float | None = ..., *,
-    low_open: bool = ..., high_open: bool = ..., none_ok: bool
+    value: Any,
+    option: str,
+    low: float | None = ...,
+    high: float | None = ...,
+    *,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    none_ok: bool,
 ) -> float | None: ...
 def check_number(
     value: Any,
@@ -238,12 +250,21 @@ def check_memory(nbytes: float, what: str, device: Any = "cpu", hint: str = "") 
         return
     total, place = found
     if nbytes > total:
-        raise ConfigError(f"{what} needs about {_format_bytes(nbytes)}; {place} has {_format_bytes(total)}" + (f"; {hint}" if hint else ""))
+        raise ConfigError(
+            f"{what} needs about {_format_bytes(nbytes)}; {place} has {_format_bytes(total)}"
+            + (f"; {hint}" if hint else "")
+        )
 
 
 def check_logprob_inputs(
-    hidden: Any, weight: Any, targets: Any, temperature: float, *, ignore_index: int | None = None,
-    vocab: int | None = None, backend: str = "logprob backend",
+    hidden: Any,
+    weight: Any,
+    targets: Any,
+    temperature: float,
+    *,
+    ignore_index: int | None = None,
+    vocab: int | None = None,
+    backend: str = "logprob backend",
 ) -> None:
     """Check the arguments of a logprob backend call; raise ``ValueError`` naming what is wrong.
 
@@ -265,7 +286,9 @@ def check_logprob_inputs(
             f"{backend}: hidden, weight and targets must share a device; got {hidden.device}, {weight.device}, {targets.device}"
         )
     if targets.shape != (hidden.shape[0],) or targets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{backend}: expected targets [N={hidden.shape[0]}] of integer ids; got {tuple(targets.shape)} {targets.dtype}")
+        raise ValueError(
+            f"{backend}: expected targets [N={hidden.shape[0]}] of integer ids; got {tuple(targets.shape)} {targets.dtype}"
+        )
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
         raise ValueError(f"{backend}: temperature must be a finite number > 0; got {temperature!r}")
     if weight.shape[0] == 0:

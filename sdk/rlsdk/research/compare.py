@@ -108,7 +108,9 @@ def _paired_rows(arm: str, x: np.ndarray, baseline: str, y: np.ndarray, seeds: d
         return x, y
     common = [s for s in seeds[arm] if s in set(seeds[baseline])]
     if not common:
-        raise ConfigError(f"arm {arm!r} and baseline {baseline!r} share no seed; a paired comparison needs common seeds")
+        raise ConfigError(
+            f"arm {arm!r} and baseline {baseline!r} share no seed; a paired comparison needs common seeds"
+        )
     return x[[seeds[arm].index(s) for s in common]], y[[seeds[baseline].index(s) for s in common]]
 
 
@@ -152,15 +154,23 @@ def compare(
         ConfigError: An unknown metric or baseline, arms with different numbers of tasks, or bad scores.
     """
     if metric not in stats.METRICS:
-        raise ConfigError(f"metric {metric!r} is not known{did_you_mean(metric, stats.METRICS)}; valid: {', '.join(stats.METRICS)}")
+        raise ConfigError(
+            f"metric {metric!r} is not known{did_you_mean(metric, stats.METRICS)}; valid: {', '.join(stats.METRICS)}"
+        )
     if not scores:
         raise ConfigError("compare needs the scores of at least one arm")
     arrays = {arm: stats.as_scores(x, name=f"scores of arm {arm!r}") for arm, x in scores.items()}
     baseline = next(iter(arrays)) if baseline is None else baseline
     if baseline not in arrays:
-        raise ConfigError(f"baseline {baseline!r} is not an arm{did_you_mean(baseline, arrays)}; arms: {', '.join(arrays)}")
+        raise ConfigError(
+            f"baseline {baseline!r} is not an arm{did_you_mean(baseline, arrays)}; arms: {', '.join(arrays)}"
+        )
     if seeds is not None:
-        wrong = {arm: (len(seeds.get(arm, [])), x.shape[0]) for arm, x in arrays.items() if len(seeds.get(arm, [])) != x.shape[0]}
+        wrong = {
+            arm: (len(seeds.get(arm, [])), x.shape[0])
+            for arm, x in arrays.items()
+            if len(seeds.get(arm, [])) != x.shape[0]
+        }
         if wrong:
             raise ConfigError(f"seeds must name one seed per run; (seeds, runs) per arm: {wrong}")
     tasks = {arm: x.shape[1] for arm, x in arrays.items()}
@@ -180,7 +190,13 @@ def compare(
             xp, yp = _paired_rows(arm, x, baseline, y, seeds) if paired else (x, y)
             result.pairs = xp.shape[0] if paired else None
             result.diff = stats.bootstrap_ci_two(
-                xp, yp, lambda a, b: func(a) - func(b), rng=_rng(seed, arm, 1), reps=pair_reps, confidence=confidence, paired=paired
+                xp,
+                yp,
+                lambda a, b: func(a) - func(b),
+                rng=_rng(seed, arm, 1),
+                reps=pair_reps,
+                confidence=confidence,
+                paired=paired,
             )
             xs, ys = xp.mean(axis=1), yp.mean(axis=1)
             if min(len(xs), len(ys)) >= 2:
@@ -191,7 +207,7 @@ def compare(
         results.append(result)
     tested = [r for r in results if r.welch is not None]
     if tested:
-        adjusted = stats.holm([r.welch.p_value for r in tested])
+        adjusted = stats.holm([r.welch.p_value for r in tested if r.welch is not None])
         for r, p in zip(tested, adjusted):
             r.p_adjusted = float(p)
             r.significant = bool(p < alpha)
@@ -203,12 +219,16 @@ def compare(
     )
     notes = [
         f"{metric} with {pct} percentile intervals from a stratified bootstrap ({reps} resamples; runs resampled within each task).",
-        f"Difference vs {baseline}: " + ("pairs of runs (same seed) resampled together" if paired else "arm and baseline resampled independently")
+        f"Difference vs {baseline}: "
+        + ("pairs of runs (same seed) resampled together" if paired else "arm and baseline resampled independently")
         + f" ({pair_reps} resamples); P(arm > {baseline}): all runs of both, resampled independently.",
         f"p: {test}; Holm-corrected over {len(tested)} test(s); * marks adjusted p < {alpha}.",
         f"Detectable d: the smallest standardised difference found with power 0.8 at alpha {alpha} (two-sided) "
-        + ("with the number of pairs, d being the mean difference over the standard deviation of the differences; "
-           if paired else "with the smaller arm's number of seeds; ")
+        + (
+            "with the number of pairs, d being the mean difference over the standard deviation of the differences; "
+            if paired
+            else "with the smaller arm's number of seeds; "
+        )
         + "in brackets, in score units.",
     ]
     if metric == "optimality_gap":

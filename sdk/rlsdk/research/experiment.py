@@ -64,7 +64,16 @@ import yaml
 from rlsdk.errors import ConfigError
 from rlsdk.rundir import FolderLock, atomic_write_text, read_metrics
 
-__all__ = ["ExperimentSpec", "load_spec", "run_experiment", "score_run", "parse_score", "describe_score", "load_scores", "run_path"]
+__all__ = [
+    "ExperimentSpec",
+    "load_spec",
+    "run_experiment",
+    "score_run",
+    "parse_score",
+    "describe_score",
+    "load_scores",
+    "run_path",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _KEYS = ("name", "seeds", "config", "overrides", "arms", "full", "ablations", "tasks", "score", "last", "paired")
@@ -118,7 +127,9 @@ def _named(value: Any, where: str, required: bool) -> dict[str, list[str]]:
     if value is None and not required:
         return {"default": []}
     if not isinstance(value, dict) or not value:
-        raise ConfigError(f"{where} must map names to lists of key=value overrides, e.g. {{grpo: [], reinforce: [loss.name=reinforce]}}; got {value!r}")
+        raise ConfigError(
+            f"{where} must map names to lists of key=value overrides, e.g. {{grpo: [], reinforce: [loss.name=reinforce]}}; got {value!r}"
+        )
     out = {}
     for name, overrides in value.items():
         if not isinstance(name, str) or not _NAME.fullmatch(name):
@@ -130,14 +141,20 @@ def _named(value: Any, where: str, required: bool) -> dict[str, list[str]]:
 def _seeds(value: Any, where: str) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    ):
         if len(set(value)) != len(value):
             raise ConfigError(f"{where} lists a seed twice: {value!r}")
         return list(value)
     raise ConfigError(f"{where} must be a count >= 1 or a list of distinct non-negative integers, got {value!r}")
 
 
-def _read_spec(path: Path, kind: str, keys: tuple[str, ...], cli_overrides: list[str] | None) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _read_spec(
+    path: Path, kind: str, keys: tuple[str, ...], cli_overrides: list[str] | None
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Read an experiment or sweep file: ``(data, where, common)``, ``common`` holding the keys both
     kinds share, checked: ``name``, ``config`` (resolved), ``overrides`` (with ``cli_overrides``), ``score``, ``last``."""
     from rlsdk.config import load_yaml
@@ -165,7 +182,10 @@ def _read_spec(path: Path, kind: str, keys: tuple[str, ...], cli_overrides: list
     name = str(data.get("name", path.stem))
     if not _NAME.fullmatch(name):
         raise ConfigError(f"{where}: name {name!r} is not valid: use letters, digits and _.+-")
-    overrides = [*_overrides(data.get("overrides"), f"{where}: overrides"), *_overrides(cli_overrides, "command-line overrides")]
+    overrides = [
+        *_overrides(data.get("overrides"), f"{where}: overrides"),
+        *_overrides(cli_overrides, "command-line overrides"),
+    ]
     return data, where, {"name": name, "config": config, "overrides": overrides, "score": score, "last": last}
 
 
@@ -183,7 +203,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any =
     data, where, common = _read_spec(Path(path), "experiment", _KEYS, overrides)
     ablation = "full" in data or "ablations" in data
     if ablation and "arms" in data:
-        raise ConfigError(f"{where} has 'arms' and 'full'/'ablations'; an experiment lists arms, an ablation the full method and its ablations")
+        raise ConfigError(
+            f"{where} has 'arms' and 'full'/'ablations'; an experiment lists arms, an ablation the full method and its ablations"
+        )
     if ablation:
         full = _overrides(data.get("full"), f"{where}: full")
         ablations = _named(data.get("ablations"), f"{where}: ablations", required=True)
@@ -193,12 +215,16 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any =
     elif "arms" in data:
         arms = _named(data.get("arms"), f"{where}: arms", required=True)
     else:
-        raise ConfigError(f"{where} has no 'arms' (or 'full' and 'ablations'); give at least one, e.g. arms: {{grpo: []}}")
+        raise ConfigError(
+            f"{where} has no 'arms' (or 'full' and 'ablations'); give at least one, e.g. arms: {{grpo: []}}"
+        )
     paired = data.get("paired", ablation)
     if not isinstance(paired, bool):
         raise ConfigError(f"{where}: paired must be true or false, got {paired!r}")
     return ExperimentSpec(
-        seeds=_seeds(data.get("seeds", 3) if seeds is None else seeds, "seeds" if seeds is not None else f"{where}: seeds"),
+        seeds=_seeds(
+            data.get("seeds", 3) if seeds is None else seeds, "seeds" if seeds is not None else f"{where}: seeds"
+        ),
         arms=arms,
         tasks=_named(data.get("tasks"), f"{where}: tasks", required=False),
         paired=paired,
@@ -248,7 +274,9 @@ def describe_score(score: str, last: int) -> str:
     }[summary]
 
 
-def score_run(run_dir: str | Path, metric: str, last: int = 20, evaluate: Callable[[Path], dict[str, Any]] | None = None) -> float:
+def score_run(
+    run_dir: str | Path, metric: str, last: int = 20, evaluate: Callable[[Path], dict[str, Any]] | None = None
+) -> float:
     """The score of one finished run.
 
     Args:
@@ -283,7 +311,9 @@ def score_run(run_dir: str | Path, metric: str, last: int = 20, evaluate: Callab
             result = evaluate(run_dir)
         if result is None:
             what = "an eval.json of another checkpoint or config" if eval_path.exists() else "no eval.json"
-            raise ConfigError(f"run {str(run_dir)!r} has {what}; run `rlsdk eval {run_dir}` or score by a training metric")
+            raise ConfigError(
+                f"run {str(run_dir)!r} has {what}; run `rlsdk eval {run_dir}` or score by a training metric"
+            )
         if key not in result:
             keys = sorted(k for k in result if k.startswith("eval/"))
             raise ConfigError(f"score {key!r} is not in {str(eval_path)!r}; it holds {', '.join(keys)}")
@@ -298,6 +328,7 @@ def score_run(run_dir: str | Path, metric: str, last: int = 20, evaluate: Callab
     if summary == "last":
         tail = values[-last:]
         return sum(tail) / len(tail)
+    assert threshold is not None  # the spec checks that a steps-to-threshold score has one
     for i, (step, _) in enumerate(points):
         window = values[max(0, i + 1 - last) : i + 1]
         if sum(window) / len(window) >= threshold:
@@ -366,8 +397,12 @@ def run_experiment(
 
 
 def _run(
-    spec: ExperimentSpec, registry: Any, exp_dir: Path, configs: dict[tuple[str, str, int], dict[str, Any]],
-    log: Callable[[str], None], progress: bool,
+    spec: ExperimentSpec,
+    registry: Any,
+    exp_dir: Path,
+    configs: dict[tuple[str, str, int], dict[str, Any]],
+    log: Callable[[str], None],
+    progress: bool,
 ) -> dict[str, Any]:
     """:func:`run_experiment` once the folder is locked."""
     from rlsdk.progress import RunsProgress
@@ -377,7 +412,9 @@ def _run(
     result = _read_scores(exp_dir)
     result.update(score=spec.score, last=spec.last)
     finished = {key for key in configs if (run_path(exp_dir, *key) / "summary.json").exists()}
-    pending = {key: _steps_left(run_path(exp_dir, *key), config) for key, config in configs.items() if key not in finished}
+    pending = {
+        key: _steps_left(run_path(exp_dir, *key), config) for key, config in configs.items() if key not in finished
+    }
     if finished:
         rest = f"{len(pending)} to train" if pending else "nothing to train"
         log(f"reused {len(finished)} finished run{'s' * (len(finished) != 1)} from {exp_dir / 'runs'}; {rest}")
@@ -390,8 +427,17 @@ def _run(
                 steps, done = pending[arm, task, seed]
                 display.start_run(label, steps + done, done)
                 start = time.perf_counter()
-                train(config, registry, run_dir=run_dir, resume=(run_dir / "config.yaml").exists(), progress=False, on_step=display.on_step)
-                result["seconds"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = round(time.perf_counter() - start, 3)
+                train(
+                    config,
+                    registry,
+                    run_dir=run_dir,
+                    resume=(run_dir / "config.yaml").exists(),
+                    progress=False,
+                    on_step=display.on_step,
+                )
+                result["seconds"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = round(
+                    time.perf_counter() - start, 3
+                )
             value = score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry))
             result["scores"].setdefault(arm, {}).setdefault(task, {})[str(seed)] = value
             atomic_write_text(exp_dir / "scores.json", json.dumps(result, indent=2) + "\n")
@@ -418,7 +464,10 @@ def _read_scores(exp_dir: Path) -> dict[str, Any]:
 
 
 def load_scores(
-    exp_dir: str | Path, score: str | None = None, last: int | None = None, evaluate: Callable[[Path], dict[str, Any]] | None = None
+    exp_dir: str | Path,
+    score: str | None = None,
+    last: int | None = None,
+    evaluate: Callable[[Path], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[int]], ExperimentSpec]:
     """Each arm's ``(runs, tasks)`` scores from an experiment folder.
 
@@ -438,7 +487,9 @@ def load_scores(
     exp_dir = Path(exp_dir)
     path = exp_dir / "experiment.yaml"
     if not path.is_file():
-        raise ConfigError(f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first")
+        raise ConfigError(
+            f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first"
+        )
     spec = ExperimentSpec(**yaml.safe_load(path.read_text()))
     metric, k = score or spec.score, last or spec.last
     stored = _read_scores(exp_dir)["scores"]
@@ -459,6 +510,8 @@ def load_scores(
                 rows.append(row)
                 done.append(seed)
         if not rows:
-            raise ConfigError(f"arm {arm!r} of {str(exp_dir)!r} has no seed finished on every task; run `rlsdk experiment` to finish it")
+            raise ConfigError(
+                f"arm {arm!r} of {str(exp_dir)!r} has no seed finished on every task; run `rlsdk experiment` to finish it"
+            )
         scores[arm], seeds[arm] = np.asarray(rows, dtype=np.float64), done
     return scores, seeds, spec

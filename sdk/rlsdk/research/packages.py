@@ -87,7 +87,9 @@ def read_lock(path: str | Path) -> dict[str, str]:
             raise ConfigError(f"{str(path)!r} is a folder without manifest.json; give a run folder or a lock file")
         packages = json.loads(manifest.read_text()).get("packages")
         if not packages:
-            raise ConfigError(f"{str(manifest)!r} records no packages (written before rlsdk recorded them); give a lock file")
+            raise ConfigError(
+                f"{str(manifest)!r} records no packages (written before rlsdk recorded them); give a lock file"
+            )
         return {_normalise(k): str(v) for k, v in packages.items() if _normalise(k) != "pip"}  # the installer
     if not path.is_file():
         raise ConfigError(f"lock file {str(path)!r} does not exist; write one with `rlsdk env > FILE`")
@@ -159,5 +161,9 @@ def differences(wanted: dict[str, str], installed: dict[str, str], extras: bool 
         if name not in installed or not _same(version, installed[name])
     ]
     if extras:
-        out += [PackageDifference(name, None, version) for name, version in installed.items() if name not in wanted and name not in UNLOCKED]
+        out += [
+            PackageDifference(name, None, version)
+            for name, version in installed.items()
+            if name not in wanted and name not in UNLOCKED
+        ]
     return sorted(out, key=lambda d: d.name)

@@ -30,7 +30,16 @@ from rlsdk.research import stats
 from rlsdk.research.experiment import ExperimentSpec, run_path
 from rlsdk.rundir import atomic_write_bytes, read_metrics
 
-__all__ = ["DYNAMICS_KEYS", "arm_colors", "curve_band", "significant_steps", "plot_run", "plot_experiment", "plot_comparison", "report"]
+__all__ = [
+    "DYNAMICS_KEYS",
+    "arm_colors",
+    "curve_band",
+    "significant_steps",
+    "plot_run",
+    "plot_experiment",
+    "plot_comparison",
+    "report",
+]
 
 #: The default panels in order (reward, held-out reward, KL, entropy, loss, clip fraction, grad norm,
 #: response length and learning rate); a panel is drawn when its key was logged.
@@ -53,7 +62,8 @@ def arm_colors(arms: list[str] | tuple[str, ...] | dict[str, Any]) -> dict[str, 
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    palette = [to_hex(c) for c in colormaps["tab10"].colors] + [to_hex(c) for c in colormaps["tab20"].colors[1::2]]
+    tab10, tab20 = colormaps["tab10"], colormaps["tab20"]
+    palette = [to_hex(tab10(i)) for i in range(10)] + [to_hex(tab20(i)) for i in range(1, 20, 2)]
     return {arm: palette[i % len(palette)] for i, arm in enumerate(arms)}
 
 
@@ -126,7 +136,11 @@ def curve_band(
 
 
 def significant_steps(
-    runs: list[list[dict[str, Any]]], baseline_runs: list[list[dict[str, Any]]], key: str, alpha: float = 0.05, smooth: int = 1
+    runs: list[list[dict[str, Any]]],
+    baseline_runs: list[list[dict[str, Any]]],
+    key: str,
+    alpha: float = 0.05,
+    smooth: int = 1,
 ) -> np.ndarray:
     """The steps at which ``key`` differs between two sets of runs: a Welch t-test across seeds at each
     step, Benjamini-Hochberg-corrected over the steps (the per-step marks of Colas et al., *A Hitchhiker's
@@ -202,7 +216,9 @@ def _panel(ax: Any, key: str, span: tuple[float, float]) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None, keys: tuple[str, ...] | list[str] = DYNAMICS_KEYS) -> Path:
+def plot_run(
+    run_dir: str | Path, out: str | Path | None = None, keys: tuple[str, ...] | list[str] = DYNAMICS_KEYS
+) -> Path:
     """Draw one run's training dynamics: a panel per present key, x = step (``eval/`` keys as markers).
 
     Args:
@@ -237,7 +253,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, keys: tuple[str
 def _load_spec(exp_dir: Path) -> ExperimentSpec:
     path = exp_dir / "experiment.yaml"
     if not path.is_file():
-        raise ConfigError(f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first")
+        raise ConfigError(
+            f"{str(exp_dir)!r} is not an experiment folder (no experiment.yaml); run `rlsdk experiment` first"
+        )
     return ExperimentSpec(**yaml.safe_load(path.read_text()))
 
 
@@ -248,7 +266,9 @@ def _experiment_curves(
     whose run has metrics."""
     runs, seeds = {}, {}
     for arm in spec.arms:
-        found = [(s, rows) for s in spec.seeds if (rows := read_metrics(run_path(exp_dir, arm, task, s) / "metrics.jsonl"))]
+        found = [
+            (s, rows) for s in spec.seeds if (rows := read_metrics(run_path(exp_dir, arm, task, s) / "metrics.jsonl"))
+        ]
         if found:
             seeds[arm], runs[arm] = [s for s, _ in found], [rows for _, rows in found]
     present = _present_keys([r for rows in runs.values() for run in rows for r in run], keys)
@@ -293,28 +313,38 @@ def plot_experiment(
     spec = _load_spec(exp_dir)
     task = next(iter(spec.tasks)) if task is None else task
     if task not in spec.tasks:
-        raise ConfigError(f"task {task!r} is not in {str(exp_dir)!r}{did_you_mean(task, spec.tasks)}; tasks: {', '.join(spec.tasks)}")
+        raise ConfigError(
+            f"task {task!r} is not in {str(exp_dir)!r}{did_you_mean(task, spec.tasks)}; tasks: {', '.join(spec.tasks)}"
+        )
     curves, seeds, runs = _experiment_curves(exp_dir, spec, task, keys, smooth)
     if not curves:
         raise ConfigError(f"no run of task {task!r} in {str(exp_dir)!r} has metrics of {', '.join(keys)} yet")
     title = f"{spec.name}, task {task}: median over seeds, 10th-90th percentile band"
     title += f", trailing mean of {smooth} steps" if smooth > 1 else ""
     baseline = next(iter(spec.arms))
-    marked = [arm for arm in runs if arm != baseline and baseline in runs and min(len(runs[arm]), len(runs[baseline])) >= 2]
-    title += f"\nmarks at the bottom: steps where an arm differs from {baseline} (Welch per step, BH-corrected, 5%)" if marked else ""
+    marked = [
+        arm for arm in runs if arm != baseline and baseline in runs and min(len(runs[arm]), len(runs[baseline])) >= 2
+    ]
+    title += (
+        f"\nmarks at the bottom: steps where an arm differs from {baseline} (Welch per step, BH-corrected, 5%)"
+        if marked
+        else ""
+    )
     missing = [arm for arm in spec.arms if arm not in seeds]
     title += f"\nno runs yet: {', '.join(missing)}" if missing else ""
     fig, axes = _grid(len(curves), title)
     colors = arm_colors(spec.arms)
     drawn = np.concatenate([band[0] for bands in curves.values() for band in bands.values()])
     span = (drawn.min(), drawn.max()) if len(drawn) else (0, 1)
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax, (key, bands) in zip(axes, curves.items()):
         for arm, (steps, med, lo, hi) in bands.items():
             if not len(steps):
                 continue
             if key.startswith("eval/") or len(steps) < 2:  # sparse points: the band as error bars
-                bars = ax.errorbar(steps, med, yerr=[med - lo, hi - med], color=colors[arm], fmt="o-", markersize=4, capsize=3)
+                bars = ax.errorbar(
+                    steps, med, yerr=[med - lo, hi - med], color=colors[arm], fmt="o-", markersize=4, capsize=3
+                )
                 handles.setdefault(arm, bars.lines[0])
             else:
                 (handles[arm],) = ax.plot(steps, med, color=colors[arm], linewidth=1.5)
@@ -322,21 +352,39 @@ def plot_experiment(
         for row, arm in enumerate(marked):
             marks = significant_steps(runs[arm], runs[baseline], key, smooth=smooth)
             # x in data, y in axes units: a row of ticks per arm along the panel's bottom edge
-            ax.plot(marks, np.full(len(marks), 0.03 + 0.04 * row), "|", color=colors[arm], markersize=5, transform=ax.get_xaxis_transform())
+            ax.plot(
+                marks,
+                np.full(len(marks), 0.03 + 0.04 * row),
+                "|",
+                color=colors[arm],
+                markersize=5,
+                transform=ax.get_xaxis_transform(),
+            )
         _panel(ax, key, span)
     labels = [f"{arm} ({len(seeds[arm])} seed{'s' * (len(seeds[arm]) != 1)})" for arm in handles]
     fig.legend(list(handles.values()), labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     return _save(fig, out or exp_dir / _curves_name(spec, task), rect=(0, 0.06, 1, 1))
 
 
-def _errorbar(ax: Any, y: int, interval: dict[str, Any], color: str, filled: bool = True, marker: str = "o", **kw: Any) -> None:
+def _errorbar(
+    ax: Any, y: int, interval: dict[str, Any], color: str, filled: bool = True, marker: str = "o", **kw: Any
+) -> None:
     point, low, high = interval.get("point"), interval.get("low"), interval.get("high")
     if point is None:
         return
     xerr = None if low is None or high is None else [[point - low], [high - point]]
     face = color if filled else "white"
     ax.errorbar(
-        [point], [y], xerr=xerr, fmt=marker, capsize=4, color=color, markerfacecolor=face, markeredgecolor=color, markeredgewidth=1.5, **kw
+        [point],
+        [y],
+        xerr=xerr,
+        fmt=marker,
+        capsize=4,
+        color=color,
+        markerfacecolor=face,
+        markeredgecolor=color,
+        markeredgewidth=1.5,
+        **kw,
     )
 
 
@@ -350,7 +398,9 @@ def _comparison_figure(comparison: dict[str, Any], colors: dict[str, str] | None
     rows = [i for i, a in enumerate(arms) if a["arm"] != baseline and a.get("p_improve") is not None]
     others = [arms[i] for i in rows]  # on the right panel, on the rows they have on the left
     plt = _plt()
-    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(10 if others else 5.5, 1.4 + 0.5 * len(arms)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if others else 1, figsize=(10 if others else 5.5, 1.4 + 0.5 * len(arms)), dpi=100, squeeze=False
+    )
     left = axes[0, 0]
     for i, a in enumerate(arms):
         base = a["arm"] == baseline
@@ -360,7 +410,10 @@ def _comparison_figure(comparison: dict[str, Any], colors: dict[str, str] | None
     base_value = next((a["value"].get("point") for a in arms if a["arm"] == baseline), None)
     if base_value is not None:
         left.axvline(base_value, color=colors[baseline], linestyle=":", linewidth=1)
-    left.set_yticks(range(len(arms)), [f"{a['arm']} (n={a['runs']})" + (" [baseline]" if a["arm"] == baseline else "") for a in arms])
+    left.set_yticks(
+        range(len(arms)),
+        [f"{a['arm']} (n={a['runs']})" + (" [baseline]" if a["arm"] == baseline else "") for a in arms],
+    )
     for label, a in zip(left.get_yticklabels(), arms):
         label.set_color(colors[a["arm"]])
     left.set_xlabel(comparison.get("metric", "metric"))
@@ -444,7 +497,9 @@ def report(path: str | Path, smooth: int = 1) -> list[Path]:
         if data is not None:
             written.append(plot_comparison(data, path / "comparison.png", colors=arm_colors(spec.arms)))
         if not written:
-            raise ConfigError(f"experiment folder {str(path)!r} has no run with metrics yet; run `rlsdk experiment` first")
+            raise ConfigError(
+                f"experiment folder {str(path)!r} has no run with metrics yet; run `rlsdk experiment` first"
+            )
         return written
     if (path / "metrics.jsonl").is_file():
         return [plot_run(path)]

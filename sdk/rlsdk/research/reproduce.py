@@ -138,7 +138,9 @@ def compare_metrics(
     for step in sorted(original.keys() | reproduced.keys()):
         a_row, b_row = original.get(step), reproduced.get(step)
         if a_row is None or b_row is None:
-            first = first or MetricDifference(step, "step", None if a_row is None else step, None if b_row is None else step)
+            first = first or MetricDifference(
+                step, "step", None if a_row is None else step, None if b_row is None else step
+            )
             continue
         steps += 1
         for key in dict.fromkeys([*a_row, *b_row]):
@@ -286,9 +288,16 @@ def reproduce(
     else:
         environment = [f"{str(manifest_path)!r} is missing: versions, git and hardware cannot be compared"]
     report = ReproduceReport(
-        run_dir=str(source), new_dir=str(new), steps_compared=compared, metrics_compared=values,
-        identical=first is None, first_difference=first, max_abs_difference=largest,
-        environment=environment, atol=atol, rtol=rtol,
+        run_dir=str(source),
+        new_dir=str(new),
+        steps_compared=compared,
+        metrics_compared=values,
+        identical=first is None,
+        first_difference=first,
+        max_abs_difference=largest,
+        environment=environment,
+        atol=atol,
+        rtol=rtol,
     )
     atomic_write_text(new / "reproduce.json", json.dumps(report.to_dict(), indent=2) + "\n")
     return report

@@ -29,7 +29,9 @@ class SeedTree:
     def __init__(self, root: int):
         self.root = int(root)
         children = np.random.SeedSequence(self.root).spawn(len(STREAMS))
-        self.seeds = {name: int(child.generate_state(1, dtype=np.uint64)[0] % (2**63)) for name, child in zip(STREAMS, children)}
+        self.seeds = {
+            name: int(child.generate_state(1, dtype=np.uint64)[0] % (2**63)) for name, child in zip(STREAMS, children)
+        }
 
     def seed(self, stream: str) -> int:
         """The seed of ``stream`` (one of :data:`STREAMS`)."""

@@ -167,7 +167,9 @@ def probability_of_improvement(x, y) -> np.ndarray:
         raise ConfigError(f"x has {x.shape[-1]} tasks and y has {y.shape[-1]}; both need the same tasks")
     batch = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
     nx, ny = x.shape[-2], y.shape[-2]
-    pooled = np.concatenate([np.broadcast_to(x, batch + x.shape[-2:]), np.broadcast_to(y, batch + y.shape[-2:])], axis=-2)
+    pooled = np.concatenate(
+        [np.broadcast_to(x, batch + x.shape[-2:]), np.broadcast_to(y, batch + y.shape[-2:])], axis=-2
+    )
     u = _sps.rankdata(pooled, axis=-2)[..., :nx, :].sum(axis=-2) - nx * (nx + 1) / 2
     return (u / (nx * ny)).mean(axis=-1)
 
@@ -194,7 +196,12 @@ def performance_profile(scores, taus) -> np.ndarray:
 
 
 #: The aggregate metrics by name, each ``(..., runs, tasks) -> (...)``, for :func:`bootstrap_ci`.
-METRICS: dict[str, Callable[..., np.ndarray]] = {"iqm": iqm, "mean": mean, "median": median, "optimality_gap": optimality_gap}
+METRICS: dict[str, Callable[..., np.ndarray]] = {
+    "iqm": iqm,
+    "mean": mean,
+    "median": median,
+    "optimality_gap": optimality_gap,
+}
 
 
 def _generator(rng) -> np.random.Generator:
@@ -235,7 +242,9 @@ def _bootstrap(arrays, statistic, rng, reps: int, confidence: float, task_bootst
             offset += 0 if paired else a.size
         value = np.asarray(statistic(*batches), dtype=np.float64)
         if value.shape != (c,):
-            raise ConfigError(f"the statistic returned shape {value.shape} for a batch of {c} resamples; expected ({c},)")
+            raise ConfigError(
+                f"the statistic returned shape {value.shape} for a batch of {c} resamples; expected ({c},)"
+            )
         values[start : start + c] = value
     low, high_ = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)])
     return float(low), float(high_)
@@ -371,7 +380,9 @@ def paired_t_test(x, y) -> TestResult:
     sd = d.std(ddof=1)
     if sd == 0:
         mean_d = float(d.mean())
-        return TestResult("paired-t", 0.0 if mean_d == 0 else float(np.copysign(np.inf, mean_d)), 1.0 if mean_d == 0 else 0.0)
+        return TestResult(
+            "paired-t", 0.0 if mean_d == 0 else float(np.copysign(np.inf, mean_d)), 1.0 if mean_d == 0 else 0.0
+        )
     t = d.mean() / (sd / np.sqrt(len(d)))
     return TestResult("paired-t", float(t), float(2 * _sps.t.sf(abs(t), len(d) - 1)), float(len(d) - 1))
 

@@ -58,7 +58,19 @@ __all__ = ["Param", "SweepSpec", "load_sweep", "run_sweep", "SAMPLERS"]
 
 #: The samplers ``sampler:`` may name (Optuna classes; ``gp`` needs scipy and torch, ``cmaes`` the cmaes package).
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "gp": "GPSampler", "cmaes": "CmaEsSampler"}
-_KEYS = ("name", "trials", "seeds", "config", "overrides", "space", "score", "last", "direction", "sampler", "sampler_seed")
+_KEYS = (
+    "name",
+    "trials",
+    "seeds",
+    "config",
+    "overrides",
+    "space",
+    "score",
+    "last",
+    "direction",
+    "sampler",
+    "sampler_seed",
+)
 
 
 @dataclass
@@ -83,7 +95,7 @@ class Param:
 
     def corners(self) -> list[Any]:
         """The values checked before the search starts: both ends, or every choice."""
-        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+        return list(self.choices or ()) if self.kind == "choice" else [self.low, self.high]
 
 
 @dataclass
@@ -135,7 +147,11 @@ def _param(key: str, value: Any, where: str) -> Param:
         if not value:
             raise ConfigError(f"{where}: space.{key} lists no choices")
         return Param(key, "choice", choices=value)
-    if not isinstance(value, dict) or not {"low", "high"} <= set(value) or not set(value) <= {"low", "high", "log", "step"}:
+    if (
+        not isinstance(value, dict)
+        or not {"low", "high"} <= set(value)
+        or not set(value) <= {"low", "high", "log", "step"}
+    ):
         raise ConfigError(
             f"{where}: space.{key} must be a list of choices or a range {{low, high[, log][, step]}}, got {value!r}"
         )
@@ -164,7 +180,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, trials: int
     data, where, common = _read_spec(Path(path), "sweep", _KEYS, overrides)
     space = data.get("space")
     if not isinstance(space, dict) or not space:
-        raise ConfigError(f"{where} needs a 'space' mapping config keys to ranges, e.g. space: {{train.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}")
+        raise ConfigError(
+            f"{where} needs a 'space' mapping config keys to ranges, e.g. space: {{train.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}"
+        )
     trials = data.get("trials", 20) if trials is None else trials
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"{where}: trials must be an integer >= 1, got {trials!r}")
@@ -191,7 +209,9 @@ def _optuna():
     try:
         import optuna
     except ImportError:
-        raise ConfigError("rlsdk sweep needs Optuna: pip install 'optuna>=5,<6' (or the extra: pip install 'rlsdk[sweep]')") from None
+        raise ConfigError(
+            "rlsdk sweep needs Optuna: pip install 'optuna>=5,<6' (or the extra: pip install 'rlsdk[sweep]')"
+        ) from None
     return optuna
 
 
@@ -214,13 +234,30 @@ def _summary(study: Any, spec: SweepSpec) -> dict[str, Any]:
     optuna = _optuna()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     rows = [
-        {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params, "scores": t.user_attrs.get("scores")}
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "scores": t.user_attrs.get("scores"),
+        }
         for t in study.trials
     ]
-    out: dict[str, Any] = {"name": spec.name, "direction": spec.direction, "score": spec.score, "finished": len(done), "trials": rows}
+    out: dict[str, Any] = {
+        "name": spec.name,
+        "direction": spec.direction,
+        "score": spec.score,
+        "finished": len(done),
+        "trials": rows,
+    }
     if done:
         best = study.best_trial
-        out["best"] = {"number": best.number, "value": best.value, "params": best.params, "overrides": _as_overrides(best.params)}
+        out["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "overrides": _as_overrides(best.params),
+        }
     varied = {k for t in done for k in t.params}
     if len(done) >= 2 and len(varied) >= 2:
         with warnings.catch_warnings(record=True) as caught:  # e.g. too few trials to tell the parameters apart
@@ -273,13 +310,21 @@ def run_sweep(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal"))
+    )
     sampler_class = getattr(optuna.samplers, SAMPLERS[spec.sampler])
     study = optuna.create_study(
-        study_name=spec.name, storage=storage, sampler=sampler_class(seed=spec.sampler_seed), direction=spec.direction, load_if_exists=True
+        study_name=spec.name,
+        storage=storage,
+        sampler=sampler_class(seed=spec.sampler_seed),
+        direction=spec.direction,
+        load_if_exists=True,
     )
     if study.trials:  # continuing: a sampler seeded as at the start would propose the same points again
-        study.sampler = sampler_class(seed=int(np.random.SeedSequence([spec.sampler_seed, len(study.trials)]).generate_state(1)[0]))
+        study.sampler = sampler_class(
+            seed=int(np.random.SeedSequence([spec.sampler_seed, len(study.trials)]).generate_state(1)[0])
+        )
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if not _alive(stale.user_attrs):
             study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
@@ -309,7 +354,9 @@ def run_sweep(
                     display.set_plan(runs_left(j), runs_left(j) * steps)
                     display.start_run(f"trial {trial.number} / seed {seed}", steps)
                     train(config, registry, run_dir=run_dir, progress=False, on_step=display.on_step)
-                    scores.append(score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry)))
+                    scores.append(
+                        score_run(run_dir, spec.score, spec.last, evaluate=lambda d: evaluate_checkpoint(d, registry))
+                    )
                     display.end_run()
             except BaseException as exc:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -12,9 +12,10 @@ The rows stay in the batch with their rewards (so the step's reward statistics a
 only contribute no loss term. DAPO also samples more prompts until the batch is full; this example
 does not, so a step may train on fewer completions (none, once every group is solved).
 
-A sampler must expose ``temperature`` (the trainer applies the same temperature once, when it computes
-log-probabilities) and ``max_new_tokens`` (the constant normaliser of ``seq-mean-token-sum-norm``); the
-trainer's evaluation also sets ``n`` and ``temperature`` on a copy. Keep them plain attributes.
+A sampler states its sampling settings as ``params`` (an ``rlsdk.SamplingParams``: the trainer reads
+the temperature once, when it computes log-probabilities, and ``max_new_tokens`` is the constant
+normaliser of ``seq-mean-token-sum-norm``) and gives evaluation's settings from ``eval_params``. It
+is called with the generation engine and the params to use, and generates through the engine only.
 
 Start your own sampler here: return a scored ``RolloutBatch`` whose ``group_ids`` tie the completions
 of each prompt.
@@ -57,41 +58,41 @@ class FilterGroups:
     """
 
     def __init__(self, n: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 16) -> None:
-        self.n = check_int(n, "sampler.n", low=2)  # a group of one never varies
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_new_tokens = max_new_tokens
-        self._group()  # the group sampler checks the other options now, so a bad config fails at start-up
+        check_int(n, "sampler.n", low=2)  # a group of one never varies
+        # the group sampler checks the other options now, so a bad config fails at start-up
+        self._group = rlsdk.create("sampler", "group", n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        self.params: rlsdk.SamplingParams = self._group.params
 
-    def _group(self) -> rlsdk.Sampler:
-        """The built-in ``group`` sampler with this sampler's current options."""
-        return rlsdk.create(
-            "sampler", "group", n=self.n, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens
-        )
+    def eval_params(self, temperature: float) -> rlsdk.SamplingParams:
+        """Evaluation's settings: the ``group`` sampler's (one completion per prompt at ``temperature``)."""
+        return self._group.eval_params(temperature)
 
     def __call__(
-        self, policy: rlsdk.Policy, examples: list[rlsdk.Example], score: rlsdk.ScoreFn, generator: torch.Generator
+        self,
+        engine: rlsdk.GenerationEngine,
+        examples: list[rlsdk.Example],
+        score: rlsdk.ScoreFn,
+        generator: torch.Generator,
+        params: rlsdk.SamplingParams,
     ) -> rlsdk.RolloutBatch:
-        """Sample ``n`` scored completions per example; uniform groups get all-zero mask rows.
+        """Sample ``params.n`` scored completions per example; uniform groups get all-zero mask rows.
 
         Args:
-            policy: The policy to sample from.
+            engine: The generation engine (it holds the policy's current weights).
             examples: The prompts of this step.
             score: Fills the rollout's rewards (given by the trainer).
             generator: The random generator to sample with.
+            params: The sampling settings of this call (``self.params`` in training).
 
         Returns:
-            The scored rollout, ``B = n * len(examples)`` rows, prompts in order.
+            The scored rollout, ``B = params.n * len(examples)`` rows, prompts in order.
         """
-        rollout = self._group()(policy, examples, score, generator)
+        rollout = self._group(engine, examples, score, generator, params)
         keep = varied_groups(rollout.rewards, rollout.group_ids).to(rollout.mask.dtype)
         return rollout.replace(mask=rollout.mask * keep[:, None])
 
     def __repr__(self) -> str:
-        return (
-            f"FilterGroups(n={self.n!r}, temperature={self.temperature!r}, top_p={self.top_p!r}, "
-            f"max_new_tokens={self.max_new_tokens!r})"
-        )
+        return f"FilterGroups({self.params!r})"
 
 
 @rlsdk.hookimpl
