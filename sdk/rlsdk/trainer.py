@@ -386,9 +386,14 @@ def micro_batch_loss(
     kernel computed the loss straight from the hidden states), that is the micro-batch's loss.
     Otherwise the loss gets the backend's log-probs, and ``batch.entropy`` when it ``needs_entropy``.
     """
-    assert micro.sequences is not None and micro.attention_mask is not None  # TrainBatch.from_rollout sets them
     with guard(run.label("policy"), "policy.hidden_states(sequences, attention_mask)"):
-        hidden, targets = completion_states(run.policy, micro.sequences, micro.attention_mask, completion_length)
+        # TrainBatch.from_rollout sets sequences and attention_mask (a policy given None raises here)
+        hidden, targets = completion_states(
+            run.policy,
+            micro.sequences,  # type: ignore[arg-type]
+            micro.attention_mask,  # type: ignore[arg-type]
+            completion_length,
+        )
         weight = run.policy.output_weight()
     temperature = _logit_temperature(temperature)
     loss_label, backend_label = run.label("loss"), run.label("logprob_backend")
