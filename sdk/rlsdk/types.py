@@ -28,7 +28,8 @@ tokens (left-padded), ``S = P + T``, ``V`` vocabulary, ``H`` hidden size, ``N`` 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+import typing
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -431,7 +432,8 @@ class Reward(Protocol):
     def __call__(self, prompts: list[str], completions: list[str], metadata: list[dict[str, Any]]) -> list[float]: ...
 
 
-ScoreFn = Callable[[RolloutBatch], RolloutBatch]
+# typing.Callable, not collections.abc.Callable: on Python 3.10 the latter alias loses its docstring
+ScoreFn = typing.Callable[[RolloutBatch], RolloutBatch]  # noqa: UP006
 """Fills ``rewards`` and ``reward_components`` of a rollout (given to samplers by the trainer)."""
 
 
