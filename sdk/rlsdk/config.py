@@ -30,7 +30,6 @@ shows (:func:`dump_yaml`).
 from __future__ import annotations
 
 import copy
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rlsdk.errors import ConfigError, did_you_mean
 from rlsdk.kinds import KINDS
-from rlsdk.plugins import Registry, check_options
+from rlsdk.plugins import Registry, check_options, factory_options
 from rlsdk.settings import EvalSettings, RunSettings, Settings, TrainSettings, defaults
 from rlsdk.validation import check_number
 
@@ -248,13 +247,8 @@ def _options_taken(registry: Registry | None, kind: str, name: Any) -> set[str] 
     or when there is no registry or no such component (validation reports an unknown name)."""
     if registry is None or not isinstance(name, str) or name not in registry.names(kind):
         return None
-    try:
-        params = inspect.signature(registry.factory(kind, name)).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params = factory_options(registry.factory(kind, name))
+    return None if params is None else set(params)
 
 
 def _check_keys(layer: dict[str, Any], source: str) -> None:

@@ -412,16 +412,24 @@ class Registry:
         return conform(kind, component, label)
 
 
+def factory_options(factory: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
+    """The keyword options of ``factory`` (name -> parameter); None when it takes any (``**options``)
+    or has no signature to read."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def check_options(factory: Callable[..., Any], options: dict[str, Any], where: str) -> None:
     """Raise :class:`ConfigError` if ``options`` do not fit the signature of ``factory``."""
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
+    params = factory_options(factory)
+    if params is None:
         return
-    params = sig.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = list(params)
     for key in options:
         if key not in valid:
             raise ConfigError(
