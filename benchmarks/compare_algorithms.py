@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rlsdk.config import load_config
 from rlsdk.plugins import get_registry
-from rlsdk.rundir import read_metrics
+from rlsdk.provenance.rundir import read_metrics
 from rlsdk.trainer import train
 
 
@@ -52,7 +52,8 @@ def main() -> None:
                 exact.append(sum(r.get("reward/exact_match", 0.0) for r in rows) / len(rows))
             per_seed = ", ".join(f"{f:.3f}" for f in finals)
             print(
-                f"| {algorithm} | {per_seed} | {statistics.mean(finals):.3f} | {statistics.mean(exact):.3f} | {statistics.mean(seconds):.0f} |",
+                f"| {algorithm} | {per_seed} | {statistics.mean(finals):.3f} | "
+                f"{statistics.mean(exact):.3f} | {statistics.mean(seconds):.0f} |",
                 flush=True,
             )
 

@@ -65,7 +65,8 @@ def main() -> None:
     import torch
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     print("| backend | shape (N, H, V) | trained | fwd+bwd ms | extra peak MiB | logits fp32 MiB |")
     print("|---|---|---|---|---|---|")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rlsdk.cli import main
-from rlsdk.rundir import read_metrics
+from rlsdk.provenance.rundir import read_metrics
 
 FAST = ["train.steps=2", "train.prompts_per_step=4", "sampler.n=4", "run.plot=false", "--no-progress"]
 

@@ -15,6 +15,7 @@ from rlsdk import ConfigError
 from rlsdk.cli import main
 from rlsdk.config import load_config
 from rlsdk.plugins import get_registry
+from rlsdk.provenance.rundir import RunDir, read_metrics
 from rlsdk.research import stats
 from rlsdk.research.compare import compare
 from rlsdk.research.experiment import (
@@ -26,7 +27,6 @@ from rlsdk.research.experiment import (
     run_path,
     score_run,
 )
-from rlsdk.rundir import RunDir, read_metrics
 from rlsdk.trainer import eval_settings, train
 
 TINY = [

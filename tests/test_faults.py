@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rlsdk.rundir import FolderLock, RunDir, read_metrics
+from rlsdk.provenance.rundir import FolderLock, RunDir, read_metrics
 
 STEPS = 8
 COMMON = [
@@ -37,7 +37,7 @@ FAULT_PLUGIN = textwrap.dedent(
     import torch
 
     import rlsdk
-    from rlsdk.rundir import RunDir
+    from rlsdk.provenance.rundir import RunDir
 
     STEP = int(os.environ["FAULT_STEP"])
     SIGNAL = getattr(signal, os.environ["FAULT_SIGNAL"])

@@ -16,10 +16,12 @@ from rlsdk.functional import (
     AGGREGATION_MODES,
     KL_ESTIMATORS,
     aggregate,
+    broadcast_to_tokens,
     group_stats,
     kl_estimate,
     masked_mean,
     masked_whiten,
+    result_dtype,
 )
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -414,3 +416,47 @@ def test_kl_estimate_properties(x, estimator):
     if estimator.rstrip("+") != "k1":
         assert (out >= 0).all()  # k2, k3 and abs are non-negative estimates of a divergence
     assert kl_estimate(lp, lp.clone(), estimator).abs().max().item() == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# result_dtype and broadcast_to_tokens (shared by the outcome-reward advantage estimators)
+
+
+@pytest.mark.parametrize(
+    ("reward_dtype", "expected"),
+    [(torch.float64, torch.float64), (torch.float32, torch.float32), (torch.float16, torch.float32),
+     (torch.bfloat16, torch.float32), (torch.int64, torch.float32)],
+)  # fmt: skip
+def test_result_dtype_is_float64_only_for_float64_rewards(reward_dtype, expected):
+    assert result_dtype(torch.zeros(3, dtype=reward_dtype)) == expected
+
+
+@SETTINGS
+@given(st.integers(0, 10_000), st.integers(1, 6), st.integers(1, 7), st.sampled_from([torch.float32, torch.float64]))
+def test_broadcast_to_tokens_matches_the_loop_reference(seed, rows, cols, dtype):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, generator=g, dtype=torch.float64) * 3
+    mask = (torch.rand(rows, cols, generator=g) < 0.6).double()
+    out = broadcast_to_tokens(scores, mask, dtype)
+    assert out.shape == (rows, cols) and out.dtype == dtype
+    expected = [
+        [float(scores[i]) * float(mask[i, t]) if mask[i, t] > 0 else 0.0 for t in range(cols)] for i in range(rows)
+    ]
+    close(out, np.asarray(expected, dtype=np.float64).astype(np.float32 if dtype == torch.float32 else np.float64))
+
+
+def test_broadcast_to_tokens_is_exactly_zero_at_masked_positions_even_for_non_finite_scores():
+    scores = torch.tensor([math.inf, -math.inf, math.nan, 1.5])
+    mask = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.5, 0.0]])
+    before = (scores.clone(), mask.clone())
+    out = broadcast_to_tokens(scores, mask, torch.float32)
+    assert torch.equal(mask, before[1]) and torch.equal(scores.isnan(), before[0].isnan())  # inputs unchanged
+    masked = mask == 0
+    assert torch.equal(out[masked], torch.zeros(int(masked.sum())))
+    assert not torch.signbit(out[masked]).any()  # +0.0, not -0.0
+    assert out[0, 0] == math.inf and out[3, 0] == 0.75 and math.isnan(out[2, 1])
+    # an integer or boolean mask works as well
+    ones = torch.tensor([[1, 0], [1, 1]])
+    expected = torch.tensor([[2.0, 0.0], [-1.0, -1.0]], dtype=torch.float64)
+    assert torch.equal(broadcast_to_tokens(torch.tensor([2.0, -1.0]), ones, torch.float64), expected)
+    assert torch.equal(broadcast_to_tokens(torch.tensor([2.0, -1.0]), ones.bool(), torch.float64), expected)

@@ -51,7 +51,8 @@ def test_versions_are_compared_as_numbers(fake_triton, version, ok):
     if not ok:
         oldest = ".".join(map(str, MIN_TRITON))
         assert triton_problem() == (
-            f"triton {version} is installed, older than {oldest}, the oldest these kernels run with (torch >= 2.9 brings one)"
+            f"triton {version} is installed, older than {oldest}, "
+            "the oldest these kernels run with (torch >= 2.9 brings one)"
         )
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rlsdk.rundir import read_metrics
+from rlsdk.provenance.rundir import read_metrics
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Lock files and package versions: ``rlsdk.research.packages`` and ``rlsdk env``."""
+"""Lock files and package versions: ``rlsdk.provenance.packages`` and ``rlsdk env``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from rlsdk.cli import main
 from rlsdk.errors import ConfigError
-from rlsdk.research.packages import PackageDifference, differences, installed_packages, lock_text, read_lock
+from rlsdk.provenance.packages import PackageDifference, differences, installed_packages, lock_text, read_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,15 @@ def test_installed_packages_are_normalised_and_match_metadata():
     assert packages["numpy"] == importlib.metadata.version("numpy")
     assert packages["pyyaml"] == importlib.metadata.version("PyYAML")  # PEP 503 names: lower case
     assert list(packages) == sorted(packages) and "rlsdk" in packages
+
+
+def test_rlsdk_version_is_the_one_in_pyproject():
+    import re
+
+    import rlsdk
+
+    (version,) = re.findall(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    assert rlsdk.__version__ == version
 
 
 def test_lock_round_trip_and_local_labels(tmp_path):

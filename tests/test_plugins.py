@@ -247,7 +247,8 @@ def test_load_plugins_with_a_misspelt_name_is_an_error(plugin_path, monkeypatch,
     monkeypatch.setenv("RLSDK_LOAD_PLUGINS", "rlsdk-ext-good,nothing-like-it,rlsdk-ext-othr")
     with pytest.raises(
         PluginError,
-        match=r"names 'nothing-like-it', 'rlsdk-ext-othr' \(did you mean 'rlsdk-ext-other'\?\), which are not installed",
+        match=r"names 'nothing-like-it', 'rlsdk-ext-othr' \(did you mean 'rlsdk-ext-other'\?\), "
+        r"which are not installed",
     ):
         get_registry(refresh=True)
     # the command line reports it as one line and exits with status 2
@@ -296,12 +297,14 @@ BROKEN_FILES = {
         r"failed to import: ModuleNotFoundError: No module named 'rlsdk_no_such_module_xyz' \(line 2\)$",
     ),
     "register raises": (
-        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('fine', object)\n    raise RuntimeError('boom')\n",
+        "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n"
+        "    register('fine', object)\n    raise RuntimeError('boom')\n",
         r"failed to register \(register_rewards\): RuntimeError: boom \(line 6\)$",
     ),
     "register clashes": (
         "import rlsdk\n\n@rlsdk.hookimpl\ndef register_rewards(register):\n    register('exact_match', object)\n",
-        r"failed to register \(register_rewards\): PluginError: reward 'exact_match' is registered by two plugins.* \(line 5\)$",
+        r"failed to register \(register_rewards\): PluginError: "
+        r"reward 'exact_match' is registered by two plugins.* \(line 5\)$",
     ),
     "invalid name": (
         "import rlsdk\n\n@rlsdk.hookimpl\ndef register_losses(register):\n    register('has space', object)\n",

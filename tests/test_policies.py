@@ -485,7 +485,8 @@ def test_hf_memory_estimate_at_load_from_the_weight_files(hf_dir, monkeypatch):
     monkeypatch.setattr(rlsdk.validation, "_device_memory", lambda device: (5 * weights - 1, "this machine"))
     with pytest.raises(
         rlsdk.ConfigError,
-        match=r"policy 'hf' \(policy.path .*parameters in float32: weights, gradients, Adam state and the reference\) needs about .*; this machine has",
+        match=r"policy 'hf' \(policy.path .*parameters in float32: weights, gradients, Adam state and the reference\) "
+        r"needs about .*; this machine has",
     ):
         load_config(registry, overrides=overrides)
     load_config(registry, overrides=[*overrides, "train.reference=false"])  # four copies fit

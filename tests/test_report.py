@@ -14,6 +14,7 @@ from scipy import stats as sps
 from rlsdk import ConfigError
 from rlsdk.config import load_config
 from rlsdk.plugins import get_registry
+from rlsdk.provenance.rundir import read_metrics
 from rlsdk.research.compare import compare
 from rlsdk.research.experiment import ExperimentSpec, load_scores, load_spec, run_experiment, run_path
 from rlsdk.research.report import (
@@ -29,7 +30,6 @@ from rlsdk.research.report import (
     report,
     significant_steps,
 )
-from rlsdk.rundir import read_metrics
 from rlsdk.trainer import train
 
 TINY = [

@@ -13,13 +13,13 @@ import torch
 from rlsdk.config import load_config
 from rlsdk.errors import ConfigError
 from rlsdk.plugins import get_registry
+from rlsdk.provenance.rundir import read_metrics
 from rlsdk.research.reproduce import (
     MetricDifference,
     compare_metrics,
     environment_differences,
     reproduce,
 )
-from rlsdk.rundir import read_metrics
 from rlsdk.trainer import train
 
 TINY = [
@@ -164,7 +164,8 @@ def test_environment_differences(original):
         "environment.OMP_NUM_THREADS: missing (original) vs 1 (now)"
     ]
     assert changed(lambda m: m["plugins"][0].update(version="9.9")) == [
-        f"plugins.{plugin['name']}: {plugin['distribution']} {plugin['version']} (original) vs {plugin['distribution']} 9.9 (now)"
+        f"plugins.{plugin['name']}: {plugin['distribution']} {plugin['version']} (original) "
+        f"vs {plugin['distribution']} 9.9 (now)"
     ]
     assert changed(lambda m: m["determinism"].update(deterministic_algorithms=True)) == [
         "determinism.deterministic_algorithms: False (original) vs True (now)"

@@ -19,7 +19,7 @@ import pytest
 
 from rlsdk.cli import main
 from rlsdk.errors import FolderLocked, StorageError
-from rlsdk.rundir import FolderLock, RunDir, read_metrics, remove_temporary_files
+from rlsdk.provenance.rundir import FolderLock, RunDir, read_metrics, remove_temporary_files
 
 FAST = ["train.steps=2", "train.prompts_per_step=2", "sampler.n=2", "run.plot=false", "--no-progress"]
 
@@ -30,7 +30,7 @@ def _hold(folder: Path) -> Iterator[subprocess.Popen]:
     code = textwrap.dedent(
         f"""
         import sys, time
-        from rlsdk.rundir import FolderLock
+        from rlsdk.provenance.rundir import FolderLock
         lock = FolderLock({str(folder)!r}, command="holder --test").acquire()
         print("held", flush=True)
         time.sleep(600)
@@ -89,7 +89,8 @@ def test_two_trainings_on_one_folder_the_second_is_refused(tmp_path, capsys):
 def test_an_experiment_folder_is_locked(tmp_path, capsys):
     spec = tmp_path / "exp.yaml"
     spec.write_text(
-        "name: x\nseeds: [0]\noverrides: [train.steps=1, train.prompts_per_step=2, sampler.n=2, run.plot=false]\narms:\n  a: []\n"
+        "name: x\nseeds: [0]\noverrides: [train.steps=1, train.prompts_per_step=2, sampler.n=2, run.plot=false]\n"
+        "arms:\n  a: []\n"
     )
     with _hold(tmp_path / "out") as holder:
         assert main(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
@@ -205,7 +206,8 @@ def test_an_unexpected_error_is_one_line_with_exit_status_1(tmp_path, monkeypatc
 def test_sigterm_of_a_training_process_writes_a_checkpoint_and_exits_143(tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlsdk.cli", "train", "train.steps=400", "run.checkpoint_every=0", "--no-progress", "--run-dir", str(run)],
+        [sys.executable, "-m", "rlsdk.cli", "train", "train.steps=400", "run.checkpoint_every=0", "--no-progress",
+         "--run-dir", str(run)],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 120

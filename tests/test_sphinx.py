@@ -20,7 +20,7 @@ import rlsdk
 from rlsdk import hookspecs
 from rlsdk.cli import build_parser
 from rlsdk.cli import main as rlsdk_cli
-from rlsdk.rundir import read_metrics
+from rlsdk.provenance.rundir import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -31,7 +31,11 @@ PUBLIC_MODULES = [
     "rlsdk.trainer",
     "rlsdk.progress",
     "rlsdk.plugins",
-    "rlsdk.rundir",
+    "rlsdk.provenance",
+    "rlsdk.provenance.seeds",
+    "rlsdk.provenance.manifest",
+    "rlsdk.provenance.packages",
+    "rlsdk.provenance.rundir",
     "rlsdk.validation",
     "rlsdk.functional",
     "rlsdk.research",
@@ -41,7 +45,6 @@ PUBLIC_MODULES = [
     "rlsdk.research.sweep",
     "rlsdk.research.reproduce",
     "rlsdk.research.report",
-    "rlsdk.research.packages",
     "rlsdk.scaffold",
     "rlsdk.testing",
 ]
@@ -253,9 +256,12 @@ def test_tutorial_matches_the_generated_package(tmp_path):
     assert shown and shown <= generated, (
         f"the tutorial shows files the template does not make: {sorted(shown - generated)}"
     )
+    loss_py = next(project.glob("src/*/loss.py")).read_text()
+    for name in set(re.findall(r"loss\.name=(\w+)", tutorial)) - {"clipped_pg"}:
+        assert f'NAME = "{name}"' in loss_py, f"the tutorial's loss {name!r} is not the generated one"
     config = (project / "configs" / "train.yaml").read_text()
-    for name in set(re.findall(r"loss\.name=(\w+)", tutorial)):
-        assert f"name: {name}" in config, f"the tutorial's loss {name!r} is not the generated one"
+    for name in set(re.findall(r"algorithm=(\w+)", tutorial)) - {"grpo"}:
+        assert f"algorithm: {name}" in config, f"the tutorial's preset {name!r} is not the generated one"
 
 
 def _python_blocks(page: str) -> list[str]:

@@ -322,7 +322,8 @@ def test_welch_matches_scipy(xy):
 
 
 def test_welch_hand_worked():
-    # x: mean 2, s^2 = 1; y: mean 5, s^2 = 4 -> se^2 = 1/3 + 4/3, t = -3 / sqrt(5/3), df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2)
+    # x: mean 2, s^2 = 1; y: mean 5, s^2 = 4 -> se^2 = 1/3 + 4/3, t = -3 / sqrt(5/3),
+    # df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2)
     res = S.welch_test([1.0, 2.0, 3.0], [3.0, 5.0, 7.0])
     assert res.statistic == pytest.approx(-3 / math.sqrt(5 / 3))
     assert res.df == pytest.approx((25 / 9) / (17 / 18))

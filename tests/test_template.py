@@ -9,6 +9,7 @@ tested with the generated project's own tests, and trained with `rlsdk train con
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import re
@@ -24,7 +25,9 @@ import yaml
 import rlsdk
 from rlsdk import ConfigError
 from rlsdk.cli import main
-from rlsdk.plugins import Registry, get_plugin_manager
+from rlsdk.config import load_config
+from rlsdk.kinds import KINDS
+from rlsdk.plugins import Registry, get_plugin_manager, get_registry
 from rlsdk.scaffold import COMPONENT_KINDS, TEMPLATE_ENV, find_template, new_plugin, parse_components, plugin_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +129,9 @@ def test_component_names_registered_by_an_installed_plugin_are_rejected(tmp_path
     ):
         new_plugin("rlsdk-clash", ["reward"], tmp_path / "out", registry=registry)
     assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"would register the algorithm 'grpo', which the installed plugin"):
+        new_plugin("rlsdk-grpo", ["loss"], tmp_path / "out", no_input=True)  # the preset is named after the plugin
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -133,7 +139,8 @@ def test_component_names_registered_by_an_installed_plugin_are_rejected(tmp_path
     [
         (
             ["lsos"],
-            "unknown component kind 'lsos' for a new plugin (did you mean 'loss'?); valid: loss, advantage, sampler, reward or all",
+            "unknown component kind 'lsos' for a new plugin (did you mean 'loss'?); "
+            "valid: loss, advantage, sampler, reward or all",
         ),
         ([], "needs at least one component kind"),
         ("rewards", "unknown component kind 'rewards'"),
@@ -213,17 +220,41 @@ def test_exact_files_and_names_for_one_combination(tmp_path):
     assert pyproject["project"]["entry-points"]["rlsdk"] == {"two_kinds": "rlsdk_two_kinds.plugin"}
     plugin_py = (project / "src/rlsdk_two_kinds/plugin.py").read_text()
     assert "register_losses" in plugin_py and "register_rewards" in plugin_py and "register_samplers" not in plugin_py
-    assert (
-        f'register("{names.components["loss"]}", ScaledReinforce)'
-        in (project / "src/rlsdk_two_kinds/loss.py").read_text()
-    )
-    assert (
-        f'register("{names.components["reward"]}", DigitCount)'
-        in (project / "src/rlsdk_two_kinds/reward.py").read_text()
-    )
+    loss_py = (project / "src/rlsdk_two_kinds/loss.py").read_text()
+    assert f'NAME = "{names.components["loss"]}"' in loss_py and "register(NAME, ScaledReinforce)" in loss_py
+    assert "register(NAME, DigitCount)" in (project / "src/rlsdk_two_kinds/reward.py").read_text()
+    assert 'PRESET = "two_kinds"' in plugin_py and 'reward.NAME: {"weight": 0.2}' in plugin_py
     config = yaml.safe_load((project / "configs/train.yaml").read_text())
-    assert config["loss"]["name"] == names.components["loss"] and "sampler" not in config
-    assert config["rewards"][names.components["reward"]]["weight"] > 0
+    assert config == {"algorithm": "two_kinds", "seed": 0, "train": {"steps": 300}}
+
+
+def test_each_name_is_written_once_and_renaming_it_renames_the_component(tmp_path, monkeypatch):
+    """A component's name is in its module's NAME only: the hooks, the preset, configs and tests follow it."""
+    project = new_plugin("rlsdk-once", "all", tmp_path)
+    names = plugin_names("rlsdk-once", "all")
+    files = {rel: (project / rel).read_text() for rel in project_files(project)}
+    for kind, name in names.components.items():
+        written = {rel: text.count(name) for rel, text in files.items() if name in text}
+        assert written == {f"src/rlsdk_once/{kind}.py": 1}, (kind, written)
+        hook = KINDS[kind].hook  # the template's hooks are the table's
+        assert f"def {hook}(register: Register)" in files[f"src/rlsdk_once/{kind}.py"]
+    loss_py = project / "src/rlsdk_once/loss.py"
+    loss_py.write_text(loss_py.read_text().replace(names.components["loss"], "renamed_loss"))
+    monkeypatch.syspath_prepend(str(project / "src"))
+    for module in [m for m in sys.modules if m.split(".")[0] == "rlsdk_once"]:
+        monkeypatch.delitem(sys.modules, module)
+    plugin = importlib.import_module("rlsdk_once.plugin")
+    registry = get_registry(extra=[plugin])
+    assert "renamed_loss" in registry.names("loss") and names.components["loss"] not in registry.names("loss")
+    config = load_config(registry, project / "configs/train.yaml")
+    assert config["algorithm"] == "once" and config["loss"]["name"] == "renamed_loss"
+    assert config["rewards"][names.components["reward"]]["weight"] == 0.2
+    assert config["advantage"]["name"] == names.components["advantage"]
+    assert config["sampler"] == {
+        "name": names.components["sampler"], "n": 16, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4
+    }  # fmt: skip
+    for module in [m for m in sys.modules if m.split(".")[0] == "rlsdk_once"]:
+        monkeypatch.delitem(sys.modules, module)
 
 
 @pytest.mark.parametrize("kinds", [[kind] for kind in COMPONENT_KINDS] + [["all"]], ids=lambda k: k[0])
@@ -461,9 +492,8 @@ def test_generated_project_compares_with_the_reference(installed_project):
     if "sampler" in components:
         assert mine["sampler"]["n"] == reference["sampler"]["n"] == 16
     if "reward" in components:
-        assert (
-            mine["rewards"][components["reward"]]["weight"] > 0 == reference["rewards"][components["reward"]]["weight"]
-        )
+        assert mine["rewards"][components["reward"]]["weight"] > 0 and components["reward"] not in reference["rewards"]
+    assert mine["algorithm"] == installed_project.names.prefix and reference["algorithm"] == "grpo"
 
 
 @pytest.mark.slow

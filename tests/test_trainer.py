@@ -21,7 +21,7 @@ import rlsdk
 from rlsdk.config import load_config
 from rlsdk.errors import StorageError
 from rlsdk.plugins import get_registry
-from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
+from rlsdk.provenance.rundir import RunDir, atomic_write_text, read_metrics
 from rlsdk.trainer import build_run, sequence_logprobs, train, train_step, trained_logprobs
 
 FAST = ["train.steps=3", "train.prompts_per_step=4", "sampler.n=4", "run.plot=false", "run.progress=false"]

@@ -2,8 +2,9 @@
 
 Run as ``python vocab_parallel_worker.py RANK WORLD INIT_FILE OUT_DIR CASES_JSON``, one process per rank,
 with gloo: on the CPU with the kernels interpreted, or, with ``VOCAB_PARALLEL_DEVICE=cuda``, every rank
-on the one GPU (gloo moves CUDA tensors too; NCCL wants a GPU per rank). Each case draws the full inputs from its seed, takes this
-rank's rows of the weight, runs forward and backward with ``vocab_group`` and saves, per case,
+on the one GPU (gloo moves CUDA tensors too; NCCL wants a GPU per rank). Each case draws the full
+inputs from its seed, takes this rank's rows of the weight, runs forward and backward with
+``vocab_group`` and saves, per case,
 ``OUT_DIR/{name}.{rank}.pt``: the inputs, the outputs, ``dX`` and this shard's ``dW``; or the
 message of the ``ValueError`` the case expects.
 """

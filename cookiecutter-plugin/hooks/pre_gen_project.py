@@ -12,8 +12,8 @@ Checked here, with the standard library only (so the template also works from a 
 When rlsdk is importable and ``rlsdk new-plugin`` has not already done so, the checks against the
 installed environment run too (:func:`rlsdk.scaffold.check_installed`): no installed distribution
 has this name, no importable module has the module name, and no installed plugin registers the
-component names the project would create. cookiecutter removes the half-made project directory
-when this hook fails.
+component names or the preset name the project would create. cookiecutter removes the half-made
+project directory when this hook fails.
 """
 
 import keyword
@@ -35,6 +35,8 @@ COMPONENT_NAMES = {
     "sampler": {{ cookiecutter.__sampler_name | tojson }},
     "reward": {{ cookiecutter.__reward_name | tojson }},
 }
+
+PRESET = {{ cookiecutter.__prefix | tojson }}
 
 DISTRIBUTION_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 RESERVED_MODULES = {"rlsdk", "rlsdk_plugins", "rlsdk_kernels"}
@@ -70,6 +72,7 @@ def main() -> int:
             check_installed = None
         if check_installed is not None:
             components = {kind: COMPONENT_NAMES[kind] for kind, chosen in CHOSEN.items() if chosen}
+            components["algorithm"] = PRESET
             try:
                 check_installed(PLUGIN_NAME, MODULE, components)
             except ValueError as exc:  # rlsdk.ConfigError is a ValueError

@@ -7,8 +7,8 @@ sampler.name=informative_groups``.
 With a group-relative advantage (GRPO, RLOO, ...), a group whose completions all got the same reward
 has zero advantage everywhere and contributes no gradient. This sampler wraps the built-in ``group``
 sampler and keeps only the groups whose rewards differ (the filter of DAPO's dynamic sampling,
-without DAPO's re-sampling to refill the batch). If no group differs (as in evaluation, which samples one completion per prompt), the batch is kept
-whole.
+without DAPO's re-sampling to refill the batch). If no group differs (as in evaluation, which
+samples one completion per prompt), the batch is kept whole.
 The step's ``reward/*`` metrics are then over the kept groups.
 """
 
@@ -41,8 +41,8 @@ def select_rows(batch: rlsdk.RolloutBatch, keep: torch.Tensor) -> rlsdk.RolloutB
     """The rows of ``batch`` where ``keep [B]`` is true (every per-row field, tensor or list)."""
     rows = keep.nonzero().flatten().tolist()
     changes = {}
-    per_row = ("rewards", "group_ids", "mask", "sequences", "attention_mask", "truncated", "old_logprobs", "ref_logprobs",
-               "engine_logprobs", "weight_versions")  # fmt: skip
+    per_row = ("rewards", "group_ids", "mask", "sequences", "attention_mask", "truncated", "old_logprobs",
+               "ref_logprobs", "engine_logprobs", "weight_versions")  # fmt: skip
     for name in per_row:
         value = getattr(batch, name)
         changes[name] = None if value is None else value[keep]

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from rlsdk.cli import main as rlsdk_cli
-from rlsdk.research import SeedTree
-from rlsdk.rundir import read_metrics
+from rlsdk.provenance.rundir import read_metrics
+from rlsdk.provenance.seeds import SeedTree
 
 # Wall-clock measurements differ between any two runs; everything else must match exactly.
 TIMING = {"wall_time", "step_time", "tokens_per_s", "time/generate"}

@@ -12,8 +12,9 @@ NeMo RL):
 A scalar advantage is broadcast over the completion: A[i, t] = A_i * mask[i, t] (exactly 0 where the
 mask is 0). Statistics are computed in float64; the result is float32 (float64 if the rewards are).
 
-The helpers :func:`result_dtype` and :func:`broadcast_to_tokens` are shared by the other outcome-reward
-estimators (``rloo``, ``opo``, ``reinforce_pp``).
+The helpers shared with the other outcome-reward estimators (``rloo``, ``opo``, ``reinforce_pp``)
+are :func:`rlsdk.functional.result_dtype` and :func:`rlsdk.functional.broadcast_to_tokens`, and the
+group-size check ``require_groups`` of ``rlsdk_plugins._groups``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from torch import Tensor
 
 import rlsdk
 from rlsdk import ConfigError, RolloutBatch
+from rlsdk.functional import broadcast_to_tokens, result_dtype
 from rlsdk.hookspecs import Register
 from rlsdk.validation import check_bool, check_choice, check_number
+from rlsdk_plugins._groups import require_groups
 from rlsdk_plugins.policy_gradient import ENTROPY_BONUS
 
 __all__ = [
@@ -35,37 +38,9 @@ __all__ = [
     "GRPOPassKAdvantage",
     "grpo_preset",
     "dr_grpo_preset",
-    "result_dtype",
-    "broadcast_to_tokens",
-    "group_size",
-    "require_groups",
 ]
 
 SINGLE_GROUP_MODES = ("reward", "zero")
-
-
-# --------------------------------------------------------------------------------------------------
-# Shared helpers
-
-
-def result_dtype(rewards: Tensor) -> torch.dtype:
-    """The dtype of an advantage tensor: float64 if the rewards are float64, else float32."""
-    return torch.float64 if rewards.dtype == torch.float64 else torch.float32
-
-
-def broadcast_to_tokens(scores: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """Broadcast one advantage per completion over its tokens.
-
-    Args:
-        scores: ``[B]`` per-completion advantages A_i.
-        mask: ``[B, T]`` 1 where a token is trained on.
-        dtype: Dtype of the result (see :func:`result_dtype`).
-
-    Returns:
-        ``[B, T]`` with A[i, t] = A_i * mask[i, t], exactly 0 where the mask is 0 (even if A_i is not finite).
-    """
-    m = mask.to(torch.float64)
-    return torch.where(m > 0, scores.to(torch.float64)[:, None] * m, 0.0).to(dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,9 +152,10 @@ def grpo_preset() -> dict[str, Any]:
     coefficient is 0 (TRL's default beta); DeepSeekMath used 0.04 and verl uses 0.001 with ``k3``:
     set ``loss.kl_coef`` to match them.
 
-    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
-    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
-    estimator and the loss is stated, so nothing is inherited from another layer.
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus
+    (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not part of the published recipe: set
+    ``loss.entropy_coef=0`` for it. Every option of the advantage estimator and the loss is stated, so
+    nothing is inherited from another layer.
     """
     return {
         "advantage": {"name": "grpo", "eps": 1e-6, "norm_std": True, "unbiased": True, "single_group": None},
@@ -207,9 +183,10 @@ def dr_grpo_preset() -> dict[str, Any]:
     which removes GRPO's length and difficulty biases (verl: ``norm_adv_by_std_in_grpo=False`` with
     ``seq-mean-token-sum-norm``; TRL: ``scale_rewards="none"`` with ``loss_type="dr_grpo"``).
 
-    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
-    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
-    estimator and the loss is stated, so nothing is inherited from another layer.
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus
+    (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not part of the published recipe: set
+    ``loss.entropy_coef=0`` for it. Every option of the advantage estimator and the loss is stated, so
+    nothing is inherited from another layer.
     """
     return {
         "advantage": {"name": "grpo", "eps": 1e-6, "norm_std": False, "unbiased": True, "single_group": None},
@@ -242,32 +219,6 @@ def register_algorithms(register: Register) -> None:
     """Register this module's algorithm presets."""
     register("grpo", grpo_preset)
     register("dr_grpo", dr_grpo_preset)
-
-
-def group_size(config: dict[str, Any]) -> int | None:
-    """``sampler.n`` if the config sets it to an int >= 1, else None (the sampler reports other values)."""
-    n = (config.get("sampler") or {}).get("n")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
-
-
-def require_groups(
-    config: dict[str, Any], advantage: str, uses: str, single: str = "R, no baseline", fix: str = ""
-) -> None:
-    """Raise :class:`ConfigError` when ``advantage.name == advantage`` and ``sampler.n`` is 1.
-
-    Args:
-        config: The resolved config (a ``check_config`` hook's argument).
-        advantage: The estimator's registered name.
-        uses: What it takes from a prompt's group, for the message ("subtracts the group's mean reward").
-        single: What every advantage becomes with groups of one, for the message.
-        fix: Another way out, appended to "set sampler.n >= 2".
-    """
-    n = group_size(config)
-    if (config.get("advantage") or {}).get("name") == advantage and n is not None and n < 2:
-        raise ConfigError(
-            f"advantage {advantage!r} {uses}, but sampler.n={n} gives groups of one (every advantage is then "
-            f"{single}); set sampler.n >= 2{fix}"
-        )
 
 
 @rlsdk.hookimpl

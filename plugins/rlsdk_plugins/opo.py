@@ -19,8 +19,9 @@ from torch import Tensor
 
 import rlsdk
 from rlsdk import RolloutBatch
+from rlsdk.functional import broadcast_to_tokens, result_dtype
 from rlsdk.hookspecs import Register
-from rlsdk_plugins.grpo import broadcast_to_tokens, require_groups, result_dtype
+from rlsdk_plugins._groups import require_groups
 
 __all__ = ["OPOAdvantage"]
 

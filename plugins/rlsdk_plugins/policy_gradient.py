@@ -186,10 +186,10 @@ class ClippedPG(PolicyLoss):
 
     Then ``total = agg(L) + kl_coef * agg(KL) - entropy_coef * agg(H)`` (see :class:`PolicyLoss`).
 
-    Metrics (token means over the global batch, see :class:`PolicyLoss`): ``pg_loss``, ``clip_frac`` (fraction of valid tokens where the clipped term is the larger,
-    verl ``pg_clipfrac``), ``ratio_mean``, ``dual_clip_frac`` (where the dual clip is active; only when on,
-    verl ``pg_clipfrac_lower``), ``kl`` (when ``ref_logprobs`` is given) and ``entropy`` (when ``entropy``
-    is given).
+    Metrics (token means over the global batch, see :class:`PolicyLoss`): ``pg_loss``, ``clip_frac``
+    (fraction of valid tokens where the clipped term is the larger, verl ``pg_clipfrac``), ``ratio_mean``,
+    ``dual_clip_frac`` (where the dual clip is active; only when on, verl ``pg_clipfrac_lower``), ``kl``
+    (when ``ref_logprobs`` is given) and ``entropy`` (when ``entropy`` is given).
 
     Args:
         eps_low: Lower clip range, ``>= 0``.

@@ -33,9 +33,9 @@ from torch import Tensor
 
 import rlsdk
 from rlsdk import ConfigError, RolloutBatch
+from rlsdk.functional import broadcast_to_tokens, result_dtype
 from rlsdk.hookspecs import Register
 from rlsdk.validation import check_choice, check_number
-from rlsdk_plugins.grpo import broadcast_to_tokens, result_dtype
 from rlsdk_plugins.policy_gradient import ENTROPY_BONUS
 
 __all__ = ["ReinforcePlusPlusAdvantage", "ReinforcePlusPlusBaselineAdvantage", "reinforce_pp_preset"]
@@ -145,9 +145,10 @@ class ReinforcePlusPlusBaselineAdvantage:
 def reinforce_pp_preset() -> dict[str, Any]:
     """REINFORCE++-baseline advantages with the clipped surrogate and a token mean (verl's recipe).
 
-    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
-    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
-    estimator and the loss is stated, so nothing is inherited from another layer.
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus
+    (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not part of the published recipe: set
+    ``loss.entropy_coef=0`` for it. Every option of the advantage estimator and the loss is stated, so
+    nothing is inherited from another layer.
     """
     return {
         "advantage": {"name": "reinforce_plus_plus_baseline", "style": "verl"},

@@ -19,8 +19,9 @@ from torch import Tensor
 
 import rlsdk
 from rlsdk import RolloutBatch
+from rlsdk.functional import broadcast_to_tokens, result_dtype
 from rlsdk.hookspecs import Register
-from rlsdk_plugins.grpo import broadcast_to_tokens, require_groups, result_dtype
+from rlsdk_plugins._groups import require_groups
 from rlsdk_plugins.policy_gradient import ENTROPY_BONUS
 
 __all__ = ["RLOOAdvantage", "rloo_preset"]
@@ -47,9 +48,10 @@ class RLOOAdvantage:
 def rloo_preset() -> dict[str, Any]:
     """RLOO with the clipped surrogate and a token mean (verl's RLOO recipe; TRL ``RLOOTrainer`` also clips).
 
-    ``entropy_coef`` is the built-in CPU experiment's exploration bonus (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not
-    part of the published recipe: set ``loss.entropy_coef=0`` for it. Every option of the advantage
-    estimator and the loss is stated, so nothing is inherited from another layer.
+    ``entropy_coef`` is the built-in CPU experiment's exploration bonus
+    (:data:`~rlsdk_plugins.policy_gradient.ENTROPY_BONUS`), not part of the published recipe: set
+    ``loss.entropy_coef=0`` for it. Every option of the advantage estimator and the loss is stated, so
+    nothing is inherited from another layer.
     """
     return {
         "advantage": {"name": "rloo"},

@@ -209,7 +209,8 @@ def _check_options(alphabet: str, d_model: int, n_layers: int, n_heads: int, max
 
 
 def parameter_count(vocab: int, d_model: int, n_layers: int, max_len: int) -> int:
-    """Parameters of a :class:`TinyPolicy`: both embeddings, the blocks, the final LayerNorm and the untied output layer.
+    """Parameters of a :class:`TinyPolicy`: both embeddings, the blocks, the final LayerNorm and the untied
+    output layer.
 
     Per block: ``qkv`` 3 H^2, ``proj`` H^2, ``fc`` and ``fc_out`` 4 H^2 each (12 H^2, no biases) and two
     LayerNorms (4 H).

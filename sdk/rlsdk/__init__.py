@@ -10,11 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from rlsdk._version import __version__ as __version__
 from rlsdk.errors import ComponentError, ConfigError, FolderLocked, Interrupted, PluginError, RlsdkError, StorageError
 from rlsdk.hookspecs import hookimpl
 from rlsdk.plugins import create, get_registry
-
-__version__ = "0.1.0"
 
 _LAZY = {
     **dict.fromkeys(["aggregate", "group_stats", "kl_estimate", "masked_mean", "masked_whiten"], "rlsdk.functional"),

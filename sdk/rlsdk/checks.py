@@ -68,7 +68,8 @@ def check_rollout(batch: Any, examples: int, component: str) -> RolloutBatch:
         )
     if batch.sequences.dim() != 2 or batch.sequences.shape[0] != b or batch.sequences.shape[1] < t:
         raise ComponentError(
-            f"{component} returned sequences {tuple(batch.sequences.shape)} for mask {(b, t)}; expected [B, S] with S >= T"
+            f"{component} returned sequences {tuple(batch.sequences.shape)} for mask {(b, t)}; "
+            "expected [B, S] with S >= T"
         )
     if batch.attention_mask.shape != batch.sequences.shape:
         raise ComponentError(
@@ -110,7 +111,8 @@ def check_rewards(values: Any, completions: Sequence[str], component: str) -> Te
             )
         if not math.isfinite(number):
             raise ComponentError(
-                f"{component} returned {number} for completion {i} ({_short(completions[i], 40)}); rewards must be finite"
+                f"{component} returned {number} for completion {i} ({_short(completions[i], 40)}); "
+                "rewards must be finite"
             )
         out.append(number)
     return torch.tensor(out, dtype=torch.float32)
@@ -151,7 +153,8 @@ def check_loss_output(out: Any, component: str) -> LossOutput:
     """
     if not isinstance(out, LossOutput):
         raise ComponentError(
-            f"{component} returned {_short(out)}; a loss returns rlsdk.LossOutput(loss=<scalar tensor>, metrics={{...}})"
+            f"{component} returned {_short(out)}; "
+            "a loss returns rlsdk.LossOutput(loss=<scalar tensor>, metrics={...})"
         )
     loss = out.loss
     if not isinstance(loss, Tensor) or loss.dim() != 0:
@@ -159,7 +162,8 @@ def check_loss_output(out: Any, component: str) -> LossOutput:
         raise ComponentError(f"{component} returned LossOutput.loss = {shape}; expected a scalar (0-dim) tensor")
     if not loss.requires_grad:
         raise ComponentError(
-            f"{component} returned a loss without gradient (computed from detached values?); it must depend on the logprobs"
+            f"{component} returned a loss without gradient (computed from detached values?); "
+            "it must depend on the logprobs"
         )
     if not isinstance(out.metrics, dict):
         raise ComponentError(

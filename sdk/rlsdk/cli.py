@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train a policy",
-        description="Train a policy. Arguments ending in .yaml/.yml are a config file; key=value pairs override settings.",
+        description="Train a policy. Arguments ending in .yaml/.yml are a config file; "
+        "key=value pairs override settings.",
     )
     train.add_argument(
         "args",
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--print-config",
         action="store_true",
-        help="print the resolved config, each value with where it came from (default, algorithm preset, file, command line), and exit",
+        help="print the resolved config, each value with where it came from "
+        "(default, algorithm preset, file, command line), and exit",
     )
     plugin_flag(train)
 
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=[*COMPONENT_KINDS, "all"],
         metavar="KIND",
-        help=f"component kind to include an example of (repeatable): {', '.join(COMPONENT_KINDS)} or all (default: loss)",
+        help=f"component kind to include an example of (repeatable): {', '.join(COMPONENT_KINDS)} "
+        "or all (default: loss)",
     )
     np_.add_argument(
         "--output-dir",
@@ -163,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         (
             "experiment",
             "train every arm of an experiment over several seeds and compare them",
-            "Run an experiment file: every arm, task and seed trained into EXP_DIR/runs/, each run scored, then the arms "
-            "compared with the baseline (the first arm) and plotted. Running it again continues where it stopped.",
+            "Run an experiment file: every arm, task and seed trained into EXP_DIR/runs/, each run scored, "
+            "then the arms compared with the baseline (the first arm) and plotted. "
+            "Running it again continues where it stopped.",
         ),
         (
             "ablate",
@@ -189,9 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser(
         "sweep",
         help="search hyperparameters with Optuna, each trial over a few seeds",
-        description="Run a sweep file: Optuna proposes a configuration per trial, each trains over the file's seeds into "
-        "SWEEP_DIR/trials/<n>/, and its value is the mean score. Running it again continues the study. Writes "
-        "SWEEP_DIR/sweep.json (every trial, the best one, parameter importances). Needs optuna (pip install 'rlsdk[sweep]').",
+        description="Run a sweep file: Optuna proposes a configuration per trial, each trains over the file's seeds "
+        "into SWEEP_DIR/trials/<n>/, and its value is the mean score. Running it again continues the study. Writes "
+        "SWEEP_DIR/sweep.json (every trial, the best one, parameter importances). "
+        "Needs optuna (pip install 'rlsdk[sweep]').",
     )
     sw.add_argument("spec", metavar="SWEEP.yaml")
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run, e.g. train.steps=100")
@@ -207,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     rt = sub.add_parser(
         "report",
         help="plot the training dynamics of a run or an experiment",
-        description="Plot a run folder (RUN_DIR/dynamics.png: reward, eval reward, KL, entropy, loss, clip fraction, grad "
-        "norm, response length, learning rate) or an experiment folder (curves.png: per arm the median over seeds with "
-        "a 10-90% band; comparison.png when the experiment has been compared).",
+        description="Plot a run folder (RUN_DIR/dynamics.png: reward, eval reward, KL, entropy, loss, clip fraction, "
+        "grad norm, response length, learning rate) or an experiment folder (curves.png: per arm the median over "
+        "seeds with a 10-90% band; comparison.png when the experiment has been compared).",
     )
     rt.add_argument("path", metavar="RUN_DIR|EXP_DIR")
     rt.add_argument(
@@ -219,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser(
         "reproduce",
         help="train a run again and check that its metrics repeat",
-        description="Train RUN_DIR's config again into a new folder, compare every metric step by step (exactly, unless "
-        "--atol/--rtol) and the manifests (versions, git, plugins, hardware, threads), and write NEW_DIR/reproduce.json. "
-        "Exit status 1 when the metrics differ.",
+        description="Train RUN_DIR's config again into a new folder, compare every metric step by step "
+        "(exactly, unless --atol/--rtol) and the manifests (versions, git, plugins, hardware, threads), "
+        "and write NEW_DIR/reproduce.json. Exit status 1 when the metrics differ.",
     )
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", metavar="DIR", help="the new run folder (default: RUN_DIR-reproduce, -reproduce-2, ...)")
@@ -244,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--baseline", metavar="ARM", help="the arm compared against (default: the first)")
     cp.add_argument(
         "--score", metavar="SCORE",
-        help="rescore every run: eval/<key>, <key> (a metrics.jsonl key, mean of the last steps), auc(<key>) or steps_to(<key>, <threshold>)",
+        help="rescore every run: eval/<key>, <key> (a metrics.jsonl key, mean of the last steps), auc(<key>) "
+        "or steps_to(<key>, <threshold>)",
     )  # fmt: skip
     cp.add_argument(
         "--last", type=int, metavar="K", help="with --score, a training metric is averaged over the last K steps"
@@ -363,7 +369,7 @@ def cmd_env(ns: argparse.Namespace) -> int:
     import datetime
     import platform
 
-    from rlsdk.research.packages import differences, installed_packages, lock_text, read_lock
+    from rlsdk.provenance.packages import differences, installed_packages, lock_text, read_lock
 
     if ns.check and ns.source:
         raise ConfigError("give either RUN_DIR (print its packages) or --check LOCK|RUN_DIR, not both")
@@ -436,9 +442,9 @@ def _seeds_arg(text: str | None) -> int | list[int] | None:
 
 def _compare_and_write(exp_dir: Path, ns: argparse.Namespace, registry, baseline=None, score=None, last=None):
     """Compare an experiment folder's arms (``ns``: the comparison flags); write comparison.json and .md."""
+    from rlsdk.provenance.rundir import atomic_write_text
     from rlsdk.research.compare import compare
     from rlsdk.research.experiment import describe_score, load_scores
-    from rlsdk.rundir import atomic_write_text
     from rlsdk.trainer import evaluate_checkpoint
 
     scores, seeds, spec = load_scores(exp_dir, score, last, evaluate=lambda d: evaluate_checkpoint(d, registry))
@@ -471,10 +477,11 @@ def cmd_experiment(ns: argparse.Namespace) -> int:
     exp_dir = Path(ns.out) if ns.out else Path("experiments") / spec.name
     runs = len(spec.arms) * len(spec.tasks) * len(spec.seeds)
     print(
-        f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) = {runs} runs in {exp_dir}"
+        f"experiment {spec.name!r}: {len(spec.arms)} arm(s) x {len(spec.tasks)} task(s) x {len(spec.seeds)} seed(s) "
+        f"= {runs} runs in {exp_dir}"
     )
+    from rlsdk.provenance.rundir import FolderLock
     from rlsdk.research.report import report
-    from rlsdk.rundir import FolderLock
 
     with FolderLock(exp_dir, "experiment folder"):  # through the comparison and its plots
         run_experiment(spec, registry, exp_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress)
@@ -492,7 +499,8 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     spec = load_sweep(ns.spec, ns.overrides, ns.trials)
     sweep_dir = Path(ns.out) if ns.out else Path("sweeps") / spec.name
     print(
-        f"sweep {spec.name!r}: {spec.trials} trial(s) x {len(spec.seeds)} seed(s), {spec.sampler} sampler, {spec.direction} {spec.score}, in {sweep_dir}"
+        f"sweep {spec.name!r}: {spec.trials} trial(s) x {len(spec.seeds)} seed(s), {spec.sampler} sampler, "
+        f"{spec.direction} {spec.score}, in {sweep_dir}"
     )
     summary = run_sweep(
         spec, _registry(ns.plugin), sweep_dir, log=lambda line: print(line, flush=True), progress=not ns.no_progress
@@ -545,7 +553,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     exp_dir = Path(ns.exp_dir)
     if ns.last is not None and ns.score is None:
         raise ConfigError("--last only applies with --score (the experiment's own score already fixes it)")
-    from rlsdk.rundir import FolderLock
+    from rlsdk.provenance.rundir import FolderLock
 
     if not (exp_dir / "experiment.yaml").is_file():
         raise ConfigError(
@@ -569,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         setattr(ns, field, [*getattr(ns, field), *extra])
     handlers = {
         "train": cmd_train, "eval": cmd_eval, "plugins": cmd_plugins, "env": cmd_env, "new-plugin": cmd_new_plugin,
-        "experiment": cmd_experiment, "ablate": cmd_experiment, "compare": cmd_compare, "sweep": cmd_sweep, "reproduce": cmd_reproduce,
-        "report": cmd_report,
+        "experiment": cmd_experiment, "ablate": cmd_experiment, "compare": cmd_compare, "sweep": cmd_sweep,
+        "reproduce": cmd_reproduce, "report": cmd_report,
     }  # fmt: skip
     handler = handlers[ns.command]
     debug = bool(getattr(ns, "debug", False)) or os.environ.get("RLSDK_DEBUG", "").strip().lower() not in (

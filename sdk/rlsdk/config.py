@@ -255,7 +255,8 @@ def _check_keys(layer: dict[str, Any], source: str) -> None:
     for key, value in layer.items():
         if key not in DEFAULTS:
             raise ConfigError(
-                f"unknown config key {key!r} (from {source}){did_you_mean(key, DEFAULTS)}; valid keys: {', '.join(DEFAULTS)}"
+                f"unknown config key {key!r} (from {source}){did_you_mean(key, DEFAULTS)}; "
+                f"valid keys: {', '.join(DEFAULTS)}"
             )
         if key in _OPEN_SECTIONS or not isinstance(DEFAULTS[key], dict):
             continue
@@ -406,7 +407,8 @@ def validate_config(config: dict[str, Any], registry: Registry, sources: dict[st
         check_options(registry.factory("reward", name, where=f"rewards.{name}"), options, f"rewards.{name}")
     if not reward_specs(config):
         raise ConfigError(
-            f"rewards is empty; give at least one, e.g. rewards.exact_match=1.0 (valid: {', '.join(registry.names('reward'))})"
+            f"rewards is empty; give at least one, e.g. rewards.exact_match=1.0 "
+            f"(valid: {', '.join(registry.names('reward'))})"
         )
     for section in ("logprob", "trackers"):
         if config.get(section) is not None and not isinstance(config[section], dict):
@@ -414,7 +416,8 @@ def validate_config(config: dict[str, Any], registry: Registry, sources: dict[st
     for name, options in (config.get("trackers") or {}).items():
         if options is not None and not isinstance(options, dict):
             raise ConfigError(
-                f"{_named(f'trackers.{name}', sources)} must be a mapping of the tracker's options or null, got {options!r}"
+                f"{_named(f'trackers.{name}', sources)} must be a mapping of the tracker's options or null, "
+                f"got {options!r}"
             )
     settings = Settings.from_config(config, sources)
     for name, options in (config.get("trackers") or {}).items():

@@ -21,6 +21,8 @@ __all__ = [
     "masked_mean",
     "masked_whiten",
     "group_stats",
+    "result_dtype",
+    "broadcast_to_tokens",
     "kl_estimate",
 ]
 
@@ -177,6 +179,42 @@ def group_stats(values: Tensor, group_ids: Tensor, unbiased: bool = True) -> tup
     std = torch.sqrt(sq / denom)
     std = torch.where(size > 1, std, torch.zeros_like(std))
     return mean[inverse], std[inverse], size[inverse]
+
+
+def result_dtype(rewards: Tensor) -> torch.dtype:
+    """The dtype of an advantage tensor computed from ``rewards``: float64 if they are float64, else float32.
+
+    The outcome-reward estimators (``grpo``, ``rloo``, ``opo``, ``reinforce_pp``) compute their
+    statistics in float64 and return this dtype.
+
+    Example:
+        >>> result_dtype(torch.tensor([1.0], dtype=torch.float64)), result_dtype(torch.tensor([1.0]))
+        (torch.float64, torch.float32)
+    """
+    return torch.float64 if rewards.dtype == torch.float64 else torch.float32
+
+
+def broadcast_to_tokens(scores: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Broadcast one advantage per completion over its tokens: ``A[i, t] = A_i * mask[i, t]``.
+
+    The product is taken in float64 and is exactly 0 where the mask is 0, even where ``A_i`` is not
+    finite (``where``, not a multiplication, zeroes those positions).
+
+    Args:
+        scores: ``[B]`` per-completion advantages ``A_i``.
+        mask: ``[B, T]``, 1 where a token is trained on.
+        dtype: Dtype of the result (see :func:`result_dtype`).
+
+    Returns:
+        ``[B, T]`` advantages of ``dtype``.
+
+    Example:
+        >>> broadcast_to_tokens(torch.tensor([2.0, -1.0]), torch.tensor([[1, 1, 0], [1, 0, 0]]), torch.float32)
+        tensor([[ 2.,  2.,  0.],
+                [-1.,  0.,  0.]])
+    """
+    m = mask.to(torch.float64)
+    return torch.where(m > 0, scores.to(torch.float64)[:, None] * m, 0.0).to(dtype)
 
 
 def kl_estimate(

@@ -2,8 +2,9 @@
 
 Registration hooks are called once when the plugin manager is built, each with a ``register``
 callback: ``register(name, factory)``. There is one per kind of :data:`rlsdk.kinds.KINDS`
-(``register_losses``, ``register_samplers`` ...), defined from that table. The factory is called with the keyword arguments of the
-component's config section and returns the component. Names are unique per kind across all plugins.
+(``register_losses``, ``register_samplers`` ...), defined from that table. The factory is called
+with the keyword arguments of the component's config section and returns the component. Names are
+unique per kind across all plugins.
 
 The check hook (``check_config``) is called when a config is loaded; it raises
 :class:`rlsdk.ConfigError` or returns nothing.

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rlsdk.rundir import atomic_write_bytes
+from rlsdk.provenance.rundir import atomic_write_bytes
 
 __all__ = ["plot_rewards"]
 

@@ -433,7 +433,8 @@ def check_options(factory: Callable[..., Any], options: dict[str, Any], where: s
     for key in options:
         if key not in valid:
             raise ConfigError(
-                f"unknown option {key!r} for {where}{did_you_mean(key, valid)}; valid options: {', '.join(valid) or '(none)'}"
+                f"unknown option {key!r} for {where}{did_you_mean(key, valid)}; "
+                f"valid options: {', '.join(valid) or '(none)'}"
             )
     missing = [n for n in valid if params[n].default is inspect.Parameter.empty and n not in options]
     if missing:

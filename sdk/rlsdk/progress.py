@@ -22,7 +22,10 @@ __all__ = ["TrainProgress", "RunsProgress", "step_info", "estimate_left", "forma
 
 def step_info(metrics: dict[str, Any], seconds_per_step: float) -> str:
     """The figures after a training bar: reward, loss and seconds per step."""
-    return f"reward {metrics.get('reward/mean', float('nan')):.3f}  loss {metrics.get('loss', 0.0):+.4f}  {seconds_per_step:.2f}s/step"
+    return (
+        f"reward {metrics.get('reward/mean', float('nan')):.3f}  loss {metrics.get('loss', 0.0):+.4f}  "
+        f"{seconds_per_step:.2f}s/step"
+    )
 
 
 def format_seconds(seconds: float) -> str:
@@ -50,7 +53,8 @@ def _bar(transient: bool, console: Any = None, unit: str = "") -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
     ]  # fmt: skip
     if unit:
         columns.insert(3, TextColumn(unit))

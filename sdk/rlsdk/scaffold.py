@@ -13,7 +13,10 @@ Names are derived from the plugin's distribution name, here and in the template'
 - prefix: the module without a leading ``rlsdk_`` (``my_loss``); it is the entry-point name and starts
   every component name, so the plugin's names never clash with rlsdk's own;
 - components: ``<prefix>_scaled_reinforce`` (loss), ``<prefix>_mean_baseline`` (advantage),
-  ``<prefix>_filter_groups`` (sampler), ``<prefix>_digit_count`` (reward).
+  ``<prefix>_filter_groups`` (sampler), ``<prefix>_digit_count`` (reward), each written once in the
+  generated package (``NAME`` in the component's module);
+- the algorithm preset: ``<prefix>``, rlsdk's ``grpo`` with the plugin's components, which the
+  generated ``configs/train.yaml`` selects.
 
 Everything is checked before cookiecutter runs, so a rejected name writes nothing: see
 :func:`plugin_names` (the name itself) and :func:`check_installed` (clashes with what is installed).
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlsdk.errors import ConfigError, did_you_mean
+from rlsdk.kinds import KINDS
 
 if TYPE_CHECKING:
     from rlsdk.plugins import Registry
@@ -55,8 +59,9 @@ __all__ = [
     "next_steps",
 ]
 
-#: The component kinds the template has an example of, in the order of its prompts.
-COMPONENT_KINDS = ("loss", "advantage", "sampler", "reward")
+#: The component kinds the template has an example of (``scaffold`` in :data:`rlsdk.kinds.KINDS`), in
+#: the order of its prompts.
+COMPONENT_KINDS = tuple(name for name, kind in KINDS.items() if kind.scaffold)
 
 #: kind -> the example's name after the plugin's prefix.
 EXAMPLE_COMPONENTS = {
@@ -89,6 +94,11 @@ class PluginNames:
     module: str
     prefix: str
     components: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def registers(self) -> dict[str, str]:
+        """What the plugin registers, by kind (its components, and its preset named after the prefix)."""
+        return {**self.components, "algorithm": self.prefix}
 
 
 def _normalised(name: str) -> str:
@@ -176,7 +186,7 @@ def check_installed(name: str, module: str, components: Mapping[str, str], regis
     Args:
         name: The distribution name.
         module: The module name of its package.
-        components: kind -> name of each component it will register.
+        components: kind -> name of each component it will register (:attr:`PluginNames.registers`).
         registry: The registry to check the component names against (default:
             :func:`rlsdk.plugins.get_registry`, every installed plugin).
 
@@ -304,7 +314,7 @@ def new_plugin(
             target = output / names.distribution
             if target.exists():
                 raise ConfigError(f"{str(target)!r} already exists; choose another plugin name or --output-dir")
-            check_installed(names.distribution, names.module, names.components, registry)
+            check_installed(names.distribution, names.module, names.registers, registry)
     if kinds is not None:
         context.update({f"include_{kind}": kind in kinds for kind in COMPONENT_KINDS})
     for key, value in (("author", author), ("description", description), ("github_username", github_username)):

@@ -137,7 +137,8 @@ class Settings:
             missing = [f.name for f in dataclasses.fields(typed) if f.name not in config[section]]
             if missing:  # a hand-made or old config: load_config always fills them from DEFAULTS
                 raise ConfigError(
-                    f"{section} lacks the key(s) {', '.join(missing)}; start from rlsdk.config.DEFAULTS (load_config does)"
+                    f"{section} lacks the key(s) {', '.join(missing)}; "
+                    "start from rlsdk.config.DEFAULTS (load_config does)"
                 )
         c.integer("seed", 0)
         for key in ("steps", "prompts_per_step", "epochs", "mini_batches", "micro_batches"):
@@ -162,7 +163,8 @@ class Settings:
         norm = c.value("train.max_grad_norm")
         if norm is not None and not (_is_number(norm) and math.isfinite(norm) and norm >= 0):
             raise ConfigError(
-                f"{c.name('train.max_grad_norm')} must be a finite number > 0, or 0 or null to disable clipping, got {norm!r}"
+                f"{c.name('train.max_grad_norm')} must be a finite number > 0, or 0 or null to disable clipping, "
+                f"got {norm!r}"
             )
         c.boolean("train.reference")
         _check_device(c.value("train.device"), c.name("train.device"))

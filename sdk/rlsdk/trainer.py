@@ -19,7 +19,7 @@ defaults (:func:`rlsdk.kinds.member`).
 The output layer sees trained tokens only (``mask > 0``, :func:`trained_logprobs`); loss metrics
 stay on the device until the optimiser step.
 
-Everything random comes from named streams of one root seed (:class:`rlsdk.research.SeedTree`),
+Everything random comes from named streams of one root seed (:class:`rlsdk.provenance.seeds.SeedTree`),
 and checkpoints carry the generators' states, so a resumed run repeats the uninterrupted one exactly
 on the CPU.
 
@@ -56,9 +56,9 @@ from rlsdk.functional import aggregate, kl_estimate, masked_mean
 from rlsdk.kinds import member
 from rlsdk.plugins import Registry
 from rlsdk.progress import TrainProgress
-from rlsdk.research.manifest import build_manifest
-from rlsdk.research.seeds import SeedTree
-from rlsdk.rundir import RunDir, atomic_write_text, read_metrics
+from rlsdk.provenance.manifest import build_manifest
+from rlsdk.provenance.rundir import RunDir, atomic_write_text, read_metrics
+from rlsdk.provenance.seeds import SeedTree
 from rlsdk.settings import Settings, TrainSettings
 from rlsdk.types import (
     AdvantageEstimator,
@@ -190,7 +190,8 @@ def _select_backend(registry: Registry, spec: dict[str, Any], device: torch.devi
             best, best_name, best_priority = backend, candidate, priority
     if best is None:
         raise ConfigError(
-            f"logprob.backend=auto found no backend for device {device}; registered: {registry.names('logprob_backend')}"
+            f"logprob.backend=auto found no backend for device {device}; "
+            f"registered: {registry.names('logprob_backend')}"
         )
     if options:  # never dropped silently: they must fit the backend auto picked
         where = f"logprob (backend=auto picked {best_name!r} on {device}; name a backend to pin it)"
@@ -655,7 +656,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Score a run's checkpoint on the task's held-out examples and write ``RUN_DIR/eval.json``.
 
-    ``eval.json`` records which checkpoint it scored (its :meth:`~rlsdk.rundir.RunDir.fingerprint`)
+    ``eval.json`` records which checkpoint it scored (its :meth:`~rlsdk.provenance.rundir.RunDir.fingerprint`)
     and the config sections the score depends on, so :func:`current_eval` reuses it only for that
     checkpoint and config. The run folder is locked while this runs.
 

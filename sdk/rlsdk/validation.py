@@ -277,17 +277,20 @@ def check_logprob_inputs(
 
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(
-            f"{backend}: expected hidden [N, H] and weight [V, H]; got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
+            f"{backend}: expected hidden [N, H] and weight [V, H]; "
+            f"got hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}"
         )
     if not (hidden.is_floating_point() and weight.is_floating_point()):
         raise ValueError(f"{backend}: hidden and weight must be floating point; got {hidden.dtype}, {weight.dtype}")
     if not hidden.device == weight.device == targets.device:
         raise ValueError(
-            f"{backend}: hidden, weight and targets must share a device; got {hidden.device}, {weight.device}, {targets.device}"
+            f"{backend}: hidden, weight and targets must share a device; "
+            f"got {hidden.device}, {weight.device}, {targets.device}"
         )
     if targets.shape != (hidden.shape[0],) or targets.dtype not in (torch.int64, torch.int32):
         raise ValueError(
-            f"{backend}: expected targets [N={hidden.shape[0]}] of integer ids; got {tuple(targets.shape)} {targets.dtype}"
+            f"{backend}: expected targets [N={hidden.shape[0]}] of integer ids; "
+            f"got {tuple(targets.shape)} {targets.dtype}"
         )
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
         raise ValueError(f"{backend}: temperature must be a finite number > 0; got {temperature!r}")

@@ -1,4 +1,4 @@
-"""The advantage estimator ``{{ cookiecutter.__advantage_name }}``: rlsdk's conformance checks and its formula."""
+"""The advantage estimator of this plugin: rlsdk's conformance checks and its formula."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import rlsdk
 from rlsdk.testing import check_advantage
 
 from {{ cookiecutter.__module }} import plugin
-from {{ cookiecutter.__module }}.advantage import MeanBaseline
+from {{ cookiecutter.__module }}.advantage import NAME, MeanBaseline
 
-NAME = "{{ cookiecutter.__advantage_name }}"
 
 
 def test_conformance(rlsdk_rollout_batch):

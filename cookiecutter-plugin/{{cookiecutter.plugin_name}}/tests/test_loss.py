@@ -1,4 +1,4 @@
-"""The loss ``{{ cookiecutter.__loss_name }}``: rlsdk's conformance checks and its formula."""
+"""The loss of this plugin: rlsdk's conformance checks and its formula."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import rlsdk
 from rlsdk.testing import check_loss
 
 from {{ cookiecutter.__module }} import plugin
-from {{ cookiecutter.__module }}.loss import ScaledReinforce
+from {{ cookiecutter.__module }}.loss import NAME, ScaledReinforce
 
-NAME = "{{ cookiecutter.__loss_name }}"
 
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])

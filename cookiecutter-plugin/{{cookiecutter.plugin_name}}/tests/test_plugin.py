@@ -15,21 +15,24 @@ from pathlib import Path
 from rlsdk.config import load_config
 from rlsdk.plugins import PluginInfo, get_registry
 
+from {{ cookiecutter.__module }} import {{ [('advantage' if cookiecutter.include_advantage else ''), ('loss' if cookiecutter.include_loss else ''), 'plugin', ('reward' if cookiecutter.include_reward else ''), ('sampler' if cookiecutter.include_sampler else '')] | select | join(', ') }}
+
 DISTRIBUTION = "{{ cookiecutter.plugin_name }}"
-#: kind -> the names this plugin registers
+#: kind -> the names this plugin registers (each module's NAME, and the preset)
 COMPONENTS = {
 {%- if cookiecutter.include_loss %}
-    "loss": ["{{ cookiecutter.__loss_name }}"],
+    "loss": [loss.NAME],
 {%- endif %}
 {%- if cookiecutter.include_advantage %}
-    "advantage": ["{{ cookiecutter.__advantage_name }}"],
+    "advantage": [advantage.NAME],
 {%- endif %}
 {%- if cookiecutter.include_sampler %}
-    "sampler": ["{{ cookiecutter.__sampler_name }}"],
+    "sampler": [sampler.NAME],
 {%- endif %}
 {%- if cookiecutter.include_reward %}
-    "reward": ["{{ cookiecutter.__reward_name }}"],
+    "reward": [reward.NAME],
 {%- endif %}
+    "algorithm": [plugin.PRESET],
 }
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train.yaml"
 
@@ -48,8 +51,8 @@ def test_discovered_through_its_entry_point():
     assert ours, f"{DISTRIBUTION} is not among the installed rlsdk plugins; run `pip install -e .`"
     assert [p.error for p in ours] == [None] * len(ours)
     registers: dict[str, list[str]] = {}
-    for plugin in ours:
-        for kind, names in plugin.registers.items():
+    for info in ours:
+        for kind, names in info.registers.items():
             registers.setdefault(kind, []).extend(names)
     assert registers == COMPONENTS
     for kind, names in COMPONENTS.items():
@@ -69,6 +72,7 @@ def test_listed_by_rlsdk_plugins_json():
 
 def test_training_config_uses_the_plugin():
     config = load_config(get_registry(), CONFIG)
+    assert config["algorithm"] == plugin.PRESET
     for section in ("loss", "advantage", "sampler"):
         if section in COMPONENTS:
             assert config[section]["name"] in COMPONENTS[section]

@@ -1,4 +1,4 @@
-"""The reward ``{{ cookiecutter.__reward_name }}``: rlsdk's conformance checks and its formula."""
+"""The reward of this plugin: rlsdk's conformance checks and its formula."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import pytest
 from rlsdk.testing import check_reward
 
 from {{ cookiecutter.__module }} import plugin
-from {{ cookiecutter.__module }}.reward import DigitCount, digit_count_score
+from {{ cookiecutter.__module }}.reward import NAME, DigitCount, digit_count_score
 
-NAME = "{{ cookiecutter.__reward_name }}"
 
 
 def test_conformance():

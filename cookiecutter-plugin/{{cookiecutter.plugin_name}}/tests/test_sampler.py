@@ -1,4 +1,4 @@
-"""The sampler ``{{ cookiecutter.__sampler_name }}``: rlsdk's conformance checks and its behaviour."""
+"""The sampler of this plugin: rlsdk's conformance checks and its behaviour."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import rlsdk
 from rlsdk.testing import check_sampler
 
 from {{ cookiecutter.__module }} import plugin
-from {{ cookiecutter.__module }}.sampler import FilterGroups
+from {{ cookiecutter.__module }}.sampler import NAME, FilterGroups
 
-NAME = "{{ cookiecutter.__sampler_name }}"
 
 
 def test_conformance():

@@ -218,7 +218,8 @@ def compare(
         else "Welch's t-test on the per-seed scores averaged over tasks"
     )
     notes = [
-        f"{metric} with {pct} percentile intervals from a stratified bootstrap ({reps} resamples; runs resampled within each task).",
+        f"{metric} with {pct} percentile intervals from a stratified bootstrap "
+        f"({reps} resamples; runs resampled within each task).",
         f"Difference vs {baseline}: "
         + ("pairs of runs (same seed) resampled together" if paired else "arm and baseline resampled independently")
         + f" ({pair_reps} resamples); P(arm > {baseline}): all runs of both, resampled independently.",

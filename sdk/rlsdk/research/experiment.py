@@ -62,7 +62,7 @@ import numpy as np
 import yaml
 
 from rlsdk.errors import ConfigError
-from rlsdk.rundir import FolderLock, atomic_write_text, read_metrics
+from rlsdk.provenance.rundir import FolderLock, atomic_write_text, read_metrics
 
 __all__ = [
     "ExperimentSpec",
@@ -128,7 +128,8 @@ def _named(value: Any, where: str, required: bool) -> dict[str, list[str]]:
         return {"default": []}
     if not isinstance(value, dict) or not value:
         raise ConfigError(
-            f"{where} must map names to lists of key=value overrides, e.g. {{grpo: [], reinforce: [loss.name=reinforce]}}; got {value!r}"
+            f"{where} must map names to lists of key=value overrides, "
+            f"e.g. {{grpo: [], reinforce: [loss.name=reinforce]}}; got {value!r}"
         )
     out = {}
     for name, overrides in value.items():
@@ -156,7 +157,8 @@ def _read_spec(
     path: Path, kind: str, keys: tuple[str, ...], cli_overrides: list[str] | None
 ) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Read an experiment or sweep file: ``(data, where, common)``, ``common`` holding the keys both
-    kinds share, checked: ``name``, ``config`` (resolved), ``overrides`` (with ``cli_overrides``), ``score``, ``last``."""
+    kinds share, checked: ``name``, ``config`` (resolved), ``overrides`` (with ``cli_overrides``),
+    ``score``, ``last``."""
     from rlsdk.config import load_yaml
 
     data = load_yaml(path, f"{kind} file")  # a missing or non-UTF-8 file, bad YAML, a key given twice: errors
@@ -204,7 +206,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, seeds: Any =
     ablation = "full" in data or "ablations" in data
     if ablation and "arms" in data:
         raise ConfigError(
-            f"{where} has 'arms' and 'full'/'ablations'; an experiment lists arms, an ablation the full method and its ablations"
+            f"{where} has 'arms' and 'full'/'ablations'; "
+            "an experiment lists arms, an ablation the full method and its ablations"
         )
     if ablation:
         full = _overrides(data.get("full"), f"{where}: full")
@@ -511,7 +514,8 @@ def load_scores(
                 done.append(seed)
         if not rows:
             raise ConfigError(
-                f"arm {arm!r} of {str(exp_dir)!r} has no seed finished on every task; run `rlsdk experiment` to finish it"
+                f"arm {arm!r} of {str(exp_dir)!r} has no seed finished on every task; "
+                "run `rlsdk experiment` to finish it"
             )
         scores[arm], seeds[arm] = np.asarray(rows, dtype=np.float64), done
     return scores, seeds, spec

@@ -26,9 +26,9 @@ import numpy as np
 import yaml
 
 from rlsdk.errors import ConfigError, did_you_mean
+from rlsdk.provenance.rundir import atomic_write_bytes, read_metrics
 from rlsdk.research import stats
 from rlsdk.research.experiment import ExperimentSpec, run_path
-from rlsdk.rundir import atomic_write_bytes, read_metrics
 
 __all__ = [
     "DYNAMICS_KEYS",

@@ -26,7 +26,7 @@ from typing import Any
 from rlsdk.config import load_config, load_yaml
 from rlsdk.errors import ConfigError
 from rlsdk.plugins import Registry
-from rlsdk.rundir import atomic_write_text, read_metrics
+from rlsdk.provenance.rundir import atomic_write_text, read_metrics
 
 __all__ = ["MetricDifference", "ReproduceReport", "compare_metrics", "environment_differences", "reproduce"]
 
@@ -277,7 +277,7 @@ def reproduce(
         overrides["train"] = {"threads": int(threads)}  # results depend on the thread count: use the original's
     config = load_config(registry, base=base, overrides=overrides)
 
-    from rlsdk.trainer import train  # the trainer imports rlsdk.research
+    from rlsdk.trainer import train  # on first use: the trainer and its imports load only to train
 
     train(config, registry, run_dir=new, progress=progress, until=steps)
 

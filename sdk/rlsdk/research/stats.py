@@ -129,12 +129,14 @@ def iqm(scores) -> np.ndarray:
 
 
 def mean(scores) -> np.ndarray:
-    """Mean over tasks of the per-task mean over runs (Agarwal et al., NeurIPS 2021). Shape ``(..., runs, tasks) -> (...)``."""
+    """Mean over tasks of the per-task mean over runs (Agarwal et al., NeurIPS 2021). Shape
+    ``(..., runs, tasks) -> (...)``."""
     return _batched(scores).mean(axis=-2).mean(axis=-1)
 
 
 def median(scores) -> np.ndarray:
-    """Median over tasks of the per-task mean over runs (Agarwal et al., NeurIPS 2021). Shape ``(..., runs, tasks) -> (...)``."""
+    """Median over tasks of the per-task mean over runs (Agarwal et al., NeurIPS 2021). Shape
+    ``(..., runs, tasks) -> (...)``."""
     return np.median(_batched(scores).mean(axis=-2), axis=-1)
 
 

@@ -51,8 +51,8 @@ import numpy as np
 import yaml
 
 from rlsdk.errors import ConfigError
+from rlsdk.provenance.rundir import atomic_write_text
 from rlsdk.research.experiment import _read_spec, _seeds, score_run
-from rlsdk.rundir import atomic_write_text
 
 __all__ = ["Param", "SweepSpec", "load_sweep", "run_sweep", "SAMPLERS"]
 
@@ -181,7 +181,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, trials: int
     space = data.get("space")
     if not isinstance(space, dict) or not space:
         raise ConfigError(
-            f"{where} needs a 'space' mapping config keys to ranges, e.g. space: {{train.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}"
+            f"{where} needs a 'space' mapping config keys to ranges, "
+            "e.g. space: {train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}"
         )
     trials = data.get("trials", 20) if trials is None else trials
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:

@@ -118,7 +118,8 @@ def _metric_floats(loss: Any, metrics: Any) -> dict[str, float]:
 
 
 def _check_loss_output(loss: Any, out: LossOutput, grad_lp: Tensor, grad_ent: Tensor | None, mask: Tensor) -> None:
-    """Metrics are finite floats (see :func:`_metric_floats`); gradients are finite and exactly 0 where ``mask`` is 0."""
+    """Metrics are finite floats (see :func:`_metric_floats`); gradients are finite and exactly 0 where
+    ``mask`` is 0."""
     import torch
 
     _metric_floats(loss, out.metrics)

@@ -1,19 +1,20 @@
 """{{ cookiecutter.plugin_name }}: an rlsdk plugin.
 
 Components (registered by :mod:`{{ cookiecutter.__module }}.plugin`, the module named by the
-``rlsdk`` entry point in pyproject.toml):
+``rlsdk`` entry point in pyproject.toml; each module's ``NAME`` is the name it is registered under):
 {% if cookiecutter.include_loss %}
-- loss ``{{ cookiecutter.__loss_name }}`` (:mod:`{{ cookiecutter.__module }}.loss`)
+- a loss (:mod:`{{ cookiecutter.__module }}.loss`)
 {%- endif %}
 {%- if cookiecutter.include_advantage %}
-- advantage ``{{ cookiecutter.__advantage_name }}`` (:mod:`{{ cookiecutter.__module }}.advantage`)
+- an advantage estimator (:mod:`{{ cookiecutter.__module }}.advantage`)
 {%- endif %}
 {%- if cookiecutter.include_sampler %}
-- sampler ``{{ cookiecutter.__sampler_name }}`` (:mod:`{{ cookiecutter.__module }}.sampler`)
+- a sampler (:mod:`{{ cookiecutter.__module }}.sampler`)
 {%- endif %}
 {%- if cookiecutter.include_reward %}
-- reward ``{{ cookiecutter.__reward_name }}`` (:mod:`{{ cookiecutter.__module }}.reward`)
+- a reward (:mod:`{{ cookiecutter.__module }}.reward`)
 {%- endif %}
+- the algorithm preset ``{{ cookiecutter.__prefix }}`` that uses them (:mod:`{{ cookiecutter.__module }}.plugin`)
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Advantage ``{{ cookiecutter.__advantage_name }}``: reward minus the mean reward of the prompt's group.
+"""Advantage :data:`NAME`: reward minus the mean reward of the prompt's group.
 
 The completions of one prompt form a group ``g`` (equal ``group_ids``). With ``R_i`` the reward of
 completion ``i`` and ``mu_g`` the mean reward of its group:
@@ -20,7 +20,11 @@ import torch
 import rlsdk
 from rlsdk.hookspecs import Register
 
-__all__ = ["MeanBaseline", "register_advantages"]
+__all__ = ["NAME", "MeanBaseline", "register_advantages"]
+
+#: The name this advantage is registered under (config ``advantage.name``), written here only: the
+#: preset in ``plugin.py`` (which ``configs/train.yaml`` selects) and the tests read it.
+NAME = "{{ cookiecutter.__advantage_name }}"
 
 
 class MeanBaseline:
@@ -56,4 +60,4 @@ class MeanBaseline:
 @rlsdk.hookimpl
 def register_advantages(register: Register) -> None:
     """Register this plugin's advantage estimator (kind ``advantage``)."""
-    register("{{ cookiecutter.__advantage_name }}", MeanBaseline)
+    register(NAME, MeanBaseline)

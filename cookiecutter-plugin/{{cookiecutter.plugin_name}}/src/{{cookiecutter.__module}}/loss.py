@@ -1,4 +1,4 @@
-"""Loss ``{{ cookiecutter.__loss_name }}``: REINFORCE with a scale factor.
+"""Loss :data:`NAME`: REINFORCE with a scale factor.
 
 The policy-gradient loss of REINFORCE (Williams 1992) on per-token advantages, multiplied by a
 constant. With ``lp[i, t]`` the log-probability of token ``t`` of completion ``i`` under the current
@@ -27,7 +27,11 @@ from rlsdk.functional import AGGREGATION_MODES
 from rlsdk.hookspecs import Register
 from rlsdk.validation import check_choice, check_number
 
-__all__ = ["ScaledReinforce", "register_losses"]
+__all__ = ["NAME", "ScaledReinforce", "register_losses"]
+
+#: The name this loss is registered under (config ``loss.name``), written here only: the
+#: preset in ``plugin.py`` (which ``configs/train.yaml`` selects) and the tests read it.
+NAME = "{{ cookiecutter.__loss_name }}"
 
 
 class ScaledReinforce:
@@ -78,4 +82,4 @@ class ScaledReinforce:
 @rlsdk.hookimpl
 def register_losses(register: Register) -> None:
     """Register this plugin's loss (kind ``loss``)."""
-    register("{{ cookiecutter.__loss_name }}", ScaledReinforce)
+    register(NAME, ScaledReinforce)

@@ -1,4 +1,4 @@
-"""Reward ``{{ cookiecutter.__reward_name }}``: partial credit for answering with the right number of digits.
+"""Reward :data:`NAME`: partial credit for answering with the right number of digits.
 
 With ``d(s)`` the number of digit characters in ``s``, ``y`` the completion and ``a`` the task's
 answer (``metadata[i]["answer"]``):
@@ -20,7 +20,11 @@ from typing import Any
 import rlsdk
 from rlsdk.hookspecs import Register
 
-__all__ = ["DigitCount", "digit_count_score", "register_rewards"]
+__all__ = ["NAME", "DigitCount", "digit_count_score", "register_rewards"]
+
+#: The name this reward is registered under (config ``rewards.<name>.weight``), written here only: the
+#: preset in ``plugin.py`` (which ``configs/train.yaml`` selects) and the tests read it.
+NAME = "{{ cookiecutter.__reward_name }}"
 
 
 def digit_count_score(completion: str, answer: str) -> float:
@@ -49,13 +53,13 @@ class DigitCount:
         """One score per completion; ``prompts``, ``completions`` and ``metadata`` have the same length."""
         if not len(prompts) == len(completions) == len(metadata):
             raise ValueError(
-                f"reward {{ cookiecutter.__reward_name }}: got {len(prompts)} prompts, {len(completions)} completions "
+                f"reward {NAME}: got {len(prompts)} prompts, {len(completions)} completions "
                 f"and {len(metadata)} metadata dicts; they must have the same length"
             )
         scores = []
         for i, (completion, meta) in enumerate(zip(completions, metadata)):
             if "answer" not in meta:
-                raise ValueError(f"reward {{ cookiecutter.__reward_name }}: metadata[{i}] has no 'answer' (keys: {sorted(meta)})")
+                raise ValueError(f"reward {NAME}: metadata[{i}] has no 'answer' (keys: {sorted(meta)})")
             scores.append(digit_count_score(completion, str(meta["answer"])))
         return scores
 
@@ -66,4 +70,4 @@ class DigitCount:
 @rlsdk.hookimpl
 def register_rewards(register: Register) -> None:
     """Register this plugin's reward (kind ``reward``)."""
-    register("{{ cookiecutter.__reward_name }}", DigitCount)
+    register(NAME, DigitCount)

@@ -1,4 +1,4 @@
-"""Sampler ``{{ cookiecutter.__sampler_name }}``: the built-in ``group`` sampler, training only on groups whose rewards vary.
+"""Sampler :data:`NAME`: the built-in ``group`` sampler, training only on groups whose rewards vary.
 
 The completions of one prompt form a group. When every completion of a group gets the same reward, a
 group-relative advantage is 0 for all of them: the group adds no learning signal, only tokens to the
@@ -29,7 +29,11 @@ import rlsdk
 from rlsdk.hookspecs import Register
 from rlsdk.validation import check_int
 
-__all__ = ["FilterGroups", "varied_groups", "register_samplers"]
+__all__ = ["NAME", "FilterGroups", "varied_groups", "register_samplers"]
+
+#: The name this sampler is registered under (config ``sampler.name``), written here only: the
+#: preset in ``plugin.py`` (which ``configs/train.yaml`` selects) and the tests read it.
+NAME = "{{ cookiecutter.__sampler_name }}"
 
 
 def varied_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
@@ -98,4 +102,4 @@ class FilterGroups:
 @rlsdk.hookimpl
 def register_samplers(register: Register) -> None:
     """Register this plugin's sampler (kind ``sampler``)."""
-    register("{{ cookiecutter.__sampler_name }}", FilterGroups)
+    register(NAME, FilterGroups)

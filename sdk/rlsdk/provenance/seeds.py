@@ -11,7 +11,8 @@ import torch
 
 __all__ = ["SeedTree", "STREAMS"]
 
-#: Named streams, in spawn order. Append new names at the end: earlier streams keep their seeds.
+#: The named seed streams, in spawn order (``init``, ``data``, ``sampling``, ``eval``). New streams are
+#: appended, so earlier streams keep their seeds.
 STREAMS = ("init", "data", "sampling", "eval")
 
 

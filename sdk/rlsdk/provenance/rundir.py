@@ -252,7 +252,8 @@ class RunDir:
             middle = [str(number) for number, _ in bad if number != lines]  # a torn last line is a crash's
             if middle:
                 warnings.warn(
-                    f"{self.metrics_path}: line(s) {', '.join(middle)} are not valid metrics rows; moved to {corrupt.name}",
+                    f"{self.metrics_path}: line(s) {', '.join(middle)} are not valid metrics rows; "
+                    f"moved to {corrupt.name}",
                     RuntimeWarning, stacklevel=2,
                 )  # fmt: skip
         rows = [r for r in rows if r.get("step", 0) <= last_step]
@@ -315,7 +316,8 @@ class RunDir:
             raise ConfigError(f"checkpoint {str(path)!r} does not exist")
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
             raise ConfigError(
-                f"checkpoint {str(path)!r} cannot be loaded: it is not a torch checkpoint (a truncated or overwritten file?)"
+                f"checkpoint {str(path)!r} cannot be loaded: "
+                "it is not a torch checkpoint (a truncated or overwritten file?)"
             )
         try:
             return torch.load(path, map_location="cpu", weights_only=True)

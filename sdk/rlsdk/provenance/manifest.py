@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from rlsdk.research.packages import installed_packages
+from rlsdk._version import __version__
+from rlsdk.provenance.packages import installed_packages
 
 __all__ = ["build_manifest", "git_info", "file_sha256"]
 
@@ -81,9 +82,7 @@ def build_manifest(
         data_files: Local data files; each is hashed with SHA-256.
         argv: The command line (default ``sys.argv``).
     """
-    import rlsdk
-
-    versions = {"python": sys.version.split()[0], "rlsdk": rlsdk.__version__, "torch": torch.__version__}
+    versions = {"python": sys.version.split()[0], "rlsdk": __version__, "torch": torch.__version__}
     for dist in ("numpy", "pluggy", "omegaconf", "transformers", "triton"):
         try:
             versions[dist] = importlib.metadata.version(dist)
@@ -102,7 +101,7 @@ def build_manifest(
         "hardware": hardware(),
         "git": {
             "cwd": git_info(os.getcwd()),
-            "rlsdk": git_info(Path(rlsdk.__file__).resolve().parent),
+            "rlsdk": git_info(Path(__file__).resolve().parents[1]),
         },
         "plugins": plugins,
         "data": {str(Path(f).resolve()): file_sha256(f) for f in data_files},
