@@ -325,6 +325,11 @@ def _sample(x, name: str, test: str, min_runs: int) -> np.ndarray:
     return s[:, 0]
 
 
+def _var(s: np.ndarray) -> float:
+    """The sample variance (ddof 1), exactly 0 for a constant sample (a rounded mean would leave ~1 ulp)."""
+    return 0.0 if s.min() == s.max() else float(s.var(ddof=1))
+
+
 def welch_test(x, y) -> TestResult:
     """Two-sided Welch t-test (Welch 1947; recommended by Colas et al. 2019 and Delacre et al. 2017).
 
@@ -345,7 +350,7 @@ def welch_test(x, y) -> TestResult:
         ConfigError: more than one task, fewer than 2 runs, or non-finite scores.
     """
     x, y = _sample(x, "x", "Welch", 2), _sample(y, "y", "Welch", 2)
-    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    vx, vy = _var(x) / len(x), _var(y) / len(y)
     diff = x.mean() - y.mean()
     if vx + vy == 0:
         return TestResult("welch", 0.0 if diff == 0 else float(np.copysign(np.inf, diff)), 1.0 if diff == 0 else 0.0)
@@ -379,7 +384,7 @@ def paired_t_test(x, y) -> TestResult:
     if len(x) != len(y):
         raise ConfigError(f"x has {len(x)} runs and y has {len(y)}; the paired t test needs one y per x")
     d = x - y
-    sd = d.std(ddof=1)
+    sd = np.sqrt(_var(d))
     if sd == 0:
         mean_d = float(d.mean())
         return TestResult(
